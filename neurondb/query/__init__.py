@@ -1,0 +1,1 @@
+"""Queries over a store: the DuckDB connection and the analyses of SPEC §2–§4."""

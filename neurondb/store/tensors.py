@@ -1,0 +1,149 @@
+"""Dense per-token tensors in HDF5: one dataset ``/<stack>/<layer>`` of shape ``[rows, d_ff]``.
+
+Chunks are ``[chunk_rows, 64]`` so that reading one neuron touches 64/d_ff of the file and a
+full scan reads whole row blocks. The writer buffers rows per dataset and writes whole
+chunk-row blocks, which keeps h5py out of the read-modify-write path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from neurondb.store.codec import decode, numpy_storage_dtype
+from neurondb.store.layout import tensor_key
+
+NEURON_CHUNK = 64
+CHUNK_BYTES = 4 << 20  # one row block per dataset, about 4 MB
+CACHE_BYTES = 64 << 20
+
+
+def chunk_rows_for(d_ff: int, itemsize: int) -> int:
+    rows = CHUNK_BYTES // max(1, d_ff * itemsize)
+    p = 16
+    while p * 2 <= min(rows, 1024):
+        p *= 2
+    return p
+
+
+class TensorWriter:
+    """Append rows ``[n, d_ff]`` per (stack, layer) to one HDF5 file.
+
+    ``widths``: ``{stack: (d_ff per layer, ...)}``. ``dtype``: storage dtype name.
+    """
+
+    def __init__(self, path: Path, widths: dict[str, tuple[int, ...]], dtype: str):
+        self.path = Path(path)
+        self.dtype = dtype
+        self.np_dtype = numpy_storage_dtype(dtype)
+        self.f = h5py.File(self.path, "w", rdcc_nbytes=CACHE_BYTES)
+        self.f.attrs["dtype"] = dtype
+        self.datasets: dict[tuple[str, int], h5py.Dataset] = {}
+        self.buffers: dict[tuple[str, int], np.ndarray] = {}
+        self.fill: dict[tuple[str, int], int] = {}
+        self.rows_written: dict[tuple[str, int], int] = {}
+        for stack, ws in widths.items():
+            for layer, d_ff in enumerate(ws):
+                cr = chunk_rows_for(d_ff, self.np_dtype.itemsize)
+                ds = self.f.create_dataset(
+                    tensor_key(stack, layer), shape=(0, d_ff), maxshape=(None, d_ff),
+                    dtype=self.np_dtype, chunks=(cr, min(NEURON_CHUNK, d_ff)),
+                )
+                ds.attrs["dtype"] = dtype
+                key = (stack, layer)
+                self.datasets[key] = ds
+                self.buffers[key] = np.empty((cr, d_ff), dtype=self.np_dtype)
+                self.fill[key] = 0
+                self.rows_written[key] = 0
+
+    def append(self, stack: str, layer: int, rows: np.ndarray) -> None:
+        """Append ``rows`` ``[n, d_ff]`` already in the storage dtype."""
+        key = (stack, layer)
+        buf = self.buffers[key]
+        n, i = rows.shape[0], 0
+        while i < n:
+            f = self.fill[key]
+            take = min(n - i, buf.shape[0] - f)
+            buf[f:f + take] = rows[i:i + take]
+            self.fill[key] = f + take
+            i += take
+            if self.fill[key] == buf.shape[0]:
+                self._flush(key)
+
+    def _flush(self, key: tuple[str, int]) -> None:
+        f = self.fill[key]
+        if f == 0:
+            return
+        ds = self.datasets[key]
+        start = self.rows_written[key]
+        ds.resize(start + f, axis=0)
+        ds[start:start + f] = self.buffers[key][:f]
+        self.rows_written[key] = start + f
+        self.fill[key] = 0
+
+    def close(self) -> None:
+        for key in self.datasets:
+            self._flush(key)
+        self.f.close()
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        except Exception:
+            pass
+
+
+class TensorReader:
+    """Read float32 rows/neurons of one HDF5 tensor file (activations or gradients)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.f = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
+        self.dtype = str(self.f.attrs["dtype"])
+
+    def dataset(self, stack: str, layer: int) -> h5py.Dataset:
+        key = tensor_key(stack, layer)
+        if key not in self.f:
+            raise KeyError(f"no tensor {key} in {self.path}")
+        return self.f[key]
+
+    def shape(self, stack: str, layer: int) -> tuple[int, int]:
+        return tuple(self.dataset(stack, layer).shape)  # type: ignore[return-value]
+
+    def read(self, stack: str, layer: int, rows: slice | np.ndarray | None = None,
+             neurons: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """float32 ``[n_rows, n_neurons]``; ``rows``/``neurons`` select (sorted) indices."""
+        ds = self.dataset(stack, layer)
+        rsel = slice(None) if rows is None else rows
+        if neurons is None:
+            raw = ds[rsel]
+        else:
+            idx = np.asarray(neurons, dtype=np.int64)
+            order = np.argsort(idx)
+            uniq, inv = np.unique(idx[order], return_inverse=True)
+            raw = ds[rsel, uniq] if isinstance(rsel, slice) else ds[rsel][:, uniq]
+            back = np.empty_like(inv)
+            back[order] = inv
+            raw = raw[:, back]
+        return decode(raw, self.dtype)
+
+    def iter_chunks(self, stack: str, layer: int, chunk_rows: int | None = None,
+                    neurons: np.ndarray | list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start_row, float32 [n, d])`` blocks; memory is bounded by one block."""
+        ds = self.dataset(stack, layer)
+        n = ds.shape[0]
+        step = chunk_rows or max(ds.chunks[0], 8192)
+        for start in range(0, n, step):
+            yield start, self.read(stack, layer, slice(start, min(n, start + step)), neurons)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> TensorReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
