@@ -7,16 +7,7 @@ __version__ = "0.1.0"
 from neurondb.store.reader import Store, open_store  # noqa: E402
 
 open = open_store  # noqa: A001  (neurondb.open(path) is the public spelling)
-
-
-def extract(*args, **kwargs):
-    """Run a model over a dataset and record FFN activations into a store.
-
-    See :func:`neurondb.extract.run.extract` for the arguments.
-    """
-    from neurondb.extract.run import extract as _extract
-
-    return _extract(*args, **kwargs)
+from neurondb import extract  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))
 
 
 __all__ = ["Store", "open", "open_store", "extract", "__version__"]

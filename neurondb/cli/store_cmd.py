@@ -1,0 +1,129 @@
+"""`neurondb info` and `neurondb query`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from neurondb.cli.errors import one_line_errors
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def info_command(store: Path = typer.Argument(..., help="Store directory.")) -> None:
+    """Show a store's model, runs, sizes and the SQL views it offers."""
+    import neurondb
+    from neurondb.query.connection import describe_views
+
+    with one_line_errors():
+        st = neurondb.open(store)
+        m = st.manifest
+        con = Console(soft_wrap=True)
+        con = Console(soft_wrap=True, width=max(con.width, 150))
+        shape = m.model.shape
+        con.print(f"[bold]store[/bold] {st.path}  (schema v{m.schema_version}, created {m.created})")
+        con.print(f"[bold]model[/bold] {m.model.name}  {m.model.model_class}  family "
+                  f"{shape.family}, d_model {shape.d_model}, fingerprint {m.model.fingerprint[:12]}")
+        for s, w in shape.widths.items():
+            widths = f"{w[0]}" if len(set(w)) == 1 else ",".join(map(str, w))
+            con.print(f"  stack {s}: {len(w)} layers, d_ff {widths}")
+        t = Table(title="runs")
+        for c in ("run", "split", "mode", "examples", "rows", "accuracy", "positions", "prompt",
+                  "grad", "dtype", "size"):
+            t.add_column(c)
+        for info in st.runs():
+            d = st.run_dir(info.run)
+            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+            acc = f"{info.accuracy:.4f}" if info.accuracy is not None else "-"
+            t.add_row(info.run, info.split, info.mode, str(info.n_examples),
+                      ", ".join(f"{k}:{v}" for k, v in info.n_rows.items()), acc,
+                      ",".join(info.positions), f"{info.n_prompt} tok" if info.n_prompt else "-",
+                      "yes" if info.grad else "no", info.dtype, f"{size / 1e6:,.1f} MB")
+        con.print(t)
+        views = describe_views(st.connection)
+        con.print("[bold]SQL views[/bold]: " + "; ".join(f"{k}({', '.join(v)})" for k, v in views.items()))
+        con.print("[bold]table macros[/bold]: activations(run, split, stack, layer, neuron|neurons), "
+                  "gradients(...)")
+        st.close()
+
+
+def query_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    sql: str = typer.Argument(..., help="A SELECT query over the store's views and macros."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv, json or parquet."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file (required for parquet)."),
+    also: list[Path] | None = typer.Option(None, "--with", help="Open another store together with STORE (repeatable)."),
+    limit: int = typer.Option(100, "--max-rows", help="Rows shown in table format."),
+) -> None:
+    """Run read-only SQL over a store (DuckDB, embedded)."""
+    import neurondb
+
+    with one_line_errors():
+        if fmt not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
+        if fmt == "parquet" and output is None:
+            raise ValueError("--format parquet needs --output FILE")
+        st = neurondb.open(store, *(also or []))
+        rel = st.sql(sql)
+        arrow = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+        if hasattr(arrow, "read_all"):
+            arrow = arrow.read_all()
+        _emit(arrow, fmt, output, limit)
+        st.close()
+
+
+def _emit(arrow, fmt: str, output: Path | None, limit: int) -> None:
+    import io
+    import sys
+
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        pq.write_table(arrow, output)
+        typer.echo(f"wrote {arrow.num_rows} rows to {output}", err=True)
+        return
+    if fmt == "csv":
+        buf = io.BytesIO()
+        pcsv.write_csv(arrow, buf)
+        text = buf.getvalue().decode()
+    elif fmt == "json":
+        df = arrow.to_pandas()
+        text = df.to_json(orient="records", lines=True, force_ascii=False)
+    else:
+        t = Table(show_lines=False)
+        for c in arrow.column_names:
+            t.add_column(c)
+        shown = arrow.slice(0, limit).to_pylist()
+        for row in shown:
+            t.add_row(*[_fmt(v) for v in row.values()])
+        if output is None:
+            Console().print(t)
+            if arrow.num_rows > limit:
+                typer.echo(f"({arrow.num_rows} rows, {limit} shown; --max-rows N or --format csv)")
+            return
+        buf_console = Console(file=io.StringIO(), width=200)
+        buf_console.print(t)
+        text = buf_console.file.getvalue()
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    else:
+        Path(output).write_text(text)
+        typer.echo(f"wrote {arrow.num_rows} rows to {output}", err=True)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        inner = ", ".join(_fmt(x) for x in v[:8])
+        return f"[{inner}{', ...' if len(v) > 8 else ''}]"
+    return "" if v is None else str(v)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info_command)
+    app.command("query")(query_command)

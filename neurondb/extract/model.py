@@ -1,0 +1,141 @@
+"""Loading a stock Hugging Face model for a readout, and reading label logits from it.
+
+Readouts (how the label is read, SPEC §7):
+``mlm`` verbalizer words at the ``<mask>``; ``causal`` verbalizer words at the next token;
+``seq2seq`` verbalizer words at the first decoder step (T5); ``classifier`` a
+sequence-classification head; ``head`` a small head saved with a soft prompt (encoders
+without an LM head, such as MiniLM); ``none`` activations only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from neurondb.arch import adapter_for
+from neurondb.arch.adapter import ArchAdapter, UnsupportedModelError
+from neurondb.extract.errors import ExtractError
+
+READOUTS = ("auto", "mlm", "causal", "seq2seq", "classifier", "head", "none")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: ArchAdapter
+    readout: str
+    name: str
+    revision: str | None
+    device: torch.device
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+
+def _split_gguf(name: str) -> tuple[str, dict]:
+    if name.endswith(".gguf"):
+        p = Path(name)
+        return str(p.parent), {"gguf_file": p.name}
+    return name, {}
+
+
+def load_config(name: str):
+    from transformers import AutoConfig
+
+    path, kw = _split_gguf(name)
+    try:
+        return AutoConfig.from_pretrained(path, **kw)
+    except (OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExtractError(f"cannot load model {name!r}: {msg}; give a hub name (with network) "
+                           "or a local directory with config.json") from e
+
+
+def auto_readout(config, has_head: bool) -> str:
+    """The readout implied by ``config.architectures`` (and a prompt that carries a head)."""
+    if has_head:
+        return "head"
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if arch.endswith("ForMaskedLM"):
+        return "mlm"
+    if arch.endswith(("LMHeadModel", "ForCausalLM")):
+        return "causal"
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if arch.endswith("ForSequenceClassification"):
+        return "classifier"
+    return "none"
+
+
+def _auto_class(readout: str, config):
+    import transformers as tf
+
+    if getattr(config, "is_encoder_decoder", False):
+        return tf.AutoModelForSeq2SeqLM
+    return {"mlm": tf.AutoModelForMaskedLM, "causal": tf.AutoModelForCausalLM,
+            "classifier": tf.AutoModelForSequenceClassification}.get(readout, tf.AutoModel)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(name: str, readout: str = "auto", device: str = "auto",
+               model_dtype: str | None = None, has_head: bool = False) -> LoadedModel:
+    """Load model and tokenizer in eval mode, with every parameter frozen."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    if readout not in READOUTS:
+        raise ExtractError(f"--readout must be one of {', '.join(READOUTS)}, not {readout!r}")
+    config = load_config(name)
+    try:
+        adapter = adapter_for(config)
+    except UnsupportedModelError as e:
+        raise ExtractError(str(e)) from e
+    if readout == "auto":
+        readout = auto_readout(config, has_head)
+    if readout == "seq2seq" and not getattr(config, "is_encoder_decoder", False):
+        raise ExtractError("--readout seq2seq needs an encoder-decoder model such as T5")
+    path, kw = _split_gguf(name)
+    if model_dtype:
+        kw["dtype"] = getattr(torch, model_dtype)
+    dev = resolve_device(device)
+    try:
+        model = _auto_class(readout, config).from_pretrained(path, **kw)
+        tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
+    except (OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExtractError(f"cannot load model {name!r} for readout {readout!r}: {msg}") from e
+    model.eval().to(dev)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    tok.padding_side = "right"
+    revision = getattr(config, "_commit_hash", None)
+    return LoadedModel(model=model, tokenizer=tok, adapter=adapter, readout=readout, name=name,
+                       revision=revision, device=dev)
+
+
+def verbalizer_ids(tokenizer, words: list[str]) -> list[int]:
+    """First token of each label word as it reads mid-sentence (a leading space for BPE)."""
+    ids: list[int] = []
+    for w in words:
+        toks = tokenizer.encode(" " + w.strip(), add_special_tokens=False)
+        toks = [t for t in toks if tokenizer.decode([t]).strip()]
+        if not toks or toks[0] == tokenizer.unk_token_id:
+            raise ExtractError(f"verbalizer word {w!r} is not in the tokenizer's vocabulary; "
+                               "choose another --verbalizer")
+        ids.append(toks[0])
+    if len(set(ids)) != len(ids):
+        raise ExtractError(f"verbalizer words {words} share a first token; choose distinct words")
+    return ids

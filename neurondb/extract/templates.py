@@ -1,0 +1,90 @@
+"""Templates with ``{text}``/``{text1}``/``{text2}`` and a ``{mask}`` slot; task presets.
+
+A preset bundles a template, a verbalizer (one label word per class, in label order) and
+the dataset's text/label fields, in the style of Skeleton's Table 3 and the PET/LM-BFF
+templates the prompt-tuning papers use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from neurondb.extract.errors import ExtractError
+
+_SLOT = re.compile(r"\{(text|text1|text2|mask)\}")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template string. ``render(fields, mask_token)`` fills the text slots and the mask."""
+
+    source: str
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in re.findall(r"\{([^{}]*)\}", self.source)
+                   if m not in ("text", "text1", "text2", "mask")]
+        if unknown:
+            raise ExtractError(f"template slot {{{unknown[0]}}} is unknown; use {{text}}, "
+                               "{text1}, {text2} and {mask}")
+        if self.source.count("{mask}") > 1:
+            raise ExtractError("a template may have one {mask} slot")
+
+    @property
+    def has_mask(self) -> bool:
+        return "{mask}" in self.source
+
+    @property
+    def n_texts(self) -> int:
+        slots = set(_SLOT.findall(self.source)) - {"mask"}
+        return 2 if "text2" in slots else (1 if slots else 0)
+
+    def render(self, texts: list[str], mask_token: str | None) -> str:
+        """Fill the slots: ``{text}``/``{text1}`` take ``texts[0]``, ``{text2}`` ``texts[1]``.
+
+        ``mask_token=None`` cuts the template at ``{mask}`` (the answer slot of a causal LM,
+        whose label is read at the next token).
+        """
+        src = self.source
+        if mask_token is None and self.has_mask:
+            src = src.split("{mask}")[0].rstrip()
+        values = {"text": texts[0] if texts else "", "text1": texts[0] if texts else "",
+                  "text2": texts[1] if len(texts) > 1 else "", "mask": mask_token or ""}
+        return _SLOT.sub(lambda m: values[m.group(1)], src)
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    name: str
+    template: str
+    verbalizer: tuple[str, ...]
+    text_fields: tuple[str, ...]
+    label_field: str = "label"
+    labels: tuple[str, ...] = ()
+    hub: tuple[str, ...] = field(default_factory=tuple)  # HF dataset name (and config)
+
+
+PRESETS: dict[str, TaskPreset] = {p.name: p for p in (
+    TaskPreset("sst2", "{text} It was {mask}.", ("terrible", "great"), ("sentence",),
+               labels=("negative", "positive"), hub=("glue", "sst2")),
+    TaskPreset("imdb", "{text} It was {mask}.", ("terrible", "great"), ("text",),
+               labels=("negative", "positive"), hub=("imdb",)),
+    TaskPreset("movie_reviews", "{text} It was {mask}.", ("terrible", "great"), ("text",),
+               labels=("negative", "positive")),
+    TaskPreset("mrpc", "{text1} {mask}, {text2}", ("No", "Yes"), ("sentence1", "sentence2"),
+               labels=("not_equivalent", "equivalent"), hub=("glue", "mrpc")),
+    TaskPreset("qqp", "{text1} {mask}, {text2}", ("No", "Yes"), ("question1", "question2"),
+               labels=("not_duplicate", "duplicate"), hub=("glue", "qqp")),
+    TaskPreset("qnli", "{text1} ? {mask}, {text2}", ("Yes", "No"), ("question", "sentence"),
+               labels=("entailment", "not_entailment"), hub=("glue", "qnli")),
+    TaskPreset("rte", "{text1} ? {mask}, {text2}", ("Yes", "No"), ("sentence1", "sentence2"),
+               labels=("entailment", "not_entailment"), hub=("glue", "rte")),
+    TaskPreset("ag_news", "{mask} News: {text}", ("World", "Sports", "Business", "Tech"),
+               ("text",), labels=("World", "Sports", "Business", "Sci/Tech"), hub=("ag_news",)),
+)}
+
+
+def get_preset(name: str) -> TaskPreset:
+    if name not in PRESETS:
+        raise ExtractError(f"unknown task preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]

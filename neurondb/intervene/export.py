@@ -1,0 +1,317 @@
+"""Export a pruned model as a directory Transformers loads, and load it back (SPEC §6).
+
+Directory layout (format ``compact``)::
+
+    config.json                  stock config + ``neurondb_prune`` (widths, modules to shrink)
+                                 + ``auto_map`` -> modeling_neurondb_pruned.<Class>
+    model.safetensors            the pruned weights (per-layer FFN widths)
+    modeling_neurondb_pruned.py  generic shrink code + one subclass per Auto head
+    tokenizer files              when a tokenizer is given
+    neurondb_prune.json          provenance: mask hash and provenance, ratio, widths, counts
+    neurondb_mask.parquet        the neurons actually removed (the portable mask file)
+    <extra files>                soft prompts, heads, ... copied along
+
+Format ``zeroed`` writes full-width weights with the removed neurons zeroed, no ``auto_map``
+and no modeling file: plain ``AutoModelFor...from_pretrained(dir)`` loads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import transformers
+from torch import nn
+
+import neurondb
+from neurondb.arch import adapter_for
+from neurondb.intervene.automap import auto_classes
+from neurondb.intervene.channels import ops_for
+from neurondb.intervene.errors import ExportError
+from neurondb.intervene.mask import LayerKey, NeuronMask
+from neurondb.intervene.prune import PruneReport, prune_model, tensor_bytes
+
+MODELING_FILE = "modeling_neurondb_pruned.py"
+RECORD_FILE = "neurondb_prune.json"
+MASK_FILE = "neurondb_mask.parquet"
+CONFIG_KEY = "neurondb_prune"
+CLASS_PREFIX = "NeurondbPruned"
+SPEC_VERSION = 1
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote. Byte counts: ``tensor_bytes_*`` are the state-dict tensors,
+    ``weights_file_bytes`` the safetensors file(s) on disk (header included)."""
+
+    out_dir: Path
+    prune: PruneReport
+    tensor_bytes_before: int
+    tensor_bytes_after: int
+    weights_file_bytes: int
+    auto_map: dict[str, str]
+    record: dict
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safetensors_bytes(directory: str | Path) -> int:
+    """Total size of the ``*.safetensors`` files of a directory (bytes)."""
+    return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors"))
+
+
+def stock_class(model: nn.Module) -> type:
+    """The Transformers class of ``model`` (a pruned subclass maps back to its base)."""
+    for cls in type(model).__mro__:
+        if not cls.__name__.startswith(CLASS_PREFIX):
+            return cls
+    raise ExportError(f"cannot find the stock class of {type(model).__name__}")
+
+
+# -- the spec of the modules to shrink ------------------------------------------------------
+def shrink_spec(model: nn.Module) -> dict:
+    """``config.neurondb_prune`` for a (pruned) model: every FFN projection with its role,
+    width and bias flag, paths relative to ``model.base_model`` (from the adapter)."""
+    adapter = adapter_for(model)
+    base = model.base_model
+    modules = []
+    widths: dict[str, list[int]] = {}
+    for stack, layer, out_proj, in_projs in adapter.iter_ffn(base):
+        out_path, in_paths = adapter.ffn_paths(base, stack, layer)
+        width = ops_for(out_proj).n_neurons(out_proj, "out")
+        widths.setdefault(stack, []).append(width)
+        for path, proj in zip(in_paths, in_projs):
+            modules.append({"path": path, "role": "in", "width": width,
+                            "bias": proj.bias is not None})
+        modules.append({"path": out_path, "role": "out", "width": width,
+                        "bias": out_proj.bias is not None})
+    return {"version": SPEC_VERSION, "format": "compact", "family": adapter.family,
+            "widths": widths, "modules": modules}
+
+
+def apply_shrink_spec(model: nn.Module, spec: Mapping) -> nn.Module:
+    """Shrink ``model``'s projections to ``spec`` (first ``width`` channels; the weights
+    are then overwritten by a checkpoint). The library twin of the exported modeling file."""
+    base = model.base_model
+    names = dict(base.named_modules())
+    for entry in spec.get("modules", []):
+        module = names.get(entry["path"])
+        if module is None:
+            continue  # this head lacks that part (e.g. the decoder of an encoder-only class)
+        ops = ops_for(module)
+        ops.resize(module, entry["role"], int(entry["width"]))
+        if entry["role"] == "out" and entry.get("bias") and module.bias is None:
+            ops.add_bias(module, module.weight.new_zeros(ops.d_out(module)))
+    return model
+
+
+# -- modeling file ------------------------------------------------------------------------
+def modeling_source(classes: Sequence[str]) -> str:
+    """The modeling file: the generic template plus one subclass per stock class name."""
+    template = (Path(__file__).with_name("modeling_template.py")).read_text()
+    parts = [template.rstrip("\n"), ""]
+    for name in classes:
+        parts += [
+            "",
+            f"from transformers import {name}  # noqa: E402",
+            "",
+            "",
+            f"class {CLASS_PREFIX}{name}({name}):",
+            f'    """{name} with each FFN at the width recorded in config.neurondb_prune."""',
+            "",
+            "    def __init__(self, config, *args, **kwargs):",
+            "        super().__init__(config, *args, **kwargs)",
+            f"        shrink_ffn(self, config.{CONFIG_KEY})",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _auto_map(model: nn.Module) -> dict[str, str]:
+    cls = stock_class(model)
+    if getattr(transformers, cls.__name__, None) is not cls:
+        raise ExportError(f"{cls.__name__} is not a class of the transformers package; the "
+                          "compact format subclasses stock classes (use --format zeroed)")
+    heads = auto_classes(model.config.model_type)  # a head outside these: load_pruned only
+    stem = Path(MODELING_FILE).stem
+    return {auto: f"{stem}.{CLASS_PREFIX}{name}" for auto, name in heads.items()}
+
+
+# -- directory handling -------------------------------------------------------------------
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not overwrite:
+        raise ExportError(f"export directory {out} exists; pass --overwrite (overwrite=True) "
+                          "or choose another --out")
+    if not out.is_dir() or (any(out.iterdir()) and not (out / RECORD_FILE).exists()):
+        raise ExportError(f"refusing to overwrite {out}: it is not a neurondb export "
+                          "directory; choose another --out")
+
+
+def _copy_extra(extra_files, dest: Path, reserved: set[str]) -> list[str]:
+    if not extra_files:
+        return []
+    pairs = (extra_files.items() if isinstance(extra_files, Mapping)
+             else ((Path(p).name, p) for p in extra_files))
+    names = []
+    for name, src in pairs:
+        src = Path(src)
+        if not src.exists():
+            raise ExportError(f"extra file {src} does not exist")
+        if name in reserved or (dest / name).exists():
+            raise ExportError(f"extra file name {name!r} collides with a file of the export")
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
+        names.append(name)
+    return names
+
+
+def _fix_config(path: Path, arch: str) -> None:
+    cfg = json.loads(path.read_text())
+    cfg["architectures"] = [arch]
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | Path,
+                  format: str = "compact", *,  # noqa: A002  (the CLI's --format)
+                  means: Mapping[LayerKey, np.ndarray] | None = None,
+                  priority: Mapping[LayerKey, np.ndarray] | None = None,
+                  provenance: dict | None = None,
+                  extra_files: Sequence[str | Path] | Mapping[str, str | Path] | None = None,
+                  mask_file: str | Path | None = None,
+                  overwrite: bool = False, inplace: bool = False) -> ExportReport:
+    """Prune ``model`` by ``mask`` and write a loadable directory ``out_dir``.
+
+    ``format``: ``compact`` (smaller layers; ``AutoModelFor...from_pretrained(dir,
+    trust_remote_code=True)`` or :func:`load_pruned`) or ``zeroed`` (full width, removed
+    neurons zeroed; plain Transformers). ``means``: mean compensation (see
+    :func:`neurondb.intervene.prune_model`). ``priority``: highest-ranked neurons first per
+    layer, for the keep-one rule. ``provenance``: recorded as is (ratio, ranking, store,
+    source model). ``extra_files``: paths (or ``{name: path}``) copied into the directory.
+    ``mask_file``: the mask file the mask came from; its SHA-256 is recorded.
+    ``inplace``: prune ``model`` itself instead of a copy (saves memory for large models).
+    The directory is written atomically; an existing one is refused unless ``overwrite``.
+    """
+    out = Path(out_dir).absolute()
+    _check_out_dir(out, overwrite)
+    work = model if inplace else copy.deepcopy(model)
+    bytes_before = tensor_bytes(work)
+    report = prune_model(work, mask, means=means, priority=priority, fmt=format)
+    arch = stock_class(work).__name__
+    auto_map = _auto_map(work) if format == "compact" else {}
+    if format == "compact":
+        spec = shrink_spec(work)
+    else:
+        spec = {"version": SPEC_VERSION, "format": "zeroed", "family": report.family,
+                "widths": report.widths_after, "modules": []}
+    work.config.neurondb_prune = spec
+    if auto_map:
+        work.config.auto_map = auto_map
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        work.save_pretrained(tmp)
+        _fix_config(tmp / "config.json", arch)
+        if auto_map:
+            classes = sorted({v.split(".")[-1][len(CLASS_PREFIX):] for v in auto_map.values()})
+            (tmp / MODELING_FILE).write_text(modeling_source(classes))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        mask_meta = {**mask.meta, "removed_by": "neurondb prune", "format": format}
+        report.removed.to_file(tmp / MASK_FILE, mask_meta)
+        reserved = {p.name for p in tmp.iterdir()} | {RECORD_FILE}
+        extras = _copy_extra(extra_files, tmp, reserved)
+        weights_bytes = safetensors_bytes(tmp)
+        record = {
+            "neurondb_version": neurondb.__version__,
+            "transformers_version": transformers.__version__,
+            "format": format, "architecture": arch, "family": report.family,
+            "source_model": getattr(model.config, "_name_or_path", None),
+            "mask": {
+                "file": MASK_FILE, "sha256": file_sha256(tmp / MASK_FILE),
+                "selection_sha256": report.removed.sha256(),
+                "source_file": None if mask_file is None else str(mask_file),
+                "source_sha256": None if mask_file is None else file_sha256(mask_file),
+                "n_selected": len(mask), "provenance": mask.meta,
+            },
+            "prune": report.to_dict(),
+            "tensor_bytes_before": bytes_before, "tensor_bytes_after": tensor_bytes(work),
+            "weights_file_bytes": weights_bytes,
+            "auto_map": auto_map, "extra_files": extras,
+            "provenance": provenance or {},
+        }
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(out_dir=out, prune=report, tensor_bytes_before=bytes_before,
+                        tensor_bytes_after=record["tensor_bytes_after"],
+                        weights_file_bytes=weights_bytes, auto_map=auto_map, record=record)
+
+
+# -- loading ------------------------------------------------------------------------------
+def _resolve_class(config, model_class) -> type:
+    if model_class is None:
+        archs = getattr(config, "architectures", None) or []
+        if not archs or not hasattr(transformers, archs[0]):
+            raise ExportError(f"the export names no transformers architecture ({archs}); "
+                              "pass model_class=")
+        return getattr(transformers, archs[0])
+    if isinstance(model_class, str):
+        model_class = getattr(transformers, model_class)
+    mapping = getattr(model_class, "_model_mapping", None)
+    if mapping is not None:  # an Auto class
+        return mapping[type(config)]
+    return model_class
+
+
+def pruned_class(cls: type) -> type:
+    """A subclass of the stock class ``cls`` that shrinks its FFNs in ``__init__`` to
+    ``config.neurondb_prune`` (like the exported modeling file, without remote code)."""
+
+    def __init__(self, config, *args, **kwargs):
+        cls.__init__(self, config, *args, **kwargs)
+        apply_shrink_spec(self, getattr(config, CONFIG_KEY, None) or {})
+
+    return type(f"{CLASS_PREFIX}{cls.__name__}", (cls,),
+                {"__init__": __init__, "__module__": __name__})
+
+
+def load_pruned(path: str | Path, model_class=None, **kwargs) -> nn.Module:
+    """Load a neurondb export (compact or zeroed) without ``trust_remote_code``.
+
+    ``model_class``: a Transformers class, an Auto class (``transformers.AutoModel`` loads
+    the bare encoder of a masked-LM export) or a class name; default: the exported
+    architecture. ``kwargs`` go to ``from_pretrained``. Returns the model in eval mode.
+    """
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise ExportError(f"{path} is not a model directory (no config.json)")
+    config = transformers.AutoConfig.from_pretrained(path)
+    cls = _resolve_class(config, model_class)
+    spec = getattr(config, CONFIG_KEY, None) or {}
+    if spec.get("modules"):
+        cls = pruned_class(cls)
+    model = cls.from_pretrained(path, **kwargs)
+    model.eval()
+    return model

@@ -1,0 +1,114 @@
+"""From a stored neuron ranking and a ratio to the mask of neurons to remove (SPEC §6).
+
+A ranking table has columns ``name, method, stack, layer, neuron, score, rank`` with
+``rank`` 1 = most important. It is **per layer** when a column ``scope`` says ``layer``
+(ranks restart in each layer; the ratio applies to each layer), else **global** (the ratio
+applies to all neurons together). Pruning with ratio ``r`` removes the ``r`` fraction of
+lowest-ranked neurons, i.e. keeps the top ``1 - r``; counts are ``floor(r * n + 0.5)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from neurondb.arch import ModelShape
+from neurondb.intervene.errors import PruneError
+from neurondb.intervene.mask import LayerKey, NeuronMask
+from neurondb.store.errors import StoreError
+from neurondb.store.layout import RESULTS_DIR
+
+RANKING_COLUMNS = ("stack", "layer", "neuron", "rank")
+
+
+def check_ratio(ratio: float) -> float:
+    """``ratio`` must lie strictly between 0 and 1."""
+    r = float(ratio)
+    if not (0.0 < r < 1.0) or math.isnan(r):
+        raise PruneError(f"ratio {ratio} is outside (0, 1): it is the fraction of FFN neurons "
+                         "to remove, e.g. --ratio 0.3")
+    return r
+
+
+def ranking_path(store: str | Path, name: str) -> Path:
+    return Path(store) / RESULTS_DIR / "rankings" / f"{name}.parquet"
+
+
+def read_ranking(store: str | Path, name: str) -> pd.DataFrame:
+    """The ranking ``name`` of a store as a DataFrame; a one-line error if it is missing."""
+    path = ranking_path(store, name)
+    if not path.exists():
+        have = sorted(p.stem for p in path.parent.glob("*.parquet")) if path.parent.exists() else []
+        raise StoreError(f"store {store} has no ranking {name!r} (rankings: "
+                         f"{', '.join(have) or 'none'}); make one with `neurondb rank`")
+    df = pq.read_table(path).to_pandas()
+    missing = [c for c in RANKING_COLUMNS if c not in df.columns]
+    if missing:
+        raise StoreError(f"{path} lacks ranking column(s) {', '.join(missing)}")
+    return df
+
+
+def ranking_scope(df: pd.DataFrame) -> str:
+    """``layer`` when the table says ``scope == 'layer'``, else ``global``."""
+    if "scope" in df.columns and len(df) and (df["scope"].astype(str) == "layer").all():
+        return "layer"
+    return "global"
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["rank", "stack", "layer", "neuron"], kind="stable")
+
+
+def priority_from_ranking(df: pd.DataFrame) -> dict[LayerKey, np.ndarray]:
+    """``{(stack, layer): neuron indices, highest-ranked first}`` (for the keep-one rule)."""
+    out = {}
+    for (s, la), g in _sorted(df).groupby(["stack", "layer"], sort=True):
+        out[(str(s), int(la))] = g["neuron"].to_numpy(np.int64)
+    return out
+
+
+def _check_coverage(df: pd.DataFrame, shape: ModelShape) -> None:
+    counts = df.groupby(["stack", "layer"]).size()
+    for s, widths in shape.widths.items():
+        for la, d in enumerate(widths):
+            n = int(counts.get((s, la), 0))
+            if n != d:
+                raise PruneError(f"the ranking covers {n} of the {d} neurons of {s} layer {la}; "
+                                 "pruning by ratio needs a ranking of every neuron of the model")
+    if df.duplicated(["stack", "layer", "neuron"]).any():
+        raise PruneError("the ranking lists a neuron twice; filter it to one name/method")
+
+
+def mask_from_ranking(df: pd.DataFrame, ratio: float, shape: ModelShape,
+                      scope: str | None = None, meta: dict | None = None) -> NeuronMask:
+    """The mask of the ``ratio`` fraction of lowest-ranked neurons.
+
+    ``scope``: ``layer`` (per layer) or ``global``; default from :func:`ranking_scope`.
+    The ranking must list every neuron of ``shape`` exactly once.
+    """
+    r = check_ratio(ratio)
+    scope = scope or ranking_scope(df)
+    if scope not in ("layer", "global"):
+        raise PruneError(f"scope must be 'layer' or 'global', not {scope!r}")
+    df = df[["stack", "layer", "neuron", "rank"]].astype(
+        {"stack": str, "layer": np.int64, "neuron": np.int64})
+    sel = NeuronMask.from_arrays(df["stack"], df["layer"], df["neuron"])
+    sel.check_shape(shape)
+    _check_coverage(df, shape)
+    parts = []
+    if scope == "layer":
+        for _, g in _sorted(df).groupby(["stack", "layer"], sort=True):
+            n_remove = math.floor(r * len(g) + 0.5)
+            parts.append(g.iloc[len(g) - n_remove:])
+    else:
+        g = _sorted(df)
+        n_remove = math.floor(r * len(g) + 0.5)
+        parts.append(g.iloc[len(g) - n_remove:])
+    drop = pd.concat(parts) if parts else df.iloc[:0]
+    info = {"selection": "lowest-ranked", "ratio": r, "scope": scope,
+            "shape": shape.to_dict(), **(meta or {})}
+    return NeuronMask.from_arrays(drop["stack"], drop["layer"], drop["neuron"], info)

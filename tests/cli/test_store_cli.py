@@ -1,0 +1,86 @@
+"""The CLI as a user runs it: extract, info, query (formats, read-only, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from neurondb.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_path, sentiment_dir):
+    out = tmp_path_factory.mktemp("cli") / "store"
+    res = runner.invoke(app, ["extract", str(tiny_path("bert")), "--data", str(sentiment_dir),
+                              "--template", "{text} It was {mask}.", "--verbalizer", "bad,good",
+                              "--positions", "mask,first", "--stats-split", "train", "--grad",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "estimated store size" in res.output
+    return out
+
+
+def test_info_lists_runs_and_views(store):
+    res = runner.invoke(app, ["info", str(store)])
+    assert res.exit_code == 0, res.output
+    for word in ("sentiment0-validation", "sentiment0-train", "stats", "tokens", "activations("):
+        assert word in res.output
+
+
+def test_query_formats(store, tmp_path):
+    sql = ("SELECT e.label, avg(a.value) AS mean FROM activations(layer := 1, neuron := 3) a "
+           "JOIN examples e USING (run, example_id) WHERE a.slot = 'mask' GROUP BY e.label ORDER BY 1")
+    res = runner.invoke(app, ["query", str(store), sql, "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0] == '"label","mean"' and len(lines) == 3
+    res = runner.invoke(app, ["query", str(store), sql, "--format", "json"])
+    rows = [json.loads(x) for x in res.output.strip().splitlines()]
+    assert [r["label"] for r in rows] == [0, 1]
+    out = tmp_path / "q.parquet"
+    res = runner.invoke(app, ["query", str(store), sql, "--format", "parquet", "--output", str(out)])
+    assert res.exit_code == 0 and pq.read_table(out).num_rows == 2
+    res = runner.invoke(app, ["query", str(store), "SELECT count(*) AS n FROM gradients(layer := 0)"])
+    assert res.exit_code == 0 and str(12 * 2 * 48) in res.output
+
+
+def test_query_is_read_only_and_errors_are_one_line(store):
+    for sql in (f"COPY (SELECT 1) TO '{store}/runs/x.csv'", "DROP VIEW examples",
+                "CREATE TABLE t AS SELECT 1", "SELECT 1; DELETE FROM examples"):
+        res = runner.invoke(app, ["query", str(store), sql])
+        assert res.exit_code == 2
+        assert "read-only" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (store / "runs" / "x.csv").exists()
+    res = runner.invoke(app, ["query", str(store), "SELECT * FROM activations(run := 'nope')"])
+    assert res.exit_code == 2 and "not in the store" in res.output
+    res = runner.invoke(app, ["query", str(store) + "-missing", "SELECT 1"])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_extract_error_is_one_line(tmp_path, tiny_path, sentiment_dir):
+    res = runner.invoke(app, ["extract", str(tiny_path("bert")), "--data", str(sentiment_dir),
+                              "--text-field", "review", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2
+    assert res.output.startswith("error: the data has no text field 'review'")
+    assert not (tmp_path / "s").exists()
+
+
+def test_python_api_matches_sql(store):
+    import numpy as np
+
+    import neurondb
+
+    st = neurondb.open(store)
+    x = st.activations(1, neurons=[3])
+    sql = st.sql("SELECT value FROM activations(layer := 1, neuron := 3) ORDER BY run, example_id, "
+                 "position").fetchall()
+    rows = st.rows().to_pandas().sort_values(["example_id", "position"])
+    np.testing.assert_allclose(np.array([v for (v,) in sql]), x[rows.row.to_numpy(), 0])
+    chunks = list(st.iter_activations(0, chunk_rows=5))
+    assert sum(c.shape[0] for _, c in chunks) == 24 and all(c.shape[0] <= 5 for _, c in chunks)
+    st.close()

@@ -1,0 +1,150 @@
+"""Bad input: a one-line error naming the problem and the fix, and no partial store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import neurondb
+from neurondb.extract.errors import ExtractError
+from neurondb.store.errors import NeurondbError
+
+TEMPLATE = "{text} It was {mask}."
+
+
+def _snapshot(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.stat().st_size for p in path.rglob("*")} if path.exists() else {}
+
+
+def _fails(out: Path, match: str, *args, **kwargs) -> str:
+    before = _snapshot(out)
+    with pytest.raises(NeurondbError, match=match) as e:
+        neurondb.extract(*args, out=out, progress=False, **kwargs)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert _snapshot(out) == before, "a failed extraction changed the store"
+    return msg
+
+
+def test_unknown_model_family(tmp_path):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    m = OPTForCausalLM(OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+                                 num_attention_heads=2, vocab_size=50, word_embed_proj_dim=16))
+    m.save_pretrained(tmp_path / "opt")
+    msg = _fails(tmp_path / "s", "no neurondb adapter", str(tmp_path / "opt"), "x.csv")
+    assert "bert" in msg and "llama" in msg
+
+
+def test_missing_text_and_label_fields(tmp_path, tiny_path, sentiment_dir):
+    m = str(tiny_path("bert"))
+    _fails(tmp_path / "s", "no text field 'review'", m, str(sentiment_dir),
+           text_fields=["review"], template=TEMPLATE, verbalizer=["bad", "good"])
+    _fails(tmp_path / "s", "no label field 'stars'", m, str(sentiment_dir),
+           label_field="stars", template=TEMPLATE, verbalizer=["bad", "good"])
+
+
+def test_labels_not_covered_by_verbalizer(tmp_path, tiny_path):
+    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": [0, 1, 2]}), tmp_path / "d.parquet")
+    _fails(tmp_path / "s", "covers 2 classes", str(tiny_path("bert")), str(tmp_path / "d.parquet"),
+           template=TEMPLATE, verbalizer=["bad", "good"])
+
+
+def test_empty_dataset(tmp_path, tiny_path):
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())}),
+                   tmp_path / "d.parquet")
+    _fails(tmp_path / "s", "is empty", str(tiny_path("bert")), str(tmp_path / "d.parquet"),
+           template=TEMPLATE, verbalizer=["bad", "good"])
+
+
+def test_template_without_mask_for_masked_lm(tmp_path, tiny_path, sentiment_dir):
+    _fails(tmp_path / "s", "no \\{mask\\} slot", str(tiny_path("bert")), str(sentiment_dir),
+           template="{text} It was", verbalizer=["bad", "good"])
+
+
+def test_store_of_another_model(tmp_path, tiny_path, sentiment_dir):
+    out = tmp_path / "s"
+    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, template=TEMPLATE,
+                     verbalizer=["bad", "good"], progress=False).close()
+    _fails(out, "holds a store of another model", str(tiny_path("bert", seed=1)),
+           str(sentiment_dir), split="train", template=TEMPLATE, verbalizer=["bad", "good"])
+    # the same model may add runs; the same run name needs --overwrite
+    _fails(out, "already exists", str(tiny_path("bert")), str(sentiment_dir),
+           template=TEMPLATE, verbalizer=["bad", "good"])
+
+
+def test_insufficient_disk(tmp_path, tiny_path, sentiment_dir, monkeypatch):
+    import neurondb.extract.run as run_mod
+
+    monkeypatch.setattr(run_mod, "free_bytes", lambda path: 1000)
+    _fails(tmp_path / "s", "not enough disk", str(tiny_path("bert")), str(sentiment_dir),
+           template=TEMPLATE, verbalizer=["bad", "good"])
+    assert not (tmp_path / "s").exists()
+
+
+def test_out_dir_that_is_not_a_store(tmp_path, tiny_path, sentiment_dir):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    _fails(tmp_path / "s", "is not a neurondb store", str(tiny_path("bert")), str(sentiment_dir),
+           template=TEMPLATE, verbalizer=["bad", "good"])
+
+
+def test_interrupted_run_leaves_no_partial_store(tmp_path, tiny_path, sentiment_dir, monkeypatch):
+    """An exception in the middle of capture removes the new store directory entirely, and
+    in an existing store leaves the earlier runs untouched and no partial run visible."""
+    from neurondb.store.run import RunWriter
+
+    calls = {"n": 0}
+    orig = RunWriter.write_examples
+
+    def boom(self, table):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return orig(self, table)
+
+    monkeypatch.setattr(RunWriter, "write_examples", boom)
+    with pytest.raises(KeyboardInterrupt):
+        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "new",
+                         template=TEMPLATE, verbalizer=["bad", "good"], batch_size=4, progress=False)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(RunWriter, "write_examples", orig)
+    out = tmp_path / "old"
+    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, template=TEMPLATE,
+                     verbalizer=["bad", "good"], progress=False).close()
+    before = _snapshot(out)
+    calls["n"] = 0
+    monkeypatch.setattr(RunWriter, "write_examples", boom)
+    with pytest.raises(KeyboardInterrupt):
+        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, split="train",
+                         template=TEMPLATE, verbalizer=["bad", "good"], batch_size=4, progress=False)
+    assert _snapshot(out) == before
+    assert [i.split for i in neurondb.open(out).runs()] == ["validation"]
+
+
+def test_grad_needs_a_readout(tmp_path, tiny_path, sentiment_dir):
+    _fails(tmp_path / "s", "--grad needs a readout", str(tiny_path("bert", head="base")),
+           str(sentiment_dir), grad=True)
+
+
+def test_bad_positions_and_dtype(tmp_path, tiny_path, sentiment_dir):
+    with pytest.raises(ExtractError, match="--positions"):
+        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "s",
+                         positions="middle", progress=False)
+    with pytest.raises(ValueError, match="--dtype"):
+        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "s",
+                         dtype="int8", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_prompt_for_another_model(tmp_path, tiny_path, sentiment_dir):
+    import torch
+
+    from neurondb.extract.prompt import SoftPrompt
+
+    pdir = SoftPrompt(torch.zeros(3, 64)).save(tmp_path / "p")
+    _fails(tmp_path / "s", "made for another model", str(tiny_path("bert")), str(sentiment_dir),
+           prompt=str(pdir), template=TEMPLATE, verbalizer=["bad", "good"])
