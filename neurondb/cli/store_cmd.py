@@ -67,10 +67,7 @@ def query_command(
         if fmt == "parquet" and output is None:
             raise ValueError("--format parquet needs --output FILE")
         st = neurondb.open(store, *(also or []))
-        rel = st.sql(sql)
-        arrow = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-        if hasattr(arrow, "read_all"):
-            arrow = arrow.read_all()
+        arrow = st.connection.arrow(sql)
         _emit(arrow, fmt, output, limit)
         st.close()
 

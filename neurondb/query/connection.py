@@ -211,12 +211,29 @@ class QueryConnection:
         try:
             return self.con.sql(query)
         except duckdb.Error as e:
-            msg = str(e).splitlines()[0]
-            raise QueryError(f"SQL error: {msg}") from e
+            raise QueryError(_clean(str(e))) from e
+
+    def arrow(self, query: str) -> pa.Table:
+        """Run a query to completion as an Arrow table; errors become one-line QueryErrors."""
+        rel = self.sql(query)
+        try:
+            t = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+            return t.read_all() if hasattr(t, "read_all") else t
+        except duckdb.Error as e:
+            raise QueryError(_clean(str(e))) from e
 
     def close(self) -> None:
         self.con.close()
         _OPEN.discard(self)
+
+
+def _clean(msg: str) -> str:
+    """DuckDB wraps errors raised in the tensor UDF; keep the neurondb message only."""
+    first = msg.splitlines()[0]
+    for marker in ("StoreError: ", "QueryError: ", "NeurondbError: "):
+        if marker in first:
+            return first.split(marker, 1)[1]
+    return f"SQL error: {first}"
 
 
 def describe_views(con: QueryConnection) -> dict[str, list[str]]:

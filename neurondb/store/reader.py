@@ -137,18 +137,18 @@ class Store:
         return self._table(self.run(run, split).run, EXAMPLES)
 
     def tokens(self, run: str | None = None, split: str | None = None) -> pa.Table:
-        return self._table(self.run(run, split).run, TOKENS)
+        return self._table(self.run(run, split, "tokens" if run is None else None).run, TOKENS)
 
     def rows(self, run: str | None = None, split: str | None = None,
              stack: str | None = None) -> pa.Table:
         """Row index of the captured tokens of one stack, sorted by ``row``."""
-        info = self.run(run, split)
+        info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack)
         t = pq.read_table(self.run_dir(info.run) / ROWS, filters=[("stack", "=", stack)])
         return t.sort_by("row")
 
     def stats(self, run: str | None = None, split: str | None = None) -> RunningStats:
-        info = self.run(run, split)
+        info = self.run(run, split, "stats" if run is None else None)
         path = self.run_dir(info.run) / STATS
         if not path.exists():
             raise StoreError(f"run {info.run!r} holds per-token tensors, not running statistics; "
@@ -178,7 +178,7 @@ class Store:
                     stack: str | None = None, neurons: Sequence[int] | None = None,
                     rows: slice | np.ndarray | None = None, kind: str = "activations") -> np.ndarray:
         """float32 ``[rows, neurons]`` of one (stack, layer); rows align with :meth:`rows`."""
-        info = self.run(run, split)
+        info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack)
         self._check_layer(stack, layer)
         return self.tensor(info.run, kind).read(stack, layer, rows, neurons)
@@ -191,7 +191,7 @@ class Store:
                          chunk_rows: int | None = None,
                          kind: str = "activations") -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start_row, float32 [n, neurons])`` blocks; memory bounded by a block."""
-        info = self.run(run, split)
+        info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack)
         self._check_layer(stack, layer)
         yield from self.tensor(info.run, kind).iter_chunks(stack, layer, chunk_rows, neurons)

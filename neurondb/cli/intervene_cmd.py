@@ -1,0 +1,149 @@
+"""``neurondb prune``: remove FFN neurons structurally and export a loadable model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from neurondb.cli.errors import one_line_errors
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _pct(before: float, after: float) -> str:
+    return f"-{100 * (before - after) / before:.1f}%" if before else "n/a"
+
+
+def _summary(report, model_path: str, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    pr = report.prune
+    console = Console()
+    table = Table(title=f"FFN widths ({pr.family}, format {pr.format})")
+    for col in ("stack", "layer", "before", "after", "removed"):
+        table.add_column(col, justify="right" if col != "stack" else "left")
+    for stack, before in pr.widths_before.items():
+        after = pr.widths_after[stack]
+        removed = [int(pr.removed.get(stack, la).size) for la in range(len(before))]
+        for la, (b, a, r) in enumerate(zip(before, after, removed)):
+            table.add_row(stack, str(la), str(b), str(a), str(r))
+    console.print(table)
+    src = Path(model_path)
+    src_files = sorted(src.glob("*.safetensors")) if src.is_dir() else []
+    before_bytes = sum(p.stat().st_size for p in src_files)
+    sizes = Table(show_header=True, title="size")
+    for col in ("", "before", "after", "change"):
+        sizes.add_column(col, justify="right" if col else "left")
+    sizes.add_row("parameters", f"{pr.params_before:,}", f"{pr.params_after:,}",
+                  _pct(pr.params_before, pr.params_after))
+    sizes.add_row("weight tensors", _human(report.tensor_bytes_before),
+                  _human(report.tensor_bytes_after),
+                  _pct(report.tensor_bytes_before, report.tensor_bytes_after))
+    if before_bytes:
+        sizes.add_row("safetensors files", _human(before_bytes), _human(report.weights_file_bytes),
+                      _pct(before_bytes, report.weights_file_bytes))
+    else:
+        sizes.add_row("safetensors files", "-", _human(report.weights_file_bytes), "")
+    console.print(sizes)
+    console.print(f"removed {pr.n_removed:,} of {pr.n_neurons_before:,} FFN neurons "
+                  f"({100 * pr.ratio:.1f}%)")
+    for s, la, n in pr.kept_one:
+        console.print(f"[yellow]note:[/] the mask emptied {s} layer {la}; kept neuron {n}")
+    if pr.bias_created:
+        console.print(f"mean compensation added an output bias to {len(pr.bias_created)} "
+                      "layer(s) that had none")
+    how = ("transformers.AutoModel...from_pretrained(DIR, trust_remote_code=True) or "
+           "neurondb.load_pruned(DIR)" if pr.format == "compact"
+           else "transformers.AutoModel...from_pretrained(DIR)")
+    console.print(f"wrote {out}; load with {how}")
+
+
+def prune(
+    model: str = typer.Argument(..., help="Hub name or local directory of the model to prune."),
+    out: Path = typer.Option(..., "--out", help="Export directory (must not exist)."),
+    mask: Path | None = typer.Option(None, "--mask", help="Mask file: the neurons to remove."),
+    store: Path | None = typer.Option(None, "--store", help="Store holding the ranking (and "
+                                      "the means for --mean-compensation)."),
+    ranking: str | None = typer.Option(None, "--ranking", help="Ranking name in the store "
+                                       "(STORE/results/rankings/NAME.parquet)."),
+    ratio: float | None = typer.Option(None, "--ratio", help="Fraction of FFN neurons to "
+                                       "remove, in (0, 1): the lowest-ranked ones."),
+    fmt: str = typer.Option("compact", "--format", help="compact (smaller layers, "
+                            "trust_remote_code or neurondb.load_pruned) or zeroed (full width, "
+                            "plain transformers)."),
+    mean_compensation: bool = typer.Option(False, "--mean-compensation", help="Add W_out[:, "
+                                           "removed] @ mean(h[removed]) to the output bias; "
+                                           "means from the store's training-split statistics."),
+    means_run: str | None = typer.Option(None, "--means-run", help="Store run whose running "
+                                         "statistics give the means (default: the train split)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+) -> None:
+    """Remove FFN neurons (a mask, or the lowest-ranked RATIO of a ranking) and export."""
+    with one_line_errors():
+        from neurondb.arch import adapter_for
+        from neurondb.intervene import (
+            NeuronMask,
+            check_ratio,
+            export_pruned,
+            mask_from_ranking,
+            means_from_stats,
+            priority_from_ranking,
+            read_ranking,
+        )
+        from neurondb.intervene.automap import load_model
+        from neurondb.intervene.errors import PruneError
+
+        if fmt not in ("compact", "zeroed"):
+            raise PruneError(f"--format must be compact or zeroed, not {fmt!r}")
+        if (mask is None) == (ranking is None):
+            raise PruneError("give either --mask FILE or --store STORE --ranking NAME --ratio R")
+        if ranking is not None and (store is None or ratio is None):
+            raise PruneError("--ranking needs --store STORE and --ratio R")
+        if mask is not None and ratio is not None:
+            raise PruneError("--ratio applies to --ranking; a --mask already lists the neurons")
+        if ratio is not None:
+            check_ratio(ratio)
+        if mean_compensation and store is None:
+            raise PruneError("--mean-compensation takes the neuron means from --store STORE")
+        if out.exists() and not overwrite:
+            raise PruneError(f"export directory {out} exists; pass --overwrite or choose "
+                             "another --out")
+
+        net, tokenizer = load_model(model)
+        shape = adapter_for(net).shape(net)
+        priority = None
+        provenance: dict = {"model": model, "format": fmt}
+        if mask is not None:
+            sel = NeuronMask.from_file(mask)
+            provenance["mask_file"] = str(mask)
+        else:
+            df = read_ranking(store, ranking)
+            sel = mask_from_ranking(df, ratio, shape,
+                                    meta={"store": str(store), "ranking": ranking})
+            priority = priority_from_ranking(df)
+            provenance.update(store=str(store), ranking=ranking, ratio=ratio)
+        means = None
+        if mean_compensation:
+            from neurondb import open_store
+
+            with open_store(store) as st:
+                stats = st.stats(run=means_run, split=None if means_run else "train")
+            means = means_from_stats(stats)
+            provenance["means"] = {"store": str(store), "run": means_run or "train split"}
+        report = export_pruned(net, tokenizer, sel, out, format=fmt, means=means,
+                               priority=priority, provenance=provenance, mask_file=mask,
+                               overwrite=overwrite, inplace=True)
+    _summary(report, model, out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``prune`` to the ``neurondb`` app (``suppress`` comes with the evaluation loop)."""
+    app.command("prune")(prune)
