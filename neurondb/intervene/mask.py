@@ -82,8 +82,9 @@ class NeuronMask:
             stack.extend([s] * idx.size)
             layers.append(np.full(idx.size, la, dtype=np.int64))
             neurons.append(idx)
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
-        return stack, cat(layers), cat(neurons)
+        empty = np.zeros(0, np.int64)
+        return (stack, np.concatenate(layers) if layers else empty,
+                np.concatenate(neurons) if neurons else empty)
 
     # -- access -----------------------------------------------------------------------
     def __len__(self) -> int:

@@ -134,7 +134,6 @@ def _compensate(out_proj: nn.Module, idx: torch.Tensor, mean: np.ndarray) -> boo
     return ops.add_bias(out_proj, cols @ m)
 
 
-@torch.no_grad()
 def prune_model(model: nn.Module, mask: NeuronMask, *,
                 means: Mapping[LayerKey, np.ndarray] | None = None,
                 priority: Mapping[LayerKey, np.ndarray] | None = None,
@@ -149,6 +148,12 @@ def prune_model(model: nn.Module, mask: NeuronMask, *,
     keep-one rule (see the module docstring).
     """
     adapter, shape, eff, kept_one, widths_before = _prepare(model, mask, means, priority, fmt)
+    with torch.no_grad():
+        return _prune(model, adapter, shape, eff, kept_one, widths_before, means, fmt)
+
+
+def _prune(model, adapter, shape, eff: NeuronMask, kept_one, widths_before, means,
+           fmt: str) -> PruneReport:
     params_before = parameter_count(model)
     if fmt == "zeroed" and means is not None:
         for stack, layer, out_proj, _ in adapter.iter_ffn(model):

@@ -99,7 +99,8 @@ class RunInfo:
 class RunWriter:
     """Writes one run's files into a partial directory; ``commit`` moves it into place."""
 
-    def __init__(self, root: Path, info: RunInfo, widths: dict[str, tuple[int, ...]]):
+    def __init__(self, root: Path, info: RunInfo, widths: dict[str, tuple[int, ...]],
+                 expected_rows: dict[str, int] | None = None):
         check_run_name(info.run)
         self.root = Path(root)
         self.info = info
@@ -113,9 +114,11 @@ class RunWriter:
         self.tensors: dict[str, TensorWriter] = {}
         self.stats: RunningStats | None = None
         if info.mode == "tokens":
-            self.tensors["activations"] = TensorWriter(self.tmp / ACTIVATIONS, widths, info.dtype)
+            self.tensors["activations"] = TensorWriter(self.tmp / ACTIVATIONS, widths, info.dtype,
+                                                       expected_rows)
             if info.grad:
-                self.tensors["gradients"] = TensorWriter(self.tmp / GRADIENTS, widths, info.dtype)
+                self.tensors["gradients"] = TensorWriter(self.tmp / GRADIENTS, widths, info.dtype,
+                                                         expected_rows)
         elif info.mode == "stats":
             self.stats = RunningStats(widths, max(1, len(info.labels)))
         else:

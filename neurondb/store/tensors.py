@@ -21,8 +21,12 @@ CHUNK_BYTES = 4 << 20  # one row block per dataset, about 4 MB
 CACHE_BYTES = 64 << 20
 
 
-def chunk_rows_for(d_ff: int, itemsize: int) -> int:
+def chunk_rows_for(d_ff: int, itemsize: int, expected_rows: int | None = None) -> int:
+    """Rows per chunk: about CHUNK_BYTES per row block, at most 1024, and no more than the
+    expected row count (so a small run does not allocate a mostly empty chunk)."""
     rows = CHUNK_BYTES // max(1, d_ff * itemsize)
+    if expected_rows:
+        rows = min(rows, max(16, expected_rows))
     p = 16
     while p * 2 <= min(rows, 1024):
         p *= 2
@@ -35,7 +39,8 @@ class TensorWriter:
     ``widths``: ``{stack: (d_ff per layer, ...)}``. ``dtype``: storage dtype name.
     """
 
-    def __init__(self, path: Path, widths: dict[str, tuple[int, ...]], dtype: str):
+    def __init__(self, path: Path, widths: dict[str, tuple[int, ...]], dtype: str,
+                 expected_rows: dict[str, int] | None = None):
         self.path = Path(path)
         self.dtype = dtype
         self.np_dtype = numpy_storage_dtype(dtype)
@@ -47,7 +52,8 @@ class TensorWriter:
         self.rows_written: dict[tuple[str, int], int] = {}
         for stack, ws in widths.items():
             for layer, d_ff in enumerate(ws):
-                cr = chunk_rows_for(d_ff, self.np_dtype.itemsize)
+                cr = chunk_rows_for(d_ff, self.np_dtype.itemsize,
+                                    (expected_rows or {}).get(stack))
                 ds = self.f.create_dataset(
                     tensor_key(stack, layer), shape=(0, d_ff), maxshape=(None, d_ff),
                     dtype=self.np_dtype, chunks=(cr, min(NEURON_CHUNK, d_ff)),

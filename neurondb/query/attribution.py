@@ -1,0 +1,231 @@
+"""Attribution scores (SPEC §4) from stored activations and gradients, and their baselines.
+
+Per example ``x`` and captured token ``t``: ``attr[l,i](x,t) = h[l,i](x,t) * dF/dh[l,i](x,t)``
+(``F`` is the target the gradients were captured for, recorded in the run as ``grad_target``).
+Aggregate over the example's tokens with ``sum`` (default), ``mean`` or ``max``, taking ``|.|``
+of each token's value (``abs_when="token"``, default) or of the aggregate (``"after"``), then
+average over examples. The baselines use the same aggregation of ``h`` (``activation``) or of
+``dF/dh`` (``gradient``); ``random`` draws seeded uniform scores. Rankings are global by
+default (Skeleton prunes by one global order).
+
+Rows of an example are contiguous in a run, so the kernel streams float32 chunks and reduces
+each chunk's complete examples with one sparse one-hot product (or ``maximum.reduceat``),
+carrying the one example that continues into the next chunk: memory is one chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from neurondb.query.errors import QueryError
+from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, select_slots
+from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
+from neurondb.query.results import check_absent, default_name
+from neurondb.store.reader import Store, open_store
+
+METHODS = ("attribution", "activation", "gradient")
+TOKEN_AGGS = ("sum", "mean", "max")
+ABS_WHEN = ("token", "after")
+
+
+def _segments(ex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets and example index of each run of equal values in ``ex``."""
+    if ex.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, ex[1:] != ex[:-1]])
+    return starts, ex[starts]
+
+
+class ExampleReducer:
+    """Streams ``[rows, d]`` values with their example index; keeps ``sum over examples`` of
+    the per-example aggregate (``sum``/``mean``/``max`` over the example's rows).
+
+    ``weights``: per example ``1 / n_rows`` for ``mean``. ``abs_after``: ``|.|`` of each
+    example's aggregate before it is added.
+    """
+
+    def __init__(self, d: int, agg: str, abs_after: bool, weights: np.ndarray | None = None):
+        self.agg, self.abs_after, self.weights = agg, abs_after, weights
+        self.total = np.zeros(d, np.float64)
+        self.n = 0
+        self._carry: np.ndarray | None = None
+        self._carry_ex = -1
+
+    def _finish(self, vals: np.ndarray) -> None:
+        if vals.shape[0]:
+            self.total += (np.abs(vals) if self.abs_after else vals).sum(0)
+            self.n += vals.shape[0]
+
+    def add(self, v: np.ndarray, ex: np.ndarray) -> None:
+        """Add rows ``v`` float ``[n, d]`` of examples ``ex`` ``[n]`` (in row order)."""
+        if v.shape[0] == 0:
+            return
+        starts, seg_ex = _segments(ex)
+        if self.agg == "max":
+            seg = np.maximum.reduceat(v, starts, axis=0).astype(np.float64)
+        else:
+            w = np.ones(v.shape[0]) if self.weights is None else self.weights[ex]
+            ids = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, v.shape[0]]))
+            onehot = sp.csr_matrix((w, (ids, np.arange(v.shape[0]))), shape=(starts.size, v.shape[0]))
+            seg = np.asarray(onehot @ v.astype(np.float64))
+        if self._carry is not None:
+            if seg_ex[0] == self._carry_ex:
+                seg[0] = np.maximum(seg[0], self._carry) if self.agg == "max" else seg[0] + self._carry
+            else:
+                self._finish(self._carry[None])
+        self._finish(seg[:-1])
+        self._carry, self._carry_ex = seg[-1].copy(), int(seg_ex[-1])
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """``(sum over examples of the aggregate [d], number of examples)``."""
+        if self._carry is not None:
+            self._finish(self._carry[None])
+            self._carry = None
+        return self.total, self.n
+
+
+def _row_selection(lay: RunLayout, slots: Sequence[str] | str | None,
+                   max_examples: int | None) -> np.ndarray:
+    """Bool ``[n_rows]``: rows of the selected slots of the first ``max_examples`` examples."""
+    want = select_slots(lay.slots, slots)
+    if not want:
+        raise QueryError(f"no captured slot of run {lay.run!r} matches --slots {slots!r}")
+    keep = np.isin(lay.slot_idx, [lay.slots.index(s) for s in want])
+    starts, seg_ex = _segments(lay.ex_idx)
+    if np.unique(seg_ex).size != seg_ex.size:
+        raise QueryError(f"run {lay.run!r}: the rows of an example are not contiguous; "
+                         "attribution needs a run written by `neurondb extract`")
+    if max_examples is not None:
+        if max_examples < 1:
+            raise ValueError(f"--examples must be at least 1, not {max_examples}")
+        allowed = seg_ex[:max_examples]
+        keep &= np.isin(lay.ex_idx, allowed)
+    return keep
+
+
+def _paired_chunks(store: Store, run: str, stack: str, layer: int, method: str,
+                   chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, values [n, d])`` with values ``h*g``, ``h`` or ``g`` per method."""
+    kinds = {"attribution": ("activations", "gradients"), "activation": ("activations",),
+             "gradient": ("gradients",)}[method]
+    its = [store.iter_activations(layer, run=run, stack=stack, chunk_rows=chunk_rows, kind=k)
+           for k in kinds]
+    if len(its) == 1:
+        yield from its[0]
+        return
+    for (s0, h), (s1, g) in zip(*its):
+        if s0 != s1 or h.shape != g.shape:
+            raise QueryError(f"run {run!r}: activations and gradients of {stack} layer {layer} "
+                             "have different rows; re-extract the run with --grad")
+        np.multiply(h, g, out=h)
+        yield s0, h
+
+
+def layer_scores(store: Store, lay: RunLayout, layer: int, keep: np.ndarray, method: str,
+                 token_agg: str, abs_when: str, chunk_rows: int | None = None) -> tuple[np.ndarray, int]:
+    """``(sum over examples of the aggregated value [d], n_examples)`` for one layer of a run."""
+    d = None
+    red: ExampleReducer | None = None
+    weights = None
+    if token_agg == "mean":
+        n_rows = np.bincount(lay.ex_idx[keep], minlength=lay.example_ids.size)
+        weights = 1.0 / np.maximum(n_rows, 1)
+    for start, v in _paired_chunks(store, lay.run, lay.stack, layer, method, chunk_rows):
+        if red is None:
+            d = v.shape[1]
+            red = ExampleReducer(d, token_agg, abs_when == "after", weights)
+        k = keep[start:start + v.shape[0]]
+        v = v[k] if not k.all() else v
+        if abs_when == "token":
+            np.abs(v, out=v)
+        red.add(v, lay.ex_idx[start:start + k.size][k])
+    if red is None:
+        return np.zeros(0), 0
+    return red.result()
+
+
+def attribution(store: Store | str | Path, runs: str | Sequence[str], *, method: str = "attribution",
+                token_agg: str = "sum", abs_when: str = "token", target: str | None = None,
+                slots: str | Sequence[str] | None = None, max_examples: int | None = None,
+                scope: str = "global", stacks: Sequence[str] | None = None, name: str | None = None,
+                overwrite: bool = False, write: bool = True,
+                chunk_rows: int | None = None) -> pd.DataFrame:
+    """Rank neurons by attribution (or the activation/gradient baseline); writes a ranking.
+
+    ``runs``: tokens runs (names or splits; with gradients unless ``method="activation"``);
+    their examples are pooled. ``max_examples``: use only the first N examples of each run
+    (the paper uses about 20). ``target``: check that the gradients were captured for this
+    target (``gold``, ``pred``, ``loss``). Returns the ranking frame (``score`` = mean over
+    examples of the aggregated value).
+    """
+    store = store if isinstance(store, Store) else open_store(store)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if token_agg not in TOKEN_AGGS:
+        raise ValueError(f"token aggregation must be one of {', '.join(TOKEN_AGGS)}, not {token_agg!r}")
+    if abs_when not in ABS_WHEN:
+        raise ValueError(f"abs must be 'token' or 'after', not {abs_when!r}")
+    check_scope(scope)
+    infos = resolve_runs(store, runs, mode="tokens", what="run")
+    for info in infos:
+        if method != "activation" and not info.grad:
+            raise QueryError(f"run {info.run!r} has no gradients; re-extract it with --grad, or "
+                             "rank by --method activation")
+        if method != "activation" and target is not None and info.grad_target not in (None, target):
+            raise QueryError(f"run {info.run!r} holds gradients of target {info.grad_target!r}, not "
+                             f"{target!r}; re-extract with --grad-target {target}")
+    name = name or default_name(method, [i.run for i in infos])
+    if write:
+        check_absent(store, "rankings", name, overwrite)
+    totals: dict[tuple[str, int], np.ndarray] = {}
+    n_examples = 0
+    counted: set[str] = set()
+    for info in infos:
+        for stack in run_stacks(store, info, stacks):
+            lay = load_layout(store, info, stack)
+            keep = _row_selection(lay, slots, max_examples)
+            for layer in range(store.shape.n_layers(stack)):
+                s, n = layer_scores(store, lay, layer, keep, method, token_agg, abs_when, chunk_rows)
+                key = (stack, layer)
+                totals[key] = totals.get(key, 0) + s
+                if info.run not in counted:
+                    n_examples += n
+                    counted.add(info.run)
+    if n_examples == 0:
+        raise QueryError("no example has rows in the selected slots; nothing to attribute")
+    scores = {k: v / n_examples for k, v in totals.items()}
+    df = ranking_frame(method, scores, scope, stack_order=list(store.shape.stacks))
+    if write:
+        meta = {"method": method, "runs": [i.run for i in infos], "token_agg": token_agg,
+                "abs": abs_when, "target": sorted({str(i.grad_target) for i in infos})
+                if method != "activation" else None, "slots": slots, "n_examples": n_examples,
+                "max_examples": max_examples, "scope": scope, "shape": store.shape.to_dict()}
+        save_ranking(store, name, df, meta, overwrite)
+    df.attrs["name"] = name
+    return df
+
+
+def random_ranking(store: Store | str | Path, *, seed: int = 0, scope: str = "global",
+                   stacks: Sequence[str] | None = None, name: str | None = None,
+                   overwrite: bool = False, write: bool = True) -> pd.DataFrame:
+    """A seeded random ranking of every neuron (uniform scores in [0, 1)), the control."""
+    store = store if isinstance(store, Store) else open_store(store)
+    check_scope(scope)
+    name = name or f"random_seed{seed}"
+    if write:
+        check_absent(store, "rankings", name, overwrite)
+    rng = np.random.default_rng(seed)
+    shape = store.shape
+    scores = {(s, layer): rng.random(shape.d_ff(s, layer))
+              for s in (stacks or shape.stacks) for layer in range(shape.n_layers(s))}
+    df = ranking_frame("random", scores, scope, stack_order=list(shape.stacks))
+    if write:
+        save_ranking(store, name, df, {"method": "random", "seed": seed, "scope": scope,
+                                       "shape": shape.to_dict()}, overwrite)
+    df.attrs["name"] = name
+    return df

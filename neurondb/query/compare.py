@@ -1,0 +1,155 @@
+"""Comparing neuron rankings (SPEC §3): Spearman per layer and top-k overlap per layer.
+
+For two rankings of the same shape, per ``(stack, layer)``: Spearman's rho between the score
+vectors with its p-value (``scipy.stats.spearmanr``; the reported figure is the mean over
+layers, the per-layer values are kept), and ``|top_k(A) & top_k(B)| / k`` with
+``k = round(fraction * d_ff)`` (or a fixed ``k``). Over many rankings the pairwise figures form
+a matrix, returned as a table, written to ``results/correlations/<name>.parquet`` and drawn as
+a heatmap.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from neurondb.query.errors import QueryError
+from neurondb.query.layout import split_names
+from neurondb.query.rankings import check_same_shape, load_ranking, ranking_vectors
+from neurondb.query.results import check_absent, write_result
+from neurondb.store.reader import Store, open_store
+
+
+def round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def top_k_indices(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores (NaN last, ties to the lower index)."""
+    neg = np.where(np.isnan(score), np.inf, -score)
+    return np.lexsort((np.arange(score.size), neg))[:k]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p-value (NaN for constant input)."""
+    ok = ~(np.isnan(a) | np.isnan(b))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = stats.spearmanr(a[ok], b[ok])
+    return float(r.statistic), float(r.pvalue)
+
+
+def compare_vectors(va: dict[tuple[str, int], np.ndarray], vb: dict[tuple[str, int], np.ndarray],
+                    fraction: float = 0.05, k: int | None = None) -> pd.DataFrame:
+    """Per ``(stack, layer)``: ``spearman, p_value, n, k, topk_overlap`` of two score sets."""
+    rows = []
+    for key in va:
+        a, b = va[key], vb[key]
+        rho, p = spearman(a, b)
+        kk = k if k is not None else round_half_up(fraction * a.size)
+        kk = max(0, min(kk, a.size))
+        ov = (np.intersect1d(top_k_indices(a, kk), top_k_indices(b, kk)).size / kk) if kk else np.nan
+        rows.append({"stack": key[0], "layer": key[1], "spearman": rho, "p_value": p,
+                     "n": int(a.size), "k": int(kk), "topk_overlap": ov})
+    return pd.DataFrame(rows)
+
+
+def _check_fraction(fraction: float, k: int | None) -> None:
+    if k is None and not 0 < fraction <= 1:
+        raise ValueError(f"--top must be a fraction in (0, 1], not {fraction}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+
+
+def compare_rankings(store: Store | str | Path, a: str, b: str, fraction: float = 0.05,
+                     k: int | None = None) -> pd.DataFrame:
+    """Per-layer Spearman (with p-value) and top-k overlap of rankings ``a`` and ``b``."""
+    store = store if isinstance(store, Store) else open_store(store)
+    _check_fraction(fraction, k)
+    da, _ = load_ranking(store, a)
+    db, _ = load_ranking(store, b)
+    check_same_shape(a, da, b, db)
+    out = compare_vectors(ranking_vectors(da), ranking_vectors(db), fraction, k)
+    out.insert(0, "b", b)
+    out.insert(0, "a", a)
+    return out
+
+
+@dataclass
+class Correlation:
+    """Pairwise comparison of rankings.
+
+    ``table``: one row per ordered pair ``(a, b)`` and ``(stack, layer)``;
+    ``matrix``: mean over layers of Spearman's rho (``names x names``, diagonal 1);
+    ``overlap``: mean over layers of the top-k overlap; ``png``: the heatmap, if drawn.
+    """
+
+    table: pd.DataFrame
+    matrix: pd.DataFrame
+    overlap: pd.DataFrame
+    name: str | None = None
+    png: Path | None = None
+
+    @property
+    def mean(self) -> float:
+        """Mean over layers of rho for a comparison of two rankings."""
+        names = list(self.matrix.index)
+        return float(self.matrix.loc[names[0], names[-1]])
+
+
+def correlate(store: Store | str | Path, rankings: str | Sequence[str], *, fraction: float = 0.05,
+              k: int | None = None, name: str | None = None, png: str | Path | None = None,
+              overwrite: bool = False, write: bool = True) -> Correlation:
+    """Compare every pair of ``rankings`` (two or more names, same shape).
+
+    Writes ``results/correlations/<name>.parquet`` (columns ``a, b, stack, layer, spearman,
+    p_value, n, k, topk_overlap``; both orders of each pair) and, if ``png``, a heatmap of the
+    mean Spearman matrix.
+    """
+    store = store if isinstance(store, Store) else open_store(store)
+    names = split_names(rankings)
+    if len(names) < 2:
+        raise QueryError("give at least two rankings to correlate (comma-separated names)")
+    if len(set(names)) != len(names):
+        raise QueryError(f"ranking names repeat in {names}; give each once")
+    _check_fraction(fraction, k)
+    name = name or ("corr_" + "+".join(names))[:128]
+    if write:
+        check_absent(store, "correlations", name, overwrite)
+    frames = {n: load_ranking(store, n)[0] for n in names}
+    for n in names[1:]:
+        check_same_shape(names[0], frames[names[0]], n, frames[n])
+    vecs = {n: ranking_vectors(frames[n]) for n in names}
+    parts = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            t = compare_vectors(vecs[a], vecs[b], fraction, k)
+            for x, y in ((a, b), (b, a)):
+                part = t.copy()
+                part.insert(0, "b", y)
+                part.insert(0, "a", x)
+                parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    mean = table.groupby(["a", "b"])[["spearman", "topk_overlap"]].mean()
+    matrix = pd.DataFrame(1.0, index=names, columns=names)
+    overlap = pd.DataFrame(1.0, index=names, columns=names)
+    for (a, b), row in mean.iterrows():
+        matrix.loc[a, b] = row["spearman"]
+        overlap.loc[a, b] = row["topk_overlap"]
+    out = Correlation(table=table, matrix=matrix, overlap=overlap, name=name)
+    if png is not None:
+        from neurondb.query.plots import heatmap
+
+        out.png = heatmap(matrix, png, title="Spearman rho (mean over layers)", vmin=-1.0, vmax=1.0)
+    if write:
+        write_result(store, "correlations", name, table,
+                     {"rankings": names, "fraction": None if k is not None else fraction, "k": k},
+                     overwrite=overwrite)
+    return out

@@ -1,0 +1,125 @@
+"""Result tables in the store: ``STORE/results/<table>/<name>.parquet``, written atomically.
+
+Every analysis writes one Parquet file per named result. The DuckDB connection exposes each
+``results/<table>/*.parquet`` as a view ``<table>`` (``union_by_name``), so results join with
+the run tables in SQL. Provenance (which store, runs and parameters made a result) is kept
+twice: as JSON in the Parquet schema metadata under ``neurondb`` and in a ``params`` column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from neurondb.query.errors import QueryError
+from neurondb.store.layout import RESULTS_DIR
+from neurondb.store.reader import Store
+
+TABLES = ("rankings", "correlations", "overlaps", "masks")
+META_KEY = b"neurondb"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}$")
+_SINGULAR = {"rankings": "ranking", "correlations": "correlation", "overlaps": "overlap",
+             "masks": "mask"}
+
+
+def check_name(name: str, table: str = "rankings") -> str:
+    """A result name is a file stem: letters, digits and ``_ . = + -``, at most 128 characters."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise QueryError(f"{_SINGULAR.get(table, table)} name {name!r} is not allowed: use letters, "
+                         "digits and _ . = + - (at most 128 characters, not starting with a symbol)")
+    return name
+
+
+def default_name(prefix: str, runs: list[str] | tuple[str, ...] = ()) -> str:
+    """``prefix`` plus the first run (and ``+N`` for more), cut to a valid result name."""
+    name = prefix if not runs else f"{prefix}_{runs[0]}" + (f"+{len(runs) - 1}" if len(runs) > 1 else "")
+    name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)[:128]
+    return name
+
+
+def result_path(store: Store, table: str, name: str) -> Path:
+    """Where result ``name`` of ``table`` is written (in the first store opened)."""
+    if table not in TABLES:
+        raise ValueError(f"unknown result table {table!r} (tables: {', '.join(TABLES)})")
+    return store.results_dir / table / f"{check_name(name, table)}.parquet"
+
+
+def find_result(store: Store, table: str, name: str) -> Path | None:
+    """The file of result ``name`` in any of the stores opened together (first wins)."""
+    check_name(name, table)
+    for root in store.roots:
+        p = root / RESULTS_DIR / table / f"{name}.parquet"
+        if p.exists():
+            return p
+    return None
+
+
+def list_results(store: Store, table: str) -> list[str]:
+    """Names of the results of ``table`` in every store opened together, sorted."""
+    names: set[str] = set()
+    for root in store.roots:
+        d = root / RESULTS_DIR / table
+        if d.exists():
+            names.update(p.stem for p in d.glob("*.parquet") if not p.name.startswith("."))
+    return sorted(names)
+
+
+def check_absent(store: Store, table: str, name: str, overwrite: bool) -> Path:
+    """The path to write ``name`` to; an error if it exists and ``overwrite`` is false."""
+    path = result_path(store, table, name)
+    if path.exists() and not overwrite:
+        what = _SINGULAR[table]
+        raise QueryError(f"{what} {name!r} already exists in {path.parent}; choose another name "
+                         "(--name) or replace it (--overwrite)")
+    return path
+
+
+def write_result(store: Store, table: str, name: str, df: pd.DataFrame, meta: dict,
+                 overwrite: bool = False) -> Path:
+    """Write ``df`` as ``results/<table>/<name>.parquet`` (tmp file + rename); returns the path.
+
+    ``meta`` (JSON-able) goes into the schema metadata and, as a JSON string, a ``params``
+    column, so SQL can filter on it. A ``name`` column is added first.
+    """
+    path = check_absent(store, table, name, overwrite)
+    meta = {"name": name, "table": table, "store": str(store.path),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}
+    params = json.dumps(meta, default=str, sort_keys=True)
+    out = df.copy()
+    if "name" in out.columns:
+        out = out.drop(columns=["name"])
+    out.insert(0, "name", name)
+    out["params"] = params
+    t = pa.Table.from_pandas(out, preserve_index=False)
+    t = t.replace_schema_metadata({META_KEY: params.encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(t, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_result(store: Store, table: str, name: str) -> tuple[pd.DataFrame, dict]:
+    """``(table as DataFrame, provenance dict)`` of result ``name``; a clear error if absent."""
+    path = find_result(store, table, name)
+    if path is None:
+        have = ", ".join(list_results(store, table)) or "none"
+        what = _SINGULAR[table]
+        hint = {"rankings": "make one with `neurondb rank`", "masks": "make one with `neurondb mask`",
+                "correlations": "make one with `neurondb correlate`",
+                "overlaps": "make one with `neurondb overlap`"}[table]
+        raise QueryError(f"no {what} named {name!r} in the store ({table}: {have}); {hint}")
+    t = pq.read_table(path)
+    meta = json.loads((t.schema.metadata or {}).get(META_KEY, b"{}"))
+    return t.to_pandas(), meta

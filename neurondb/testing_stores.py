@@ -1,0 +1,200 @@
+"""Synthetic stores without a model, for tests and benchmarks of the query layer.
+
+``make_store(root, widths)`` writes a manifest for a model of the given shape;
+``write_periodic_run`` writes a run whose examples each capture the same slots (e.g.
+``prompt:0..P-1``) from arrays or from a generator (so benchmarks can write GBs in blocks);
+``write_rows_run`` writes any row layout; ``write_stats_run`` writes a stats-mode run (running
+sums only) from the same kind of arrays. Everything goes through the store's own writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from neurondb.arch.adapter import ModelShape
+from neurondb.store.manifest import Manifest, ModelIdentity
+from neurondb.store.run import RunInfo, RunWriter
+
+Key = tuple[str, int]
+# (stack, layer, first example, end example) -> float array [examples, S, d]
+BlockFn = Callable[[str, int, int, int], np.ndarray]
+
+
+def make_store(root: str | Path, widths: Mapping[str, Sequence[int]] | None = None,
+               family: str = "bert", d_model: int = 8) -> Path:
+    """Create ``root`` with a manifest of a synthetic model of ``widths`` ``{stack: (d_ff,...)}``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    w = {s: tuple(int(x) for x in v) for s, v in (widths or {"encoder": (16, 16)}).items()}
+    shape = ModelShape(family=family, d_model=d_model, widths=w)
+    Manifest(model=ModelIdentity(name="synthetic", revision=None, fingerprint="x", shape=shape),
+             libraries={}).write(root)
+    return root
+
+
+def store_widths(root: str | Path) -> dict[str, tuple[int, ...]]:
+    return dict(Manifest.read(Path(root)).model.shape.widths)
+
+
+def to_storage(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float array -> storage dtype (bfloat16 as round-to-nearest-even high 16 bits)."""
+    if dtype == "bfloat16":
+        bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+        rounded = bits + (((bits >> 16) & 1) + 0x7FFF)
+        return (rounded >> 16).astype(np.uint16)
+    return np.asarray(x, dtype=np.dtype(dtype))
+
+
+def slot_position(slot: str, i: int, n_prompt: int) -> int:
+    kind, _, rest = slot.partition(":")
+    if kind in ("prompt", "pos", "dec") and rest.isdigit():
+        return int(rest)
+    return n_prompt + i
+
+
+def examples_table(run: str, split: str, labels: np.ndarray, ids: np.ndarray,
+                   rows_per_example: np.ndarray) -> pa.Table:
+    n = len(labels)
+    return pa.table({
+        "run": [run] * n, "split": [split] * n, "example_id": ids.astype(np.int64),
+        "idx": np.arange(n, dtype=np.int64), "text": [f"synthetic example {i}" for i in range(n)],
+        "label": np.asarray(labels, np.int64), "pred": np.asarray(labels, np.int64),
+        "correct": np.ones(n, bool), "n_tokens": rows_per_example.astype(np.int32),
+        "label_logits": pa.array([[] for _ in range(n)], pa.list_(pa.float32())),
+    })
+
+
+def _info(run, split, mode, labels, label_names, slots, dtype, grad, n_rows, n_ex, n_prompt,
+          dataset, grad_target) -> RunInfo:
+    names = list(label_names) if label_names is not None else [
+        str(i) for i in range(int(np.max(labels)) + 1 if len(labels) else 0)]
+    return RunInfo(run=run, split=split, mode=mode, dataset=dataset, labels=names,
+                   positions=list(dict.fromkeys(slots)), grad=grad, grad_target=grad_target,
+                   dtype=dtype, n_examples=n_ex, n_rows=n_rows, n_prompt=n_prompt,
+                   prompt_hash=f"synthetic-{n_prompt}")
+
+
+def write_rows_run(root: str | Path, run: str, split: str, labels: Sequence[int],
+                   row_ex: np.ndarray, row_slot: Sequence[str], acts: Mapping[Key, np.ndarray],
+                   grads: Mapping[Key, np.ndarray] | None = None, dtype: str = "float32",
+                   label_names: Sequence[str] | None = None, id_offset: int = 1000,
+                   n_prompt: int = 0, dataset: str = "synthetic",
+                   grad_target: str | None = "gold") -> Path:
+    """A tokens run with any layout: row ``r`` belongs to example ``row_ex[r]`` at slot
+    ``row_slot[r]``; ``acts[(stack, layer)]`` are ``[n_rows, d]`` (every stack gets the same rows)."""
+    root = Path(root)
+    widths = store_widths(root)
+    labels = np.asarray(labels, np.int64)
+    row_ex = np.asarray(row_ex, np.int64)
+    row_slot = [str(s) for s in row_slot]
+    ids = id_offset + np.arange(len(labels), dtype=np.int64)
+    n = len(row_ex)
+    info = _info(run, split, "tokens", labels, label_names, row_slot, dtype, grads is not None,
+                 {s: n for s in widths}, len(labels), n_prompt, dataset, grad_target)
+    w = RunWriter(root, info, widths)
+    try:
+        w.write_examples(examples_table(run, split, labels, ids,
+                                        np.bincount(row_ex, minlength=len(labels))))
+        order = {s: i for i, s in enumerate(dict.fromkeys(row_slot))}
+        pos = np.array([slot_position(s, order[s], n_prompt) for s in row_slot], np.int32)
+        for stack in widths:
+            w.write_rows(pa.table({"run": [run] * n, "stack": [stack] * n,
+                                   "row": np.arange(n, dtype=np.int64), "example_id": ids[row_ex],
+                                   "position": pos, "slot": row_slot}))
+            for layer in range(len(widths[stack])):
+                w.append("activations", stack, layer, to_storage(acts[(stack, layer)], dtype))
+                if grads is not None:
+                    w.append("gradients", stack, layer, to_storage(grads[(stack, layer)], dtype))
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return root / "runs" / run
+
+
+def _block_fn(acts: Mapping[Key, np.ndarray] | BlockFn) -> BlockFn:
+    if callable(acts):
+        return acts
+    return lambda stack, layer, e0, e1: acts[(stack, layer)][e0:e1]
+
+
+def write_periodic_run(root: str | Path, run: str, split: str, labels: Sequence[int],
+                       slots: Sequence[str], acts: Mapping[Key, np.ndarray] | BlockFn,
+                       grads: Mapping[Key, np.ndarray] | BlockFn | None = None,
+                       dtype: str = "float32", label_names: Sequence[str] | None = None,
+                       id_offset: int = 1000, n_prompt: int | None = None,
+                       dataset: str = "synthetic", grad_target: str | None = "gold",
+                       block_examples: int = 64) -> Path:
+    """A tokens run where every example captures ``slots`` in order: rows ``e*S .. e*S+S-1``.
+
+    ``acts``: ``{(stack, layer): [n_examples, S, d]}`` or a function ``(stack, layer, e0, e1)``
+    returning ``[e1 - e0, S, d]`` (called block by block, layers interleaved like a capture).
+    """
+    root = Path(root)
+    widths = store_widths(root)
+    labels = np.asarray(labels, np.int64)
+    slots = [str(s) for s in slots]
+    S, n_ex = len(slots), len(labels)
+    n_prompt = sum(s.startswith("prompt:") for s in slots) if n_prompt is None else n_prompt
+    ids = id_offset + np.arange(n_ex, dtype=np.int64)
+    info = _info(run, split, "tokens", labels, label_names, slots, dtype, grads is not None,
+                 {s: n_ex * S for s in widths}, n_ex, n_prompt, dataset, grad_target)
+    act_fn, grad_fn = _block_fn(acts), (_block_fn(grads) if grads is not None else None)
+    w = RunWriter(root, info, widths)
+    try:
+        w.write_examples(examples_table(run, split, labels, ids, np.full(n_ex, S)))
+        pos = np.array([slot_position(s, i, n_prompt) for i, s in enumerate(slots)], np.int32)
+        for stack in widths:
+            w.write_rows(pa.table({
+                "run": [run] * (n_ex * S), "stack": [stack] * (n_ex * S),
+                "row": np.arange(n_ex * S, dtype=np.int64), "example_id": np.repeat(ids, S),
+                "position": np.tile(pos, n_ex), "slot": slots * n_ex}))
+        for e0 in range(0, n_ex, block_examples):
+            e1 = min(n_ex, e0 + block_examples)
+            for stack, ws in widths.items():
+                for layer, d in enumerate(ws):
+                    a = act_fn(stack, layer, e0, e1).reshape((e1 - e0) * S, d)
+                    w.append("activations", stack, layer, to_storage(a, dtype))
+                    if grad_fn is not None:
+                        g = grad_fn(stack, layer, e0, e1).reshape((e1 - e0) * S, d)
+                        w.append("gradients", stack, layer, to_storage(g, dtype))
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return root / "runs" / run
+
+
+def write_stats_run(root: str | Path, run: str, split: str, labels: Sequence[int],
+                    slots: Sequence[str], acts: Mapping[Key, np.ndarray],
+                    label_names: Sequence[str] | None = None, id_offset: int = 1000,
+                    dataset: str = "synthetic") -> Path:
+    """A stats-mode run (running sums per slot, no per-token tensors) of periodic ``acts``
+    ``{(stack, layer): [n_examples, S, d]}``, as a capture with ``--stats`` would keep."""
+    root = Path(root)
+    widths = store_widths(root)
+    labels = np.asarray(labels, np.int64)
+    slots = [str(s) for s in slots]
+    S, n_ex = len(slots), len(labels)
+    ids = id_offset + np.arange(n_ex, dtype=np.int64)
+    info = _info(run, split, "stats", labels, label_names, slots, "float32", False, {}, n_ex,
+                 sum(s.startswith("prompt:") for s in slots), dataset, None)
+    w = RunWriter(root, info, widths)
+    try:
+        w.write_examples(examples_table(run, split, labels, ids, np.full(n_ex, S)))
+        row_labels = np.repeat(labels, S)
+        for stack, ws in widths.items():
+            sid = w.stats.slot_ids(stack, slots * n_ex)
+            w.stats.update_counts(stack, sid, row_labels)
+            for layer, d in enumerate(ws):
+                w.stats.update(stack, layer, sid, row_labels,
+                               np.asarray(acts[(stack, layer)], np.float32).reshape(n_ex * S, d))
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return root / "runs" / run
