@@ -1,0 +1,180 @@
+"""Activated-neuron overlap "ON" between runs (SPEC §3; Su et al. 2022).
+
+Binarize ``h > 0`` at one slot (default: the first position after the prompt, ``mask`` or
+``first``) over a group of layers (all layers of a stack, or consecutive groups of ``g``),
+flatten, and take the cosine of the two binary vectors: ``|A & B| / sqrt(|A| |B|)``.
+
+* ``mode="examples"`` (default): the vector runs over (example, neuron) pairs of the examples
+  both runs captured (matched by ``example_id``): prompts compared on the same data.
+* ``mode="mean"``: the mean activation over each run's examples, then ``> 0``: one vector per
+  run, so runs of different datasets compare.
+
+Vectors are kept bit-packed (``n_examples x n_neurons / 8`` bytes per run and layer group).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neurondb.query.errors import QueryError
+from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
+from neurondb.query.results import check_absent, write_result
+from neurondb.store.reader import Store, open_store
+
+MODES = ("examples", "mean")
+DEFAULT_SLOTS = ("mask", "first")
+_READ_ROWS = 4096
+
+
+def popcount(a: np.ndarray) -> int:
+    """Number of set bits in a ``uint8`` array."""
+    if hasattr(np, "bitwise_count"):
+        return int(np.bitwise_count(a).sum(dtype=np.int64))
+    return int(np.unpackbits(a).sum(dtype=np.int64))
+
+
+def layer_groups(n_layers: int, groups: str | int) -> list[tuple[int, int]]:
+    """``[(first, last), ...]`` inclusive: one group ``all`` or consecutive groups of ``g``."""
+    if groups == "all" or groups is None:
+        return [(0, n_layers - 1)]
+    g = int(groups)
+    if g < 1:
+        raise ValueError(f"layer group size must be at least 1, not {g}")
+    return [(s, min(s + g, n_layers) - 1) for s in range(0, n_layers, g)]
+
+
+def default_slot(lay: RunLayout, n_prompt: int) -> str:
+    """The first position after the prompt: ``mask``, ``first``, or ``pos:<n_prompt>``."""
+    for s in (*DEFAULT_SLOTS, f"pos:{n_prompt}"):
+        if s in lay.slots:
+            return s
+    raise QueryError(f"run {lay.run!r} captured no mask/first position (slots: "
+                     f"{', '.join(lay.slots[:6])}{' ...' if len(lay.slots) > 6 else ''}); "
+                     "name one with --slot")
+
+
+@dataclass
+class RunBits:
+    """Binary activation of one run at one slot: per layer, bool ``[n_examples, d]`` (examples
+    mode, rows sorted by example id) or ``[1, d]`` (mean mode)."""
+
+    run: str
+    slot: str
+    example_ids: np.ndarray
+    layers: dict[int, np.ndarray]
+
+
+def run_bits(store: Store, lay: RunLayout, slot: str, mode: str, n_layers: int) -> RunBits:
+    """Read the rows of ``slot`` of every layer and binarize (``h > 0``, or mean then ``> 0``)."""
+    if slot not in lay.slots:
+        raise QueryError(f"run {lay.run!r} has no slot {slot!r} (slots: {', '.join(lay.slots[:6])}"
+                         f"{' ...' if len(lay.slots) > 6 else ''}); choose another --slot")
+    rows = np.flatnonzero(lay.slot_idx == lay.slots.index(slot))
+    ids = lay.example_ids[lay.ex_idx[rows]]
+    order = np.argsort(ids, kind="stable")
+    layers = {}
+    for layer in range(n_layers):
+        parts, total = [], None
+        for a in range(0, rows.size, _READ_ROWS):
+            x = store.activations(layer, run=lay.run, stack=lay.stack, rows=rows[a:a + _READ_ROWS])
+            if mode == "mean":
+                s = x.sum(0, dtype=np.float64)
+                total = s if total is None else total + s
+            else:
+                parts.append(x > 0)
+        if mode == "mean":
+            layers[layer] = ((total / max(rows.size, 1)) > 0)[None]
+        else:
+            layers[layer] = np.concatenate(parts)[order]
+    return RunBits(run=lay.run, slot=slot, example_ids=ids[order], layers=layers)
+
+
+def _group_pair(a: RunBits, b: RunBits, first: int, last: int, mode: str) -> tuple[int, int, int, int]:
+    """``(|A|, |B|, |A & B|, n_examples)`` over layers ``first..last``."""
+    if mode == "examples":
+        common, ia, ib = np.intersect1d(a.example_ids, b.example_ids, return_indices=True)
+        if common.size == 0:
+            raise QueryError(f"runs {a.run!r} and {b.run!r} share no example; compare different "
+                             "datasets with --mode mean")
+    else:
+        ia = ib = np.zeros(1, np.int64)
+        common = ia
+    na = nb = nab = 0
+    for layer in range(first, last + 1):
+        pa = np.packbits(a.layers[layer][ia], axis=1)
+        pb = np.packbits(b.layers[layer][ib], axis=1)
+        na += popcount(pa)
+        nb += popcount(pb)
+        nab += popcount(pa & pb)
+    return na, nb, nab, int(common.size)
+
+
+@dataclass
+class Overlap:
+    """``table``: one row per ordered run pair and layer group; ``matrices``: per group label,
+    the ``runs x runs`` overlap (diagonal 1); ``png``: the heatmap, if drawn."""
+
+    table: pd.DataFrame
+    matrices: dict[str, pd.DataFrame]
+    name: str | None = None
+    png: Path | None = None
+
+
+def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, slot: str | None = None,
+                      groups: str | int = "all", mode: str = "examples",
+                      stacks: Sequence[str] | None = None, name: str | None = None,
+                      png: str | Path | None = None, overwrite: bool = False,
+                      write: bool = True) -> Overlap:
+    """ON overlap between every pair of ``runs``; writes ``results/overlaps/<name>.parquet``
+    (``a, b, stack, group, first_layer, last_layer, overlap, n_a, n_b, n_both, n_examples,
+    slot, mode``) and, if ``png``, heatmaps (one panel per layer group)."""
+    store = store if isinstance(store, Store) else open_store(store)
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'examples' or 'mean', not {mode!r}")
+    infos = resolve_runs(store, runs, mode="tokens", what="run")
+    names = [i.run for i in infos]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise QueryError("give at least two different runs to compare (comma-separated)")
+    name = name or ("on_" + "+".join(names))[:128]
+    if write:
+        check_absent(store, "overlaps", name, overwrite)
+    shape = store.shape
+    rows = []
+    matrices: dict[str, pd.DataFrame] = {}
+    for stack in run_stacks(store, infos[0], stacks):
+        bits = {}
+        for info in infos:
+            lay = load_layout(store, info, stack)
+            s = slot or default_slot(lay, info.n_prompt)
+            bits[info.run] = run_bits(store, lay, s, mode, shape.n_layers(stack))
+        for first, last in layer_groups(shape.n_layers(stack), groups):
+            label = f"{stack}:{first}-{last}"
+            m = pd.DataFrame(1.0, index=names, columns=names)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    na, nb, nab, n = _group_pair(bits[a], bits[b], first, last, mode)
+                    ov = nab / math.sqrt(na * nb) if na and nb else float("nan")
+                    m.loc[a, b] = m.loc[b, a] = ov
+                    for x, y, nx, ny in ((a, b, na, nb), (b, a, nb, na)):
+                        rows.append({"a": x, "b": y, "stack": stack, "group": label,
+                                     "first_layer": first, "last_layer": last, "overlap": ov,
+                                     "n_a": nx, "n_b": ny, "n_both": nab, "n_examples": n,
+                                     "slot": bits[x].slot, "mode": mode})
+            matrices[label] = m
+    table = pd.DataFrame(rows)
+    out = Overlap(table=table, matrices=matrices, name=name)
+    if png is not None:
+        from neurondb.query.plots import heatmap
+
+        out.png = heatmap(list(matrices.items()), png, vmin=0.0, vmax=1.0)
+    if write:
+        write_result(store, "overlaps", name, table,
+                     {"runs": names, "slot": slot, "groups": groups, "mode": mode,
+                      "stacks": split_names(stacks) or None}, overwrite=overwrite)
+    return out

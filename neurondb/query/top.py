@@ -1,0 +1,59 @@
+"""The examples on which one neuron fires most: a single-column read of the store.
+
+HDF5 chunks are ``[chunk_rows, 64]``, so reading one neuron touches 64/d_ff of the layer's
+bytes; the per-example maximum is a sort and a segment pick, no loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neurondb.query.errors import QueryError
+from neurondb.query.layout import load_layout, resolve_run, select_slots
+from neurondb.store.reader import Store, open_store
+
+
+def best_row_per_example(values: np.ndarray, ex: np.ndarray) -> np.ndarray:
+    """Row index of the maximum of ``values`` within each example ``ex`` (first on ties)."""
+    order = np.lexsort((np.arange(values.size), -values, ex))
+    first = np.r_[True, ex[order][1:] != ex[order][:-1]]
+    return order[first]
+
+
+def top_examples(store: Store | str | Path, run: str, layer: int, neuron: int, *,
+                 stack: str | None = None, k: int = 10,
+                 slots: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """The ``k`` examples with the highest activation of ``(stack, layer, neuron)`` in ``run``.
+
+    Per example the maximum over its captured rows (of ``slots``, default all) is taken.
+    Returns ``example_id, value, position, slot, label, pred, text``, highest first.
+    """
+    store = store if isinstance(store, Store) else open_store(store)
+    info = resolve_run(store, run, mode="tokens")
+    stack = store.default_stack(stack)
+    n_layers = store.shape.n_layers(stack)
+    if not 0 <= layer < n_layers:
+        raise QueryError(f"layer {layer} is out of range: stack {stack!r} has layers 0..{n_layers - 1}")
+    d = store.shape.d_ff(stack, layer)
+    if not 0 <= neuron < d:
+        raise QueryError(f"neuron {neuron} is out of range: {stack} layer {layer} has neurons 0..{d - 1}")
+    lay = load_layout(store, info, stack)
+    col = store.activations(layer, run=info.run, stack=stack, neurons=[neuron])[:, 0]
+    want = select_slots(lay.slots, slots)
+    keep = np.flatnonzero(np.isin(lay.slot_idx, [lay.slots.index(s) for s in want]))
+    if keep.size == 0:
+        raise QueryError(f"no row of run {info.run!r} is in slots {slots!r}")
+    best = keep[best_row_per_example(col[keep], lay.ex_idx[keep])]
+    best = best[np.lexsort((lay.ex_idx[best], -col[best]))][:k]
+    ex = store.examples(run=info.run).to_pandas().set_index("example_id")
+    ids = lay.example_ids[lay.ex_idx[best]]
+    out = pd.DataFrame({"example_id": ids, "value": col[best].astype(np.float64),
+                        "position": lay.positions[best],
+                        "slot": np.asarray(lay.slots, dtype=object)[lay.slot_idx[best]]})
+    for c in ("label", "pred", "text"):
+        out[c] = ex.loc[ids, c].to_numpy() if c in ex.columns else None
+    return out
