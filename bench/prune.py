@@ -5,12 +5,16 @@ and a BERT-base-shaped random model (hidden 768, 12 layers, d_ff 3072), prune 30
 the FFN neurons of every layer (a seeded random selection: latency depends on widths only),
 export with ``neurondb.intervene.export_pruned`` (compact), reload with ``load_pruned``,
 and time the pruned and unpruned model on the same inputs (batch 1 and 32, 128 tokens).
-Timings are interleaved (each round runs every variant, in rotating order) and reported
-as medians. The prediction is the ratio of matmul FLOPs per forward:
+Timings are paired: each round times the unpruned model and each pruned variant back to
+back (rotating order, alternating which goes first). On a shared machine other processes
+take cores now and then, so a pair counts only when both runs kept the threads busy
+(CPU use = process CPU time / wall / threads >= 0.85); rounds go on (up to 4x) until
+enough such pairs exist. Latencies are medians over the pairs used; the measured speed-up
+is the median of the per-pair ratios. The prediction is the ratio of matmul FLOPs per forward:
 attention projections ``8 n d^2`` + attention scores/values ``4 n^2 d`` + FFN ``4 n d f``
 per layer and sequence (``n`` tokens, ``d`` hidden, ``f`` FFN width).
 
-    python bench/prune.py [--rounds-b1 15] [--rounds-b32 5] [--no-write]
+    python bench/prune.py [--rounds-b1 30] [--rounds-b32 5] [--wait-idle S] [--no-write]
 
 Results are printed and written to ``bench/RESULTS.md`` under ``## bench/prune.py``.
 """
@@ -82,20 +86,54 @@ def random_mask(model, ratio: float, seed: int = 0) -> NeuronMask:
     return NeuronMask(neurons, {"shape": shape.to_dict(), "selection": "random", "seed": seed})
 
 
-def interleaved_medians(models: dict, inputs: dict, rounds: int, warmup: int = 1) -> dict:
-    """Median wall time (s) per model; each round times every model once, rotating order."""
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
+UTIL_MIN = 0.85  # a pair counts as uncontended when both runs kept the threads this busy
+
+
+def paired_timings(models: dict, inputs: dict, rounds: int,
+                   max_rounds: int) -> dict[str, list[tuple]]:
+    """Time ``models['full']`` and each pruned variant back to back.
+
+    Each round visits the variants in rotating order and alternates which of the pair runs
+    first. Rounds continue until every variant has ``rounds`` uncontended pairs (CPU use
+    of both runs >= ``UTIL_MIN``) or ``max_rounds`` rounds were run. Returns, per variant,
+    ``[(t_full, t_pruned, cpu_full, cpu_pruned)]``: wall seconds and CPU use (process CPU
+    time / wall time / threads; 1.0 = all threads busy, lower = other processes had cores).
+    """
+    threads = torch.get_num_threads()
+
+    def run(name: str) -> tuple[float, float]:
+        c0, t0 = time.process_time(), time.perf_counter()
+        models[name](**inputs)
+        wall = time.perf_counter() - t0
+        return wall, (time.process_time() - c0) / wall / threads
+
+    names = [n for n in models if n != "full"]
+    out: dict[str, list[tuple]] = {n: [] for n in names}
     with torch.inference_mode():
-        for n in names:
-            for _ in range(warmup):
-                models[n](**inputs)
-        for r in range(rounds):
-            for n in names[r % len(names):] + names[:r % len(names)]:
-                t0 = time.perf_counter()
-                models[n](**inputs)
-                times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+        for n in models:  # warm-up
+            models[n](**inputs)
+        for r in range(max_rounds):
+            for j, n in enumerate(names[r % len(names):] + names[:r % len(names)]):
+                if (r + j) % 2:
+                    (tp, cp), (tf, cf) = run(n), run("full")
+                else:
+                    (tf, cf), (tp, cp) = run("full"), run(n)
+                out[n].append((tf, tp, cf, cp))
+            if all(len(clean(v)) >= rounds for v in out.values()):
+                break
+    return out
+
+
+def clean(runs: list[tuple]) -> list[tuple]:
+    return [r for r in runs if min(r[2], r[3]) >= UTIL_MIN]
+
+
+def wait_for_idle(max_wait: float, threshold: float = 0.7) -> float:
+    """Sleep until the 1-minute load average is below ``threshold`` (at most ``max_wait`` s)."""
+    t0 = time.time()
+    while os.getloadavg()[0] >= threshold and time.time() - t0 < max_wait:
+        time.sleep(10)
+    return time.time() - t0
 
 
 def bench_model(label: str, model, rounds: dict[int, int], tmp: Path) -> list[dict]:
@@ -121,13 +159,17 @@ def bench_model(label: str, model, rounds: dict[int, int], tmp: Path) -> list[di
         inputs = {"input_ids": torch.randint(1000 if vocab > 2000 else 7, vocab, (batch, SEQ),
                                              generator=g),
                   "attention_mask": torch.ones(batch, SEQ, dtype=torch.long)}
-        med = interleaved_medians(variants, inputs, rounds[batch])
-        for key in variants:
-            if key == "full":
-                continue
+        pairs = paired_timings(variants, inputs, rounds[batch], 4 * rounds[batch])
+        for key, all_runs in pairs.items():
+            runs = clean(all_runs)
+            if len(runs) < 3:  # the machine never went quiet: report every pair, flagged
+                runs = all_runs
             full, cur = info["full"], info[key]
-            measured = med["full"] / med[key]
+            t_full = statistics.median(r[0] for r in runs)
+            t_pruned = statistics.median(r[1] for r in runs)
+            measured = statistics.median(r[0] / r[1] for r in runs)
             predicted = full["flops"] / cur["flops"]
+            util = statistics.median(u for r in runs for u in r[2:])
             rows.append({
                 "model": label, "batch": batch, "ratio": key,
                 "d_ff": f"{full['widths'].d_ff('encoder')}→{cur['widths'].d_ff('encoder')}",
@@ -135,24 +177,28 @@ def bench_model(label: str, model, rounds: dict[int, int], tmp: Path) -> list[di
                           f"(-{100 * (1 - cur['params'] / full['params']):.1f}%)",
                 "file": f"{full['bytes'] / 2**20:.1f}→{cur['bytes'] / 2**20:.1f} MiB "
                         f"(-{100 * (1 - cur['bytes'] / full['bytes']):.1f}%)",
-                "full_ms": 1e3 * med["full"], "pruned_ms": 1e3 * med[key],
+                "full_ms": 1e3 * t_full, "pruned_ms": 1e3 * t_pruned,
                 "measured": measured, "predicted": predicted,
-                "efficiency": measured / predicted, "rounds": rounds[batch],
+                "efficiency": measured / predicted, "util": util,
+                "pairs": f"{len(runs)}/{len(all_runs)}" + ("" if runs is not all_runs else
+                                                            " (all, contended)"),
             })
-            print(f"{label:32s} b={batch:<2d} {key:>4s}  full {1e3 * med['full']:8.1f} ms  "
-                  f"pruned {1e3 * med[key]:8.1f} ms  speed-up {measured:.2f} "
-                  f"(FLOPs {predicted:.2f}, ratio {measured / predicted:.2f})", flush=True)
+            print(f"{label:32s} b={batch:<2d} {key:>4s}  full {1e3 * t_full:8.1f} ms  "
+                  f"pruned {1e3 * t_pruned:8.1f} ms  speed-up {measured:.2f} "
+                  f"(FLOPs {predicted:.2f}, ratio {measured / predicted:.2f}, "
+                  f"CPU use {util:.2f})", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     head = ("| model | batch | FFN pruned | d_ff | params | safetensors | unpruned ms | pruned ms "
-            "| speed-up measured | predicted (FLOPs) | measured/predicted |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| speed-up measured | predicted (FLOPs) | measured/predicted | CPU use | pairs used |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
         f"| {r['model']} | {r['batch']} | {r['ratio']} | {r['d_ff']} | {r['params']} | "
         f"{r['file']} | {r['full_ms']:.1f} | {r['pruned_ms']:.1f} | {r['measured']:.2f}× | "
-        f"{r['predicted']:.2f}× | {r['efficiency']:.2f} |\n" for r in rows)
+        f"{r['predicted']:.2f}× | {r['efficiency']:.2f} | {r['util']:.2f} | {r['pairs']} |\n"
+        for r in rows)
     return head + body
 
 
@@ -168,16 +214,30 @@ def write_section(text: str) -> None:
     RESULTS.write_text(new.rstrip("\n") + "\n")
 
 
+def cpu_times() -> tuple[float, float]:
+    """``(total, steal)`` jiffies of all CPUs from /proc/stat (zeros where unavailable)."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [float(x) for x in f.readline().split()[1:]]
+        return sum(vals[:8]), vals[7] if len(vals) > 7 else 0.0
+    except OSError:
+        return 0.0, 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds-b1", type=int, default=15, help="timed rounds at batch 1")
+    ap.add_argument("--rounds-b1", type=int, default=30, help="timed rounds at batch 1")
     ap.add_argument("--rounds-b32", type=int, default=5, help="timed rounds at batch 32")
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="first wait up to S seconds for the load average to drop below 0.7")
     args = ap.parse_args()
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
     rounds = {1: args.rounds_b1, 32: args.rounds_b32}
+    waited = wait_for_idle(args.wait_idle) if args.wait_idle > 0 else 0.0
     load0 = os.getloadavg()[0]
+    cpu0 = cpu_times()
     t0 = time.time()
     rows = []
     for make in (minilm, bert_base):
@@ -186,6 +246,8 @@ def main() -> None:
             rows += bench_model(label, model, rounds, Path(tmp))
         del model
     elapsed = time.time() - t0
+    cpu1 = cpu_times()
+    steal = 100 * (cpu1[1] - cpu0[1]) / max(cpu1[0] - cpu0[0], 1.0)
     cmd = "python bench/prune.py" + "".join(f" {a}" for a in sys.argv[1:])
     cpu = platform.processor() or platform.machine()
     try:
@@ -198,12 +260,18 @@ def main() -> None:
         f"{HEADING}\n\n"
         f"Command: `{cmd}` (run {dt.date.today().isoformat()}, {elapsed:.0f} s). "
         f"CPU: {cpu}, torch {torch.__version__} with {threads} threads, transformers "
-        f"{transformers.__version__}, float32, sequence length {SEQ}, load average at start "
-        f"{load0:.2f}. Pruned models are compact exports reloaded with `neurondb.load_pruned`; "
-        f"each row prunes the same fraction of every layer's FFN (seeded random neurons). "
-        f"Latency: median of {rounds[1]} (batch 1) / {rounds[32]} (batch 32) interleaved "
-        f"runs after one warm-up. Predicted speed-up: ratio of matmul FLOPs (attention "
-        f"projections 8nd², scores and values 4n²d, FFN 4ndf per layer).\n\n"
+        f"{transformers.__version__}, float32, sequence length {SEQ}; load average at start "
+        f"{load0:.2f} (after waiting {waited:.0f} s for it to drop), CPU steal during the run {steal:.1f}%. "
+        f"Pruned models are compact exports reloaded with `neurondb.load_pruned`; each row "
+        f"prunes the same fraction of every layer's FFN (seeded random neurons). "
+        f"Latency: median over {rounds[1]} (batch 1) / {rounds[32]} (batch 32) rounds of "
+        f"back-to-back pairs (unpruned, pruned) after one warm-up, counting only pairs whose "
+        f"runs both kept the threads >= {UTIL_MIN:.0%} busy (up to 4x as many rounds are run "
+        f"to collect them; 'pairs used' = kept/run); measured speed-up = median "
+        f"of the per-pair ratios; CPU use (median over the pairs used) = process CPU time / wall time / threads (1.00: "
+        f"both threads busy; lower: other processes took the cores). "
+        f"Predicted speed-up: ratio of matmul FLOPs (attention projections 8nd², scores and "
+        f"values 4n²d, FFN 4ndf per layer).\n\n"
         + table(rows)
         + f"\nmeasured/predicted: min {min(eff):.2f}, median {statistics.median(eff):.2f}, "
           f"max {max(eff):.2f}.\n"

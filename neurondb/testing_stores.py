@@ -9,6 +9,7 @@ sums only) from the same kind of arrays. Everything goes through the store's own
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 
 from neurondb.arch.adapter import ModelShape
 from neurondb.store.manifest import Manifest, ModelIdentity
-from neurondb.store.run import RunInfo, RunWriter
+from neurondb.store.run import RunInfo, RunWriter, ShardWriter, begin_run, finalize_run, run_dir
 
 Key = tuple[str, int]
 # (stack, layer, first example, end example) -> float array [examples, S, d]
@@ -57,11 +58,12 @@ def slot_position(slot: str, i: int, n_prompt: int) -> int:
 
 
 def examples_table(run: str, split: str, labels: np.ndarray, ids: np.ndarray,
-                   rows_per_example: np.ndarray) -> pa.Table:
+                   rows_per_example: np.ndarray, first_idx: int = 0) -> pa.Table:
     n = len(labels)
+    idx = first_idx + np.arange(n, dtype=np.int64)
     return pa.table({
         "run": [run] * n, "split": [split] * n, "example_id": ids.astype(np.int64),
-        "idx": np.arange(n, dtype=np.int64), "text": [f"synthetic example {i}" for i in range(n)],
+        "idx": idx, "text": [f"synthetic example {i}" for i in idx],
         "label": np.asarray(labels, np.int64), "pred": np.asarray(labels, np.int64),
         "correct": np.ones(n, bool), "n_tokens": rows_per_example.astype(np.int32),
         "label_logits": pa.array([[] for _ in range(n)], pa.list_(pa.float32())),
@@ -76,6 +78,20 @@ def _info(run, split, mode, labels, label_names, slots, dtype, grad, n_rows, n_e
                    positions=list(dict.fromkeys(slots)), grad=grad, grad_target=grad_target,
                    dtype=dtype, n_examples=n_ex, n_rows=n_rows, n_prompt=n_prompt,
                    prompt_hash=f"synthetic-{n_prompt}")
+
+
+def _shard_writers(root: Path, info: RunInfo, widths, bounds: np.ndarray, S: int) -> list:
+    """One writer per shard: a single :class:`RunWriter`, or :class:`ShardWriter` s of a run
+    begun here (each sized for its own rows, so their HDF5 chunk rows differ)."""
+    if len(bounds) == 2:
+        return [RunWriter(root, info, widths)]
+    d = run_dir(root, info.run)
+    if d.exists():
+        shutil.rmtree(d)
+    info.n_chunks = len(bounds) - 1
+    begin_run(root, info)
+    return [ShardWriter(d, k, info, widths, {s: int(bounds[k + 1] - bounds[k]) * S for s in widths})
+            for k in range(len(bounds) - 1)]
 
 
 def write_rows_run(root: str | Path, run: str, split: str, labels: Sequence[int],
@@ -128,11 +144,12 @@ def write_periodic_run(root: str | Path, run: str, split: str, labels: Sequence[
                        dtype: str = "float32", label_names: Sequence[str] | None = None,
                        id_offset: int = 1000, n_prompt: int | None = None,
                        dataset: str = "synthetic", grad_target: str | None = "gold",
-                       block_examples: int = 64) -> Path:
+                       block_examples: int = 64, shards: int = 1) -> Path:
     """A tokens run where every example captures ``slots`` in order: rows ``e*S .. e*S+S-1``.
 
     ``acts``: ``{(stack, layer): [n_examples, S, d]}`` or a function ``(stack, layer, e0, e1)``
     returning ``[e1 - e0, S, d]`` (called block by block, layers interleaved like a capture).
+    ``shards``: cut the examples into that many shards (chunks), as a long extraction does.
     """
     root = Path(root)
     widths = store_widths(root)
@@ -144,28 +161,36 @@ def write_periodic_run(root: str | Path, run: str, split: str, labels: Sequence[
     info = _info(run, split, "tokens", labels, label_names, slots, dtype, grads is not None,
                  {s: n_ex * S for s in widths}, n_ex, n_prompt, dataset, grad_target)
     act_fn, grad_fn = _block_fn(acts), (_block_fn(grads) if grads is not None else None)
-    w = RunWriter(root, info, widths)
-    try:
-        w.write_examples(examples_table(run, split, labels, ids, np.full(n_ex, S)))
-        pos = np.array([slot_position(s, i, n_prompt) for i, s in enumerate(slots)], np.int32)
-        for stack in widths:
-            w.write_rows(pa.table({
-                "run": [run] * (n_ex * S), "stack": [stack] * (n_ex * S),
-                "row": np.arange(n_ex * S, dtype=np.int64), "example_id": np.repeat(ids, S),
-                "position": np.tile(pos, n_ex), "slot": slots * n_ex}))
-        for e0 in range(0, n_ex, block_examples):
-            e1 = min(n_ex, e0 + block_examples)
-            for stack, ws in widths.items():
-                for layer, d in enumerate(ws):
-                    a = act_fn(stack, layer, e0, e1).reshape((e1 - e0) * S, d)
-                    w.append("activations", stack, layer, to_storage(a, dtype))
-                    if grad_fn is not None:
-                        g = grad_fn(stack, layer, e0, e1).reshape((e1 - e0) * S, d)
-                        w.append("gradients", stack, layer, to_storage(g, dtype))
-        w.commit()
-    except BaseException:
-        w.abort()
-        raise
+    pos = np.array([slot_position(s, i, n_prompt) for i, s in enumerate(slots)], np.int32)
+    bounds = np.linspace(0, n_ex, shards + 1).round().astype(int)
+    writers = _shard_writers(root, info, widths, bounds, S)
+    for k, w in enumerate(writers):
+        a, b = int(bounds[k]), int(bounds[k + 1])
+        try:
+            w.write_examples(examples_table(run, split, labels[a:b], ids[a:b], np.full(b - a, S),
+                                            first_idx=a))
+            for stack in widths:
+                n = (b - a) * S
+                w.write_rows(pa.table({
+                    "run": [run] * n, "stack": [stack] * n, "row": np.arange(n, dtype=np.int64),
+                    "example_id": np.repeat(ids[a:b], S), "position": np.tile(pos, b - a),
+                    "slot": slots * (b - a)}))
+            for e0 in range(a, b, block_examples):
+                e1 = min(b, e0 + block_examples)
+                for stack, ws in widths.items():
+                    for layer, d in enumerate(ws):
+                        x = act_fn(stack, layer, e0, e1).reshape((e1 - e0) * S, d)
+                        w.append("activations", stack, layer, to_storage(x, dtype))
+                        if grad_fn is not None:
+                            g = grad_fn(stack, layer, e0, e1).reshape((e1 - e0) * S, d)
+                            w.append("gradients", stack, layer, to_storage(g, dtype))
+            w.commit()
+        except BaseException:
+            w.abort()
+            shutil.rmtree(run_dir(root, run), ignore_errors=True)
+            raise
+    if shards > 1:
+        finalize_run(root, info)
     return root / "runs" / run
 
 

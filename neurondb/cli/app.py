@@ -45,3 +45,7 @@ def main() -> None:
     except NeurondbError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -34,9 +34,15 @@ def extract_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
     run: str | None = typer.Option(None, "--run", help="Run name (default: <dataset>-<split>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace runs of the same name."),
+    chunk_examples: int = typer.Option(4096, "--chunk-examples", help="Examples per shard: the unit of atomic commits, resume and multi-process work."),
+    device_map: str | None = typer.Option(None, "--device-map", help="Spread a large model over GPUs (e.g. 'auto'; needs accelerate)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Run MODEL over a dataset and record FFN neuron activations into a store."""
+    """Run MODEL over a dataset and record FFN neuron activations into a store.
+
+    Re-running the same command after an interruption resumes from the last complete shard.
+    Under torchrun / accelerate launch every rank writes its own shards of the same store.
+    """
     from neurondb.extract.run import extract
 
     with one_line_errors():
@@ -48,7 +54,7 @@ def extract_command(
             stats_split=stats_split, grad=grad, grad_target=grad_target, dtype=dtype,
             model_dtype=model_dtype, max_examples=max_examples, batch_size=batch_size,
             max_length=max_length, device=device, run=run, overwrite=overwrite,
-            progress=not quiet)
+            chunk_examples=chunk_examples, device_map=device_map, progress=not quiet)
         typer.echo(f"store: {store.path} ({len(store.runs())} runs); "
                    f"try: neurondb info {store.path}")
         store.close()

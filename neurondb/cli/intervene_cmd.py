@@ -123,7 +123,11 @@ def prune(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        net, tokenizer = load_model(model)
+        try:
+            net, tokenizer = load_model(model)
+        except OSError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PruneError(f"cannot load model {model!r}: {first}") from e
         shape = adapter_for(net).shape(net)
         priority = None
         provenance: dict = {"model": model, "format": fmt}

@@ -13,13 +13,17 @@ from neurondb.cli.errors import one_line_errors
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def info_command(store: Path = typer.Argument(..., help="Store directory.")) -> None:
+def info_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    partial: bool = typer.Option(False, "--partial", help="Also list runs still being extracted."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the integrity check."),
+) -> None:
     """Show a store's model, runs, sizes and the SQL views it offers."""
     import neurondb
     from neurondb.query.connection import describe_views
 
     with one_line_errors():
-        st = neurondb.open(store)
+        st = neurondb.open(store, partial=partial, verify=not no_verify)
         m = st.manifest
         con = Console(soft_wrap=True)
         con = Console(soft_wrap=True, width=max(con.width, 150))
@@ -36,7 +40,7 @@ def info_command(store: Path = typer.Argument(..., help="Store directory.")) -> 
             t.add_column(c)
         for info in st.runs():
             d = st.run_dir(info.run)
-            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
             acc = f"{info.accuracy:.4f}" if info.accuracy is not None else "-"
             t.add_row(info.run, info.split, info.mode, str(info.n_examples),
                       ", ".join(f"{k}:{v}" for k, v in info.n_rows.items()), acc,
@@ -57,6 +61,8 @@ def query_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file (required for parquet)."),
     also: list[Path] | None = typer.Option(None, "--with", help="Open another store together with STORE (repeatable)."),
     limit: int = typer.Option(100, "--max-rows", help="Rows shown in table format."),
+    partial: bool = typer.Option(False, "--partial", help="Include runs still being extracted (complete shards only)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Read a store that failed verification (what is intact)."),
 ) -> None:
     """Run read-only SQL over a store (DuckDB, embedded)."""
     import neurondb
@@ -66,7 +72,7 @@ def query_command(
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
         if fmt == "parquet" and output is None:
             raise ValueError("--format parquet needs --output FILE")
-        st = neurondb.open(store, *(also or []))
+        st = neurondb.open(store, *(also or []), partial=partial, verify=not no_verify)
         arrow = st.connection.arrow(sql)
         _emit(arrow, fmt, output, limit)
         st.close()
@@ -121,6 +127,26 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def verify_command(store: Path = typer.Argument(..., help="Store directory.")) -> None:
+    """Check every shard: checksums, HDF5 and Parquet row counts. Exit 1 when damaged."""
+    from neurondb.store.verify import verify_store
+
+    with one_line_errors():
+        if not (store / "manifest.json").exists():
+            raise ValueError(f"{store} is not a neurondb store (no manifest.json)")
+        rep = verify_store(store)
+    for note in rep.notes:
+        typer.echo(f"note: {note}")
+    for p in rep.problems:
+        typer.echo(f"problem: {p}")
+    typer.echo(f"{'OK' if rep.ok else 'DAMAGED'}: {rep.checked_files} files, "
+               f"{rep.checked_bytes / 1e6:,.1f} MB checked, {len(rep.problems)} problem(s)"
+               + (f" in {len(rep.damaged)} shard(s)" if rep.damaged else ""))
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("info")(info_command)
     app.command("query")(query_command)
+    app.command("verify")(verify_command)

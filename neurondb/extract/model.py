@@ -108,7 +108,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(name: str, readout: str = "auto", device: str = "auto",
-               model_dtype: str | None = None, has_head: bool = False) -> LoadedModel:
+               model_dtype: str | None = None, has_head: bool = False,
+               device_map: str | None = None) -> LoadedModel:
     """Load model and tokenizer in eval mode, with every parameter frozen."""
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -131,13 +132,19 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
     if model_dtype:
         kw["dtype"] = getattr(torch, model_dtype)
     dev = resolve_device(device)
+    if device_map:
+        kw["device_map"] = device_map  # e.g. "auto": layers spread over the GPUs (accelerate)
     try:
         model = _auto_class(readout, config).from_pretrained(path, **kw)
         tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
     except (OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ExtractError(f"cannot load model {name!r} for readout {readout!r}: {msg}") from e
-    model.eval().to(dev)
+    model.eval()
+    if device_map:
+        dev = model.get_input_embeddings().weight.device
+    else:
+        model.to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
     if tok.pad_token is None:

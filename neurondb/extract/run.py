@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -14,6 +17,7 @@ import torch
 
 from neurondb.extract.capture import FFNCapture
 from neurondb.extract.data import LoadedData, load_data
+from neurondb.extract.dist import Dist
 from neurondb.extract.encode import Encoder, parse_positions, resolve_positions
 from neurondb.extract.errors import ExtractError
 from neurondb.extract.forward import GRAD_TARGETS, label_logits, model_inputs, target_value
@@ -21,11 +25,19 @@ from neurondb.extract.model import LoadedModel, load_config, load_model, verbali
 from neurondb.extract.progress import Reporter
 from neurondb.extract.prompt import SoftPrompt, load_prompt
 from neurondb.extract.templates import PRESETS, Template
-from neurondb.store.codec import check_dtype, encode, numpy_storage_dtype
-from neurondb.store.layout import MANIFEST, RUNS_DIR, check_run_name, free_bytes
+from neurondb.extract.writer import BackgroundWriter, HostCopy
+from neurondb.store.codec import check_dtype, numpy_storage_dtype
+from neurondb.store.layout import MANIFEST, RUN_JSON, RUNS_DIR, check_run_name, free_bytes
 from neurondb.store.manifest import Manifest, ModelIdentity, library_versions, model_fingerprint
 from neurondb.store.reader import Store
-from neurondb.store.run import RunInfo, RunWriter
+from neurondb.store.run import (
+    RunInfo,
+    ShardWriter,
+    begin_run,
+    completed_chunks,
+    finalize_run,
+    remove_partials,
+)
 
 DISK_MARGIN = 64 << 20
 
@@ -59,6 +71,9 @@ class ExtractConfig:
     run: str | None = None
     overwrite: bool = False
     progress: bool = True
+    chunk_examples: int = 4096
+    device_map: str | None = None
+    writer_thread: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -110,6 +125,9 @@ class _Extraction:
             raise ExtractError(f"--grad-target must be one of {', '.join(GRAD_TARGETS)}")
         if cfg.batch_size < 1:
             raise ExtractError("--batch-size must be at least 1")
+        if cfg.chunk_examples < 1:
+            raise ExtractError("--chunk-examples must be at least 1")
+        self.dist = Dist.from_env()
         self.positions = parse_positions(cfg.positions)
         self.out = Path(cfg.out)
         self.existing = _check_out_dir(self.out)
@@ -139,8 +157,9 @@ class _Extraction:
                                         cfg.text_fields, cfg.label_field, cfg.max_examples,
                                         self.task, require_labels=need_labels)
         has_head = bool(self.prompt and self.prompt.has_head)
-        self.lm: LoadedModel = load_model(cfg.model, cfg.readout, cfg.device, cfg.model_dtype,
-                                          has_head=has_head)
+        self.lm: LoadedModel = load_model(cfg.model, cfg.readout, self.dist.device(cfg.device),
+                                          cfg.model_dtype, has_head=has_head,
+                                          device_map=cfg.device_map)
         r = self.lm.readout
         if r == "head" and not has_head:
             raise ExtractError("--readout head needs a --prompt directory that holds a head "
@@ -197,10 +216,57 @@ class _Extraction:
         if cfg.stats_split:
             name = f"{cfg.run or tag}-{cfg.stats_split}{suffix}"
             self.stats_run = check_run_name(name + "-stats" if name == self.run_name else name)
-        for name in (self.run_name, self.stats_run):
-            if name and (self.out / RUNS_DIR / name).exists() and not cfg.overwrite:
+        self.jobs = [(self.data, "tokens", self.run_name)]
+        if self.stats_data is not None:
+            self.jobs.append((self.stats_data, "stats", self.stats_run))
+        states = [self._check_resume(name, self._config(data, mode))
+                  for data, mode, name in self.jobs]
+        if all(st == "complete" for st in states):
+            names = " and ".join(repr(n) for _, _, n in self.jobs)
+            raise ExtractError(f"run {names} already exists in {self.out}; pass --overwrite "
+                               "or --run NAME")
+        # a run completed by an interrupted run of the same command is not redone
+        self.jobs = [j for j, st in zip(self.jobs, states) if st != "complete"]
+
+    def _config(self, data: LoadedData, mode: str) -> dict:
+        """What must match for an interrupted run to be resumed."""
+        c = self.cfg
+        return {"model": c.model, "model_fingerprint": self.identity.fingerprint,
+                "data": data.name, "data_config": data.config, "split": data.split,
+                "dataset_fingerprint": data.fingerprint, "text_fields": data.text_fields,
+                "label_field": data.label_field, "template": self.template.source,
+                "verbalizer": self.verb_words, "readout": self.lm.readout,
+                "prompt_hash": self.prompt.sha256 if self.prompt else None,
+                "positions": self.positions, "mode": mode, "dtype": c.dtype,
+                "grad": bool(c.grad and mode == "tokens"), "grad_target": c.grad_target,
+                "max_examples": c.max_examples, "max_length": self.max_length,
+                "batch_size": c.batch_size, "chunk_examples": c.chunk_examples}
+
+    def _check_resume(self, name: str, config: dict) -> str:
+        """``new``, ``resume`` (interrupted, same command) or ``complete`` (same command);
+        an existing run made by another command is refused, naming the difference."""
+        d = self.out / RUNS_DIR / name
+        if not d.exists() or self.cfg.overwrite:
+            return "new"
+        try:
+            old = RunInfo.from_dict(json.loads((d / RUN_JSON).read_text()))
+        except (OSError, json.JSONDecodeError):
+            raise ExtractError(f"run {name!r} in {self.out} is damaged; pass --overwrite to "
+                               "extract it again") from None
+        diff = [k for k in sorted(set(config) | set(old.config))
+                if config.get(k) != old.config.get(k)]
+        if old.status == "complete":
+            if diff:
                 raise ExtractError(f"run {name!r} already exists in {self.out}; pass --overwrite "
                                    "or --run NAME")
+            return "complete"
+        if diff:
+            k = diff[0]
+            raise ExtractError(f"run {name!r} was started with another command ({k}: "
+                               f"{old.config.get(k)!r} then, {config.get(k)!r} now"
+                               f"{f'; also {len(diff) - 1} more' if len(diff) > 1 else ''}); "
+                               "re-run the same command to resume, or pass --overwrite")
+        return "resume"
 
     def _check_existing(self) -> None:
         m = Manifest.read(self.out)
@@ -237,14 +303,16 @@ class _Extraction:
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> Store:
-        rep = Reporter(self.cfg.progress)
-        lengths = self.encoder.lengths(self.data.texts)
-        stats_lengths = self.encoder.lengths(self.stats_data.texts) if self.stats_data else None
-        need = self.estimate_bytes(lengths) + (self.estimate_stats_bytes() if self.stats_data else 0)
+        """Write (or resume) the runs; every rank calls this, rank 0 finishes the runs."""
+        rep = Reporter(self.cfg.progress and self.dist.is_main)
+        dist = self.dist
+        lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
+        need = self.estimate_bytes(lens[0]) + (self.estimate_stats_bytes() if self.stats_data else 0)
         free = free_bytes(self.out)
         rep.info(f"model {self.cfg.model} ({self.shape.family}, "
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
-                 f" readout {self.lm.readout}, device {self.lm.device}")
+                 f" readout {self.lm.readout}, device {self.lm.device}"
+                 f"{f', {dist.world_size} ranks' if dist.world_size > 1 else ''}")
         rep.info(f"capturing {', '.join(self.positions)} of {len(self.data)} {self.data.split} "
                  f"examples{' with gradients' if self.cfg.grad else ''}; estimated store size "
                  f"{need / 1e6:,.1f} MB ({free / 1e9:,.1f} GB free)")
@@ -252,34 +320,53 @@ class _Extraction:
             raise ExtractError(f"not enough disk for {self.out}: the store needs about "
                                f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; free space, "
                                "lower --max-examples, capture fewer --positions or use --dtype float16")
+        dist.barrier()  # every rank validated its inputs before anything is written
         created = not self.out.exists()
-        writers: list[RunWriter] = []
+        infos = [self._info(d, mode, name, self._config(d, mode))
+                 for (d, mode, name) in self.jobs]
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if not self.existing:
-                Manifest(model=self.identity, libraries=library_versions()).write(self.out)
-            jobs = [(self.data, lengths, "tokens", self.run_name)]
-            if self.stats_data is not None:
-                jobs.append((self.stats_data, stats_lengths, "stats", self.stats_run))
-            for data, lens, mode, name in jobs:
-                w = RunWriter(self.out, self._info(data, mode, name), self.shape.widths,
-                              self.expected_rows(lens))
-                writers.append(w)
-                self._capture(data, lens, w, rep)
-                w.commit()
-                writers.remove(w)
-        except BaseException:
-            for w in writers:
-                w.abort()
-            if created:
-                shutil.rmtree(self.out, ignore_errors=True)
+            if dist.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                if not self.existing:
+                    Manifest(model=self.identity, libraries=library_versions()).write(self.out)
+                for info in infos:
+                    d = self.out / RUNS_DIR / info.run
+                    if self.cfg.overwrite and d.exists():
+                        shutil.rmtree(d)
+                    remove_partials(d)
+                    begin_run(self.out, info)
+            dist.barrier()
+            for (data, _mode, _name), lengths, info in zip(self.jobs, lens, infos):
+                self._capture_run(data, lengths, info, rep)
+                dist.barrier()
+                if dist.is_main:
+                    finalize_run(self.out, info)
+                    acc = f", accuracy {info.accuracy:.4f}" if info.accuracy is not None else ""
+                    rep.info(f"run {info.run}: {info.n_examples} examples, "
+                             f"{sum(info.n_rows.values())} rows ({info.mode}){acc}, "
+                             f"{info.seconds:.1f} s")
+                dist.barrier()
+        except BaseException as e:
+            if created and dist.is_main and not any(
+                    completed_chunks(self.out, i.run) for i in infos):
+                shutil.rmtree(self.out, ignore_errors=True)  # nothing worth resuming
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise ExtractError(f"the disk filled up while writing {self.out}; the complete "
+                                   "shards are kept: free space and re-run the same command to "
+                                   "resume") from e
             raise
         finally:
             rep.close()
+            dist.close()
         return Store([self.out])
 
-    def _info(self, data: LoadedData, mode: str, name: str) -> RunInfo:
+    def _info(self, data: LoadedData, mode: str, name: str, config: dict) -> RunInfo:
+        n_chunks = max(1, -(-len(data) // self.cfg.chunk_examples))
         return RunInfo(
+            config=config, config_hash=hashlib.sha256(
+                json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16],
+            chunk_examples=self.cfg.chunk_examples, n_chunks=n_chunks,
+            world_size=self.dist.world_size,
             run=name, split=data.split, mode=mode, dataset=data.name,
             dataset_config=data.config, dataset_fingerprint=data.fingerprint,
             text_fields=data.text_fields, label_field=data.label_field,
@@ -291,90 +378,122 @@ class _Extraction:
             grad_target=self.cfg.grad_target if self.cfg.grad else None,
             dtype=self.cfg.dtype, max_length=self.max_length, n_examples=len(data))
 
-    def _capture(self, data: LoadedData, lengths: np.ndarray, w: RunWriter, rep: Reporter) -> None:
-        lm, enc, cfg = self.lm, self.encoder, self.cfg
-        info = w.info
+    def _capture_run(self, data: LoadedData, lengths: np.ndarray, info: RunInfo,
+                     rep: Reporter) -> None:
+        """Process this rank's missing chunks of the run, one shard each."""
+        order = np.argsort(-lengths, kind="stable")
+        C = self.cfg.chunk_examples
+        chunks = [order[i:i + C] for i in range(0, len(order), C)] or [order]
+        done = completed_chunks(self.out, info.run)
+        mine = [k for k in range(len(chunks))
+                if k % self.dist.world_size == self.dist.rank and k not in done]
+        if done:
+            rep.info(f"resuming run {info.run}: {len(done)} of {len(chunks)} chunks already written")
+        task = rep.task(info.run, total=len(data))
+        rep.advance(task, sum(len(chunks[k]) for k in done), 0)
+        t0 = time.perf_counter()
+        writer = BackgroundWriter(threaded=self.cfg.writer_thread)
+        run_path = self.out / RUNS_DIR / info.run
+        try:
+            with FFNCapture(self.lm.model, self.lm.adapter, grad=info.grad) as cap:
+                for k in mine:
+                    shard = ShardWriter(run_path, k, info, self.shape.widths,
+                                        self.expected_rows(lengths[chunks[k]]), self.dist.rank)
+                    try:
+                        self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task)
+                        writer.submit(shard.commit)
+                        writer.flush()
+                    except BaseException:
+                        writer.drain()
+                        shard.abort()
+                        raise
+        finally:
+            writer.close()
+        info.seconds = round(time.perf_counter() - t0, 3)
+
+    def _capture_chunk(self, data: LoadedData, chunk: np.ndarray, shard: ShardWriter,
+                       cap: FFNCapture, writer: BackgroundWriter, rep: Reporter, task: int) -> None:
+        lm, enc, cfg, info = self.lm, self.encoder, self.cfg, shard.info
         grad = info.grad
         in_stack = self.shape.stacks[0]
-        order = np.argsort(-lengths, kind="stable")
         rows_done = dict.fromkeys(self.shape.stacks, 0)
-        n_correct = n_labelled = n_tokens = 0
-        t0 = time.perf_counter()
-        task = rep.task(f"{info.run}", total=len(data))
-        with FFNCapture(lm.model, lm.adapter, grad=grad) as cap:
-            for start in range(0, len(order), cfg.batch_size):
-                ids = order[start:start + cfg.batch_size]
-                batch = enc.encode(ids, [data.texts[i] for i in ids])
-                sel = enc.select(batch, self.positions)
-                B = len(ids)
-                dev = lm.device
-                cap.clear()
-                cap.select(in_stack, torch.as_tensor(sel.b, device=dev),
-                           torch.as_tensor(sel.t, device=dev))
-                if lm.is_seq2seq:
-                    cap.select("decoder", torch.arange(B, device=dev),
-                               torch.zeros(B, dtype=torch.long, device=dev))
-                labels = data.labels[ids]
-                ctx = torch.enable_grad() if grad else torch.inference_mode()
-                with ctx:
-                    out = lm.model(**model_inputs(lm, batch, self.prompt, need_embeds=grad))
-                    logits = label_logits(lm, out, batch, self.verb_ids, self.prompt)
-                    if grad:
-                        tgt = torch.as_tensor(labels, device=dev)
-                        target_value(logits, tgt, cfg.grad_target).sum().backward()
-                pred = (logits.argmax(-1).cpu().numpy() if logits is not None
-                        else np.full(B, -1, dtype=np.int64))
-                correct = (pred == labels) & (labels >= 0)
-                scored = (labels >= 0) & (logits is not None)
-                n_correct += int(correct.sum())
-                n_labelled += int((labels >= 0).sum()) if logits is not None else 0
-                n_tokens += int(batch.lengths.sum()) + B * enc.n_prompt
-                w.write_examples(pa.table({
-                    "run": [info.run] * B, "split": [info.split] * B,
-                    "example_id": ids.astype(np.int64), "idx": data.idx[ids],
-                    "text": batch.texts, "label": labels, "pred": pred,
-                    "correct": pa.array(correct, mask=~scored), "n_tokens": (batch.lengths + enc.n_prompt).astype(np.int32),
-                    "label_logits": (pa.array(list(logits.detach().cpu().numpy()),
-                                              pa.list_(pa.float32()))
-                                     if logits is not None else pa.nulls(B, pa.list_(pa.float32()))),
-                }))
-                sels = {in_stack: (sel.b, sel.t, sel.slots)}
-                if lm.is_seq2seq:
-                    sels["decoder"] = (np.arange(B), np.zeros(B, dtype=np.int64),
-                                       ["dec:0"] * B)
-                if info.mode == "tokens":
-                    w.write_tokens(self._tokens_table(info.run, batch, ids))
-                    for stack, (b, t, slots) in sels.items():
-                        n = len(b)
-                        w.write_rows(pa.table({
-                            "run": [info.run] * n, "stack": [stack] * n,
-                            "row": np.arange(rows_done[stack], rows_done[stack] + n),
-                            "example_id": ids[b].astype(np.int64),
-                            "position": t.astype(np.int32), "slot": slots}))
-                        rows_done[stack] += n
-                    for key, x in cap.acts.items():
-                        w.append("activations", key[0], key[1], encode(x, info.dtype))
-                    if grad:
-                        for key, g in cap.grads.items():
-                            w.append("gradients", key[0], key[1], encode(g, info.dtype))
-                else:
-                    st = w.stats
-                    for stack, (b, _t, slots) in sels.items():
-                        sid = st.slot_ids(stack, slots)
-                        lab = labels[b]
-                        st.update_counts(stack, sid, lab)
-                        for layer in range(len(self.shape.widths[stack])):
-                            x = cap.acts[(stack, layer)].float().cpu().numpy()
-                            st.update(stack, layer, sid, lab, x)
-                        rows_done[stack] += len(b)
-                rep.advance(task, B, int(batch.lengths.sum()) + B * enc.n_prompt)
-        info.n_tokens = n_tokens
-        info.n_rows = rows_done
-        info.accuracy = (n_correct / n_labelled) if n_labelled else None
-        info.seconds = round(time.perf_counter() - t0, 3)
-        acc = f", accuracy {info.accuracy:.4f}" if info.accuracy is not None else ""
-        rep.info(f"run {info.run}: {len(data)} examples, {sum(rows_done.values())} rows "
-                 f"({info.mode}){acc}, {info.seconds:.1f} s")
+        dev = lm.device
+        for start in range(0, len(chunk), cfg.batch_size):
+            ids = chunk[start:start + cfg.batch_size]
+            batch = enc.encode(ids, [data.texts[i] for i in ids])
+            sel = enc.select(batch, self.positions)
+            B = len(ids)
+            cap.clear()
+            cap.select(in_stack, torch.as_tensor(sel.b, device=dev),
+                       torch.as_tensor(sel.t, device=dev))
+            if lm.is_seq2seq:
+                cap.select("decoder", torch.arange(B, device=dev),
+                           torch.zeros(B, dtype=torch.long, device=dev))
+            labels = data.labels[ids]
+            with torch.enable_grad() if grad else torch.inference_mode():
+                out = lm.model(**model_inputs(lm, batch, self.prompt, need_embeds=grad))
+                logits = label_logits(lm, out, batch, self.verb_ids, self.prompt)
+                if grad:
+                    tgt = torch.as_tensor(labels, device=dev)
+                    target_value(logits, tgt, cfg.grad_target).sum().backward()
+                del out
+            logits_np = None if logits is None else logits.detach().float().cpu().numpy()
+            pred = (logits_np.argmax(-1) if logits_np is not None
+                    else np.full(B, -1, dtype=np.int64))
+            sels = {in_stack: (sel.b, sel.t, sel.slots)}
+            if lm.is_seq2seq:
+                sels["decoder"] = (np.arange(B), np.zeros(B, dtype=np.int64), ["dec:0"] * B)
+            offsets = dict(rows_done)
+            for stack, (b, _, _) in sels.items():
+                rows_done[stack] += len(b)
+            if info.mode == "tokens":
+                acts = {key: HostCopy(x, info.dtype) for key, x in cap.acts.items()}
+                grads = {key: HostCopy(g, info.dtype) for key, g in cap.grads.items()} if grad else {}
+            else:
+                acts = {key: HostCopy(x, "float32") for key, x in cap.acts.items()}
+                grads = {}
+            writer.submit(self._write_batch, shard, data, batch, ids, labels, pred, logits_np,
+                          sels, offsets, acts, grads)
+            rep.advance(task, B, int(batch.lengths.sum()) + B * enc.n_prompt)
+
+    def _write_batch(self, shard: ShardWriter, data: LoadedData, batch, ids: np.ndarray,
+                     labels: np.ndarray, pred: np.ndarray, logits: np.ndarray | None,
+                     sels: dict, offsets: dict, acts: dict, grads: dict) -> None:
+        """Runs in the writer thread: tables, row index, tensors or running statistics."""
+        info, P = shard.info, self.encoder.n_prompt
+        B = len(ids)
+        scored = (labels >= 0) & (logits is not None)
+        correct = (pred == labels) & scored
+        shard.write_examples(pa.table({
+            "run": [info.run] * B, "split": [info.split] * B,
+            "example_id": ids.astype(np.int64), "idx": data.idx[ids], "text": batch.texts,
+            "label": labels, "pred": pred, "correct": pa.array(correct, mask=~scored),
+            "n_tokens": (batch.lengths + P).astype(np.int32),
+            "label_logits": (pa.array(list(logits), pa.list_(pa.float32())) if logits is not None
+                             else pa.nulls(B, pa.list_(pa.float32()))),
+        }))
+        if info.mode == "tokens":
+            shard.write_tokens(self._tokens_table(info.run, batch, ids))
+            for stack, (b, t, slots) in sels.items():
+                n = len(b)
+                shard.write_rows(pa.table({
+                    "run": [info.run] * n, "stack": [stack] * n,
+                    "row": np.arange(offsets[stack], offsets[stack] + n),
+                    "example_id": ids[b].astype(np.int64), "position": t.astype(np.int32),
+                    "slot": slots}))
+            for key, hc in acts.items():
+                shard.append("activations", key[0], key[1], hc.numpy())
+            for key, hc in grads.items():
+                shard.append("gradients", key[0], key[1], hc.numpy())
+        else:
+            st = shard.stats
+            for stack, (b, _t, slots) in sels.items():
+                sid = st.slot_ids(stack, slots)
+                lab = labels[b]
+                st.update_counts(stack, sid, lab)
+                shard.count_rows(stack, len(b))
+                for layer in range(len(self.shape.widths[stack])):
+                    st.update(stack, layer, sid, lab, acts[(stack, layer)].numpy())
 
     def _tokens_table(self, run: str, batch, ids: np.ndarray) -> pa.Table:
         tok = self.lm.tokenizer

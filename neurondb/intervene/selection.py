@@ -91,6 +91,7 @@ def mask_from_ranking(df: pd.DataFrame, ratio: float, shape: ModelShape,
     The ranking must list every neuron of ``shape`` exactly once.
     """
     r = check_ratio(ratio)
+    ranked = df
     scope = scope or ranking_scope(df)
     if scope not in ("layer", "global"):
         raise PruneError(f"scope must be 'layer' or 'global', not {scope!r}")
@@ -111,4 +112,7 @@ def mask_from_ranking(df: pd.DataFrame, ratio: float, shape: ModelShape,
     drop = pd.concat(parts) if parts else df.iloc[:0]
     info = {"selection": "lowest-ranked", "ratio": r, "scope": scope,
             "shape": shape.to_dict(), **(meta or {})}
+    for col in ("name", "method"):
+        if col in ranked.columns:
+            info.setdefault(f"ranking_{col}", sorted(map(str, ranked[col].unique())))
     return NeuronMask.from_arrays(drop["stack"], drop["layer"], drop["neuron"], info)

@@ -25,8 +25,8 @@ import scipy.sparse as sp
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, select_slots
 from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
-from neurondb.query.results import check_absent, default_name
-from neurondb.store.reader import Store, open_store
+from neurondb.query.results import as_store, check_absent, default_name
+from neurondb.store.reader import Store
 
 METHODS = ("attribution", "activation", "gradient")
 TOKEN_AGGS = ("sum", "mean", "max")
@@ -163,7 +163,7 @@ def attribution(store: Store | str | Path, runs: str | Sequence[str], *, method:
     target (``gold``, ``pred``, ``loss``). Returns the ranking frame (``score`` = mean over
     examples of the aggregated value).
     """
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if token_agg not in TOKEN_AGGS:
@@ -214,7 +214,7 @@ def random_ranking(store: Store | str | Path, *, seed: int = 0, scope: str = "gl
                    stacks: Sequence[str] | None = None, name: str | None = None,
                    overwrite: bool = False, write: bool = True) -> pd.DataFrame:
     """A seeded random ranking of every neuron (uniform scores in [0, 1)), the control."""
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     check_scope(scope)
     name = name or f"random_seed{seed}"
     if write:

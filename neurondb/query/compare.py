@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import split_names
 from neurondb.query.rankings import check_same_shape, load_ranking, ranking_vectors
-from neurondb.query.results import check_absent, write_result
-from neurondb.store.reader import Store, open_store
+from neurondb.query.results import as_store, check_absent, write_result
+from neurondb.store.reader import Store
 
 
 def round_half_up(x: float) -> int:
@@ -39,6 +38,8 @@ def top_k_indices(score: np.ndarray, k: int) -> np.ndarray:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Spearman's rho and its two-sided p-value (NaN for constant input)."""
+    from scipy import stats
+
     ok = ~(np.isnan(a) | np.isnan(b))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -71,7 +72,7 @@ def _check_fraction(fraction: float, k: int | None) -> None:
 def compare_rankings(store: Store | str | Path, a: str, b: str, fraction: float = 0.05,
                      k: int | None = None) -> pd.DataFrame:
     """Per-layer Spearman (with p-value) and top-k overlap of rankings ``a`` and ``b``."""
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     _check_fraction(fraction, k)
     da, _ = load_ranking(store, a)
     db, _ = load_ranking(store, b)
@@ -113,7 +114,7 @@ def correlate(store: Store | str | Path, rankings: str | Sequence[str], *, fract
     p_value, n, k, topk_overlap``; both orders of each pair) and, if ``png``, a heatmap of the
     mean Spearman matrix.
     """
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     names = split_names(rankings)
     if len(names) < 2:
         raise QueryError("give at least two rankings to correlate (comma-separated names)")

@@ -68,10 +68,33 @@ class QueryConnection:
     def _files(self, name: str) -> list[str]:
         out = []
         for info in self.store.runs():
-            p = self.store.run_dir(info.run) / name
-            if p.exists():
-                out.append(str(p))
+            if name == RUN_TABLE:
+                p = self.store.run_dir(info.run) / name
+                out.extend([str(p)] if p.exists() else [])
+            else:
+                out.extend(str(p) for p in self.store.shard_files(info.run, name))
         return out
+
+    def _rows_view(self) -> None:
+        """``rows`` with global row numbers: each shard's local rows plus its offset."""
+        parts = []
+        for info in self.store.runs():
+            if info.mode != "tokens":
+                continue
+            shards = self.store.shards(info.run)
+            offs = {s: self.store.row_offsets(info.run, s) for s in self.store.shape.stacks}
+            for k, (p, _) in enumerate(shards):
+                f = p / ROWS
+                if not f.exists():
+                    continue
+                case = " ".join(f"WHEN '{s}' THEN {o[k]}" for s, o in offs.items())
+                path = str(f).replace("'", "''")
+                parts.append(f"SELECT * REPLACE (row + CASE stack {case} ELSE 0 END AS row) "
+                             f"FROM read_parquet('{path}')")
+        if parts:
+            self.con.execute("CREATE VIEW rows AS " + " UNION ALL ".join(parts))
+        else:
+            self._view("rows", [], ROWS_SCHEMA)
 
     def _view(self, view: str, files: list[str], empty: pa.Schema | None) -> None:
         if files:
@@ -91,7 +114,7 @@ class QueryConnection:
                              "NULL::VARCHAR AS split WHERE false")
         self._view("examples", self._files(EXAMPLES), EXAMPLES_SCHEMA)
         self._view("tokens", self._files(TOKENS), TOKENS_SCHEMA)
-        self._view("rows", self._files(ROWS), ROWS_SCHEMA)
+        self._rows_view()
         tables: dict[str, list[str]] = {}
         for root in self.store.roots:
             rdir = root / RESULTS_DIR
@@ -149,6 +172,7 @@ class QueryConnection:
             raise StoreError(f"run {run!r} holds running statistics, not per-token {kind}")
         if kind == "gradients":
             runs = [i for i in runs if i.grad]
+        runs = [i for i in runs if st.shards(i.run)]  # a run with no complete shard yet
         shape = st.shape
         stacks = [st.default_stack(stack)] if stack is not None else list(shape.stacks)
         parts = []

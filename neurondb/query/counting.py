@@ -1,6 +1,6 @@
 """The predictivity kernel: per (class, slot, neuron), how many rows have ``h > base``.
 
-``count_above`` streams one stored layer by HDF5 chunk rows (:class:`RawLayer`, memory bounded
+``count_above`` streams one stored layer by HDF5 chunk rows (:class:`RawLayer` blocks, memory bounded
 by a few chunk rows per thread), compares the stored bits with exact per-slot thresholds
 (:class:`Thresholds`) and accumulates counts per class without a per-example Python loop:
 
@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from neurondb.query.layout import RunLayout
-from neurondb.query.rawtensor import RawLayer
+from neurondb.query.rawtensor import Block, RawLayer
 from neurondb.query.thresholds import Thresholds
 
 _BYTE_MAX = 255
@@ -66,12 +66,12 @@ def count_above(raw: RawLayer, thr: Thresholds, lay: RunLayout, classes: np.ndar
     if lay.n_rows == 0 or S == 0:
         return out
     threads = max(1, int(threads)) if raw.direct else 1
-    threads = min(threads, raw.n_row_chunks)
+    threads = min(threads, len(raw.blocks))
     if lay.period is not None:
         worker = _PeriodicWorker(raw, thr, lay, classes, n_classes)
     else:
         worker = _GeneralWorker(raw, thr, lay, classes, n_classes)
-    parts = [range(i, raw.n_row_chunks, threads) for i in range(threads)]
+    parts = [raw.blocks[i::threads] for i in range(threads)]
     if threads == 1:
         results = [worker.run(parts[0])]
     else:
@@ -97,7 +97,7 @@ class _PeriodicWorker:
         self.y_block = classes[lay.block_ex]
         self.nexb = -(-(S - 1 + self.cr) // S)
 
-    def run(self, ks: range) -> np.ndarray:
+    def run(self, blocks: list[Block]) -> np.ndarray:
         S, ncc, cw, cwp, C = self.S, self.ncc, self.cw, self.cwp, self.C
         words = S * cwp // 8
         buf = self.raw.new_buffer()
@@ -106,9 +106,9 @@ class _PeriodicWorker:
         acc64 = np.zeros((C, ncc, words), np.uint64)
         acc = np.zeros((C, ncc, words * 8), np.int64)
         since = 0
-        for k in ks:
-            r0 = k * self.cr
-            x = self.raw.read(k, buf)
+        for blk in blocks:
+            r0 = blk.start
+            x = self.raw.read(blk, buf)
             nr = x.shape[1]
             p, e0 = r0 % S, r0 // S
             nex = -(-(p + nr) // S)
@@ -119,28 +119,34 @@ class _PeriodicWorker:
                 gt[:, :p] = False
             if p + nr < nex * S:
                 gt[:, p + nr:nex * S] = False
-            g64 = g64_all[:, :nex]
-            yb = self.y_block[e0:e0 + nex]
-            labelled = yb >= 0
-            present = np.unique(yb[labelled])
-            if present.size:
-                if labelled.all():
-                    rest = np.add.reduce(g64, axis=1)
-                    for c in present[1:]:
-                        part = np.add.reduce(g64[:, yb == c], axis=1)
-                        acc64[c] += part
-                        rest -= part
-                    acc64[present[0]] += rest
-                else:
-                    for c in present:
-                        acc64[c] += np.add.reduce(g64[:, yb == c], axis=1)
-            since += nex
-            if since + self.nexb > _BYTE_MAX:
-                acc += acc64.view(np.uint8)
-                acc64[:] = 0
-                since = 0
+            for a in range(0, nex, _BYTE_MAX):
+                b = min(nex, a + _BYTE_MAX)
+                if since + (b - a) > _BYTE_MAX:
+                    acc += acc64.view(np.uint8)
+                    acc64[:] = 0
+                    since = 0
+                self._count(g64_all[:, a:b], self.y_block[e0 + a:e0 + b], acc64)
+                since += b - a
         acc += acc64.view(np.uint8)
         return acc
+
+    @staticmethod
+    def _count(g64: np.ndarray, yb: np.ndarray, acc64: np.ndarray) -> None:
+        """Add the examples ``g64`` ``[ncc, n <= 255, words]`` to ``acc64[class]`` by class."""
+        labelled = yb >= 0
+        present = np.unique(yb[labelled])
+        if present.size == 0:
+            return
+        if labelled.all():
+            rest = np.add.reduce(g64, axis=1)
+            for c in present[1:]:
+                part = np.add.reduce(g64[:, yb == c], axis=1)
+                acc64[c] += part
+                rest -= part
+            acc64[present[0]] += rest
+        else:
+            for c in present:
+                acc64[c] += np.add.reduce(g64[:, yb == c], axis=1)
 
     def finish(self, acc: np.ndarray, out: np.ndarray) -> np.ndarray:
         C, S, ncc, cw, cwp, d = self.C, self.S, self.ncc, self.cw, self.cwp, self.raw.d
@@ -162,16 +168,16 @@ class _GeneralWorker:
         self.mask3 = None if thr.mask is None else _chunk_major(thr.mask, self.ncc, self.cw)
         self.row_class = classes[lay.ex_idx]
 
-    def run(self, ks: range) -> np.ndarray:
+    def run(self, blocks: list[Block]) -> np.ndarray:
         ncc, cw, cwp, S = self.ncc, self.cw, self.cwp, self.S
         width = ncc * cwp
         buf = self.raw.new_buffer()
         gath = np.empty(ncc * self.cr * cw, self.thr3.dtype)
         gt = np.zeros((self.cr, ncc, cwp), bool)
         acc = np.zeros((self.C * S, width), np.int64)
-        for k in ks:
-            r0 = k * self.cr
-            x = self.raw.read(k, buf)
+        for blk in blocks:
+            r0 = blk.start
+            x = self.raw.read(blk, buf)
             nr = x.shape[1]
             s_r = self.lay.slot_idx[r0:r0 + nr]
             g = gath[:ncc * nr * cw].reshape(ncc, nr, cw)

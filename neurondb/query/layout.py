@@ -44,8 +44,10 @@ def resolve_run(store: Store, name: str, mode: str | None = None) -> RunInfo:
     if name in runs:
         info = runs[name]
         if mode is not None and info.mode != mode:
-            raise QueryError(f"run {name!r} holds {info.mode} (mode {info.mode!r}), not per-token "
-                             f"tensors; extract it with per-token capture or name a {mode} run")
+            have = {"stats": "running statistics only"}.get(info.mode, f"mode {info.mode!r} data")
+            want = {"tokens": "per-token tensors"}.get(mode, f"mode {mode!r} data")
+            raise QueryError(f"run {name!r} holds {have}, not {want}; name a run extracted "
+                             f"in mode {mode!r}")
         return info
     splits = sorted({i.split for i in runs.values()})
     if name not in splits:

@@ -13,9 +13,9 @@ import pandas as pd
 
 from neurondb.query.compare import round_half_up, top_k_indices
 from neurondb.query.rankings import check_scope, load_ranking, ranking_vectors
-from neurondb.query.results import check_absent, write_result
+from neurondb.query.results import as_store, check_absent, write_result
 from neurondb.store.maskfile import write_mask
-from neurondb.store.reader import Store, open_store
+from neurondb.store.reader import Store
 
 
 def select_top(vecs: dict[tuple[str, int], np.ndarray], fraction: float, scope: str) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def make_mask(store: Store | str | Path, ranking: str, fraction: float = 0.05, *
     Writes ``results/masks/<name>.parquet`` (default name ``<ranking>_top<fraction>_<scope>``)
     and, if ``out`` is given, the portable mask file there.
     """
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     name = name or f"{ranking}_top{fraction:g}_{scope}"[:128]
     if write:
         check_absent(store, "masks", name, overwrite)

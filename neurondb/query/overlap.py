@@ -24,8 +24,8 @@ import pandas as pd
 
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
-from neurondb.query.results import check_absent, write_result
-from neurondb.store.reader import Store, open_store
+from neurondb.query.results import as_store, check_absent, write_result
+from neurondb.store.reader import Store
 
 MODES = ("examples", "mean")
 DEFAULT_SLOTS = ("mask", "first")
@@ -134,7 +134,7 @@ def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, s
     """ON overlap between every pair of ``runs``; writes ``results/overlaps/<name>.parquet``
     (``a, b, stack, group, first_layer, last_layer, overlap, n_a, n_b, n_both, n_examples,
     slot, mode``) and, if ``png``, heatmaps (one panel per layer group)."""
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     if mode not in MODES:
         raise ValueError(f"mode must be 'examples' or 'mean', not {mode!r}")
     infos = resolve_runs(store, runs, mode="tokens", what="run")

@@ -40,9 +40,9 @@ from neurondb.query.layout import (
 )
 from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
 from neurondb.query.rawtensor import RawLayer
-from neurondb.query.results import check_absent, default_name
+from neurondb.query.results import as_store, check_absent, default_name
 from neurondb.query.thresholds import Thresholds
-from neurondb.store.reader import Store, open_store
+from neurondb.store.reader import Store
 
 OVER_PROMPTS = ("mean", "min")
 OVER_CLASSES = ("mean", "max")
@@ -181,9 +181,8 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
     (default all captured). Returns the ranking: ``method, stack, layer, neuron, score, rank,
     scope, slot, accuracy, excitatory, class, per_prompt, per_prompt_slot``.
     """
-    store = store if isinstance(store, Store) else open_store(store)
-    tstore = store if train_store is None else (
-        train_store if isinstance(train_store, Store) else open_store(train_store))
+    store = as_store(store)
+    tstore = store if train_store is None else as_store(train_store)
     if over_prompts not in OVER_PROMPTS:
         raise ValueError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
     if over_classes not in OVER_CLASSES:

@@ -8,6 +8,8 @@ score, within each ``(stack, layer)`` when ``scope == "layer"`` and over all neu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -78,7 +80,7 @@ def save_ranking(store: Store, name: str, df: pd.DataFrame, meta: dict, overwrit
     write_result(store, "rankings", name, df, meta, overwrite=overwrite)
 
 
-def load_ranking(store: Store, name: str) -> tuple[pd.DataFrame, dict]:
+def load_ranking(store: Store | str | Path, name: str) -> tuple[pd.DataFrame, dict]:
     """``(ranking frame, provenance)`` of ranking ``name``."""
     return read_result(store, "rankings", name)
 

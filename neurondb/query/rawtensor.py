@@ -1,16 +1,18 @@
 """Raw, undecoded access to one stored ``(stack, layer)`` tensor, one HDF5 chunk row at a time.
 
 The store keeps ``[rows, d_ff]`` tensors chunked as ``[chunk_rows, 64]`` without compression
-(:mod:`neurondb.store.tensors`). Reading a row block through h5py scatters every chunk into a
-row-major buffer, and decoding float16 to float32 with NumPy runs at ~0.6 G values/s on this
-hardware: both cost more than the analyses themselves. A :class:`RawLayer` instead reads the
-chunks of one chunk row with ``preadv`` straight into a *chunk-major* buffer
-``[n_col_chunks, chunk_rows, chunk_cols]`` in the storage dtype's bits (``<u2`` for
-float16/bfloat16, ``<f4`` for float32). Kernels compare those bits exactly
+(:mod:`neurondb.store.tensors`), one file per shard of a run. Reading a row block through h5py
+scatters every chunk into a row-major buffer, and decoding float16 to float32 with NumPy runs
+at ~0.6 G values/s on this hardware: both cost more than the analyses themselves. A
+:class:`RawLayer` instead reads the chunks of one chunk row with ``preadv`` straight into a
+*chunk-major* buffer ``[n_col_chunks, chunk_rows, chunk_cols]`` in the storage dtype's bits
+(``<u2`` for float16/bfloat16, ``<f4`` for float32). Kernels compare those bits exactly
 (:mod:`neurondb.query.thresholds`), so nothing is decoded.
 
-When direct access is not possible (a filtered/compressed or contiguous dataset, chunks
-not all allocated, a user block) the same buffers are filled through h5py instead.
+A run's rows are the concatenation of its shards; a *block* is one chunk row of one shard,
+at global rows ``start .. start + n``. When direct access to a shard is not possible (a
+filtered/compressed or contiguous dataset, chunks not all allocated, a user block) its blocks
+are filled through h5py instead, into the same buffers.
 """
 
 from __future__ import annotations
@@ -26,65 +28,45 @@ from neurondb.store.reader import Store
 
 STORAGE_BITS = {"float16": np.dtype("<u2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}
 H5_READ_DTYPE = {"float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}
+DEFAULT_CHUNK_COLS = 64
 
 
-@dataclass
-class _Geometry:
-    n_rows: int
-    d: int
-    chunk_rows: int
-    chunk_cols: int
+@dataclass(frozen=True)
+class Block:
+    """Chunk row ``chunk`` of shard ``shard``: global rows ``start .. start + n``."""
 
-    @property
-    def n_col_chunks(self) -> int:
-        return -(-self.d // self.chunk_cols)
-
-    @property
-    def n_row_chunks(self) -> int:
-        return -(-self.n_rows // self.chunk_rows)
+    shard: int
+    chunk: int
+    start: int
+    n: int
 
 
-class RawLayer:
-    """One ``(run, kind, stack, layer)`` tensor read as chunk rows of raw storage bits.
+class _Shard:
+    """One shard's dataset, its chunk geometry and (if possible) its chunk file offsets."""
 
-    ``read(k, out)`` fills ``out`` ``[n_col_chunks, chunk_rows, chunk_cols]`` with chunk row
-    ``k`` (rows ``k*chunk_rows ..``; only the first :meth:`rows_in` rows are data; columns past
-    ``d`` in the last column chunk are padding). ``direct`` tells whether ``preadv`` is used.
-    Thread-safe for concurrent ``read`` calls on different ``out`` buffers when ``direct``.
-    """
+    def __init__(self, ds, path, offset: int, bits: np.dtype, cw: int):
+        self.ds, self.path, self.offset = ds, path, int(offset)
+        self.n_rows, self.d = (int(x) for x in ds.shape)
+        self.chunk_rows = int(ds.chunks[0]) if ds.chunks is not None else 1024
+        self.chunk_cols = cw
+        self.ncc = -(-self.d // cw)
+        self.runs = self._chunk_runs(bits)
+        self.fd: int | None = None
 
-    def __init__(self, store: Store, run: str, stack: str, layer: int, kind: str = "activations"):
-        reader = store.tensor(run, kind)
-        ds = reader.dataset(stack, layer)
-        self.storage = reader.dtype
-        if self.storage not in STORAGE_BITS:
-            raise StoreError(f"{reader.path}: unknown storage dtype {self.storage!r}")
-        self.bits = STORAGE_BITS[self.storage]
-        self.path = reader.path
-        self._ds = ds
-        n, d = (int(x) for x in ds.shape)
-        cr, cw = ds.chunks if ds.chunks is not None else (max(1, min(n, 1024)), d)
-        self.geo = _Geometry(n, d, int(cr), int(cw))
-        self.n_rows, self.d = n, d
-        self.chunk_rows, self.chunk_cols = self.geo.chunk_rows, self.geo.chunk_cols
-        self.n_col_chunks, self.n_row_chunks = self.geo.n_col_chunks, self.geo.n_row_chunks
-        self._runs = self._chunk_runs(ds)
-        self.direct = self._runs is not None
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if self.direct else None
-        self._h5buf: np.ndarray | None = None
-
-    # -- chunk index -----------------------------------------------------------------------
-    def _chunk_runs(self, ds) -> list[list[tuple[int, int, int]]] | None:
+    def _chunk_runs(self, bits: np.dtype) -> list[list[tuple[int, int, int]]] | None:
         """Per chunk row, ``(first col chunk, end col chunk, file offset)`` of contiguous runs."""
-        if ds.chunks is None or sys.byteorder != "little" or self.geo.n_rows == 0:
+        ds = self.ds
+        if ds.chunks is None or tuple(ds.chunks) != (self.chunk_rows, self.chunk_cols):
+            return None
+        if sys.byteorder != "little" or self.n_rows == 0 or not hasattr(os, "preadv"):
             return None
         if ds.file.userblock_size != 0 or ds.id.get_create_plist().get_nfilters() != 0:
             return None
-        if ds.dtype.byteorder == ">" or ds.dtype.itemsize != self.bits.itemsize:
+        if ds.dtype.byteorder == ">" or ds.dtype.itemsize != bits.itemsize:
             return None
-        g = self.geo
-        nbytes = g.chunk_rows * g.chunk_cols * self.bits.itemsize
-        offs = np.full((g.n_row_chunks, g.n_col_chunks), -1, np.int64)
+        nrc = -(-self.n_rows // self.chunk_rows)
+        nbytes = self.chunk_rows * self.chunk_cols * bits.itemsize
+        offs = np.full((nrc, self.ncc), -1, np.int64)
         ok = [True]
 
         def visit(info) -> None:
@@ -92,7 +74,7 @@ class RawLayer:
             if info.filter_mask != 0 or info.size != nbytes or info.byte_offset is None:
                 ok[0] = False
                 return
-            offs[r // g.chunk_rows, c // g.chunk_cols] = info.byte_offset
+            offs[r // self.chunk_rows, c // self.chunk_cols] = info.byte_offset
 
         try:
             ds.id.chunk_iter(visit)
@@ -101,50 +83,92 @@ class RawLayer:
         if not ok[0] or (offs < 0).any():
             return None
         runs: list[list[tuple[int, int, int]]] = []
-        for k in range(g.n_row_chunks):
+        for k in range(nrc):
             row, c0 = [], 0
-            for c in range(1, g.n_col_chunks + 1):
-                if c == g.n_col_chunks or offs[k, c] != offs[k, c - 1] + nbytes:
+            for c in range(1, self.ncc + 1):
+                if c == self.ncc or offs[k, c] != offs[k, c - 1] + nbytes:
                     row.append((c0, c, int(offs[k, c0])))
                     c0 = c
             runs.append(row)
         return runs
 
-    # -- reading ---------------------------------------------------------------------------
-    def rows_in(self, k: int) -> int:
-        """Number of data rows in chunk row ``k``."""
-        return min(self.chunk_rows, self.n_rows - k * self.chunk_rows)
+
+class RawLayer:
+    """One ``(run, kind, stack, layer)`` tensor read as blocks of raw storage bits.
+
+    ``blocks``: every chunk row of every shard, in row order. ``read(block, out)`` fills
+    ``out`` (from :meth:`new_buffer`, ``[n_col_chunks, chunk_rows, chunk_cols]``) and returns
+    ``out[:, :block.n]``; columns past ``d`` in the last column chunk are padding.
+    ``direct``: every shard is read with ``preadv`` (then concurrent ``read`` calls on
+    different buffers are thread-safe).
+    """
+
+    def __init__(self, store: Store, run: str, stack: str, layer: int, kind: str = "activations"):
+        tset = store.tensor(run, kind)
+        self.storage = str(tset.dtype)
+        if self.storage not in STORAGE_BITS:
+            raise StoreError(f"run {run!r}: unknown storage dtype {self.storage!r}")
+        self.bits = STORAGE_BITS[self.storage]
+        readers = list(getattr(tset, "readers", [tset]))
+        datasets = [r.dataset(stack, layer) for r in readers]
+        self.d = int(datasets[0].shape[1])
+        cws = {int(ds.chunks[1]) for ds in datasets if ds.chunks is not None}
+        cw = cws.pop() if len(cws) == 1 else min(DEFAULT_CHUNK_COLS, self.d)
+        offset, self._shards = 0, []
+        for r, ds in zip(readers, datasets):
+            if int(ds.shape[1]) != self.d:
+                raise StoreError(f"run {run!r}: shards of {stack} layer {layer} differ in width; "
+                                 "the run is damaged, re-extract it")
+            self._shards.append(_Shard(ds, r.path, offset, self.bits, cw))
+            offset += int(ds.shape[0])
+        self.n_rows = offset
+        self.chunk_cols = cw
+        self.n_col_chunks = -(-self.d // cw)
+        self.chunk_rows = max(s.chunk_rows for s in self._shards)
+        self.blocks = [Block(i, j, s.offset + j * s.chunk_rows,
+                             min(s.chunk_rows, s.n_rows - j * s.chunk_rows))
+                       for i, s in enumerate(self._shards)
+                       for j in range(-(-s.n_rows // s.chunk_rows))]
+        self.direct = all(s.runs is not None for s in self._shards)
+        for s in self._shards:
+            if s.runs is not None:
+                s.fd = os.open(s.path, os.O_RDONLY)
+        self._h5buf: np.ndarray | None = None
 
     def new_buffer(self) -> np.ndarray:
         """A buffer for :meth:`read`: ``[n_col_chunks, chunk_rows, chunk_cols]`` storage bits."""
-        return np.empty((self.n_col_chunks, self.chunk_rows, self.chunk_cols), self.bits)
+        return np.zeros((self.n_col_chunks, self.chunk_rows, self.chunk_cols), self.bits)
 
-    def read(self, k: int, out: np.ndarray) -> np.ndarray:
-        """Fill ``out`` with chunk row ``k``; returns ``out[:, :rows_in(k)]``."""
-        nr = self.rows_in(k)
-        if self.direct:
-            for c0, c1, off in self._runs[k]:
-                view = memoryview(out[c0:c1]).cast("B")
-                got = _pread_into(self._fd, view, off)
-                if got != len(view):
-                    raise StoreError(f"{self.path} is shorter than its chunk index says; the file "
-                                     "is damaged, re-extract the run")
-            return out[:, :nr]
-        g = self.geo
-        r0 = k * g.chunk_rows
-        if self._h5buf is None:
-            self._h5buf = np.zeros((g.chunk_rows, g.n_col_chunks * g.chunk_cols),
-                                   H5_READ_DTYPE[self.storage])
+    def read(self, block: Block, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` with ``block``; returns ``out[:, :block.n]``."""
+        s = self._shards[block.shard]
+        if s.runs is not None:
+            whole = s.chunk_rows == out.shape[1]
+            for c0, c1, off in s.runs[block.chunk]:
+                views = ([memoryview(out[c0:c1]).cast("B")] if whole else
+                         [memoryview(out[c, :s.chunk_rows]).cast("B") for c in range(c0, c1)])
+                want = sum(len(v) for v in views)
+                if _preadv_all(s.fd, views, off) != want:
+                    raise StoreError(f"{s.path} is shorter than its chunk index says; the file "
+                                     "is damaged, run `neurondb verify` and re-extract")
+            return out[:, :block.n]
+        return self._read_h5(s, block, out)
+
+    def _read_h5(self, s: _Shard, block: Block, out: np.ndarray) -> np.ndarray:
+        cw, ncc, nr = self.chunk_cols, self.n_col_chunks, block.n
+        if self._h5buf is None or self._h5buf.shape[0] < nr:
+            self._h5buf = np.zeros((self.chunk_rows, ncc * cw), H5_READ_DTYPE[self.storage])
         buf = self._h5buf[:nr]
-        self._ds.read_direct(buf, np.s_[r0:r0 + nr, :], np.s_[:, :g.d])
-        flat = buf.view(self.bits).reshape(nr, g.n_col_chunks, g.chunk_cols)
-        out[:, :nr] = flat.transpose(1, 0, 2)
+        r0 = block.start - s.offset
+        s.ds.read_direct(buf, np.s_[r0:r0 + nr, :], np.s_[:, :self.d])
+        out[:, :nr] = buf.view(self.bits).reshape(nr, ncc, cw).transpose(1, 0, 2)
         return out[:, :nr]
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for s in self._shards:
+            if s.fd is not None:
+                os.close(s.fd)
+                s.fd = None
 
     def __enter__(self) -> RawLayer:
         return self
@@ -153,19 +177,23 @@ class RawLayer:
         self.close()
 
 
-def _pread_into(fd: int, view: memoryview, offset: int) -> int:
-    """Read ``len(view)`` bytes at ``offset`` into ``view``; returns the bytes read."""
-    if hasattr(os, "preadv"):
-        got = 0
-        while got < len(view):
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n <= 0:
-                break
-            got += n
-        return got
-    data = os.pread(fd, len(view), offset) if hasattr(os, "pread") else b""
-    view[:len(data)] = data
-    return len(data)
+def _preadv_all(fd: int, views: list[memoryview], offset: int) -> int:
+    """Read contiguous file bytes at ``offset`` into ``views`` in order; returns bytes read."""
+    total = sum(len(v) for v in views)
+    got = 0
+    while got < total:
+        skip, rest = got, []
+        for v in views:
+            if skip >= len(v):
+                skip -= len(v)
+                continue
+            rest.append(v[skip:])
+            skip = 0
+        n = os.preadv(fd, rest, offset + got)
+        if n <= 0:
+            break
+        got += n
+    return got
 
 
 def chunk_major_to_rows(block: np.ndarray, d: int) -> np.ndarray:

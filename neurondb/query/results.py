@@ -20,13 +20,18 @@ import pyarrow.parquet as pq
 
 from neurondb.query.errors import QueryError
 from neurondb.store.layout import RESULTS_DIR
-from neurondb.store.reader import Store
+from neurondb.store.reader import Store, open_store
 
 TABLES = ("rankings", "correlations", "overlaps", "masks")
 META_KEY = b"neurondb"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}$")
 _SINGULAR = {"rankings": "ranking", "correlations": "correlation", "overlaps": "overlap",
              "masks": "mask"}
+
+
+def as_store(store: Store | str | Path) -> Store:
+    """A :class:`Store`, opening ``store`` if it is a path."""
+    return store if isinstance(store, Store) else open_store(store)
 
 
 def check_name(name: str, table: str = "rankings") -> str:
@@ -61,8 +66,9 @@ def find_result(store: Store, table: str, name: str) -> Path | None:
     return None
 
 
-def list_results(store: Store, table: str) -> list[str]:
+def list_results(store: Store | str | Path, table: str) -> list[str]:
     """Names of the results of ``table`` in every store opened together, sorted."""
+    store = as_store(store)
     names: set[str] = set()
     for root in store.roots:
         d = root / RESULTS_DIR / table
@@ -110,8 +116,9 @@ def write_result(store: Store, table: str, name: str, df: pd.DataFrame, meta: di
     return path
 
 
-def read_result(store: Store, table: str, name: str) -> tuple[pd.DataFrame, dict]:
+def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.DataFrame, dict]:
     """``(table as DataFrame, provenance dict)`` of result ``name``; a clear error if absent."""
+    store = as_store(store)
     path = find_result(store, table, name)
     if path is None:
         have = ", ".join(list_results(store, table)) or "none"

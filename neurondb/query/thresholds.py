@@ -24,7 +24,8 @@ import numpy as np
 def floor_float32(base: np.ndarray) -> np.ndarray:
     """Largest float32 ``<= base`` (float64 in), elementwise."""
     b = np.asarray(base, np.float64)
-    f = b.astype(np.float32)
+    with np.errstate(over="ignore"):
+        f = b.astype(np.float32)
     up = f.astype(np.float64) > b
     f[up] = np.nextafter(f[up], np.float32(-np.inf))
     return f

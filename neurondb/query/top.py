@@ -14,7 +14,8 @@ import pandas as pd
 
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import load_layout, resolve_run, select_slots
-from neurondb.store.reader import Store, open_store
+from neurondb.query.results import as_store
+from neurondb.store.reader import Store
 
 
 def best_row_per_example(values: np.ndarray, ex: np.ndarray) -> np.ndarray:
@@ -32,7 +33,7 @@ def top_examples(store: Store | str | Path, run: str, layer: int, neuron: int, *
     Per example the maximum over its captured rows (of ``slots``, default all) is taken.
     Returns ``example_id, value, position, slot, label, pred, text``, highest first.
     """
-    store = store if isinstance(store, Store) else open_store(store)
+    store = as_store(store)
     info = resolve_run(store, run, mode="tokens")
     stack = store.default_stack(stack)
     n_layers = store.shape.n_layers(stack)

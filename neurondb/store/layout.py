@@ -24,7 +24,16 @@ ACTIVATIONS = "activations.h5"
 GRADIENTS = "gradients.h5"
 STATS = "stats.h5"
 
+SHARDS_DIR = "shards"
+SHARD_JSON = "shard.json"
+VERIFY_JSON = "verify.json"
+
 TENSOR_FILES = {"activations": ACTIVATIONS, "gradients": GRADIENTS}
+
+
+def shard_name(chunk: int) -> str:
+    """Directory name of the shard holding chunk ``chunk`` of a run's example order."""
+    return f"c{chunk:06d}"
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}$")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 
 from neurondb.arch.adapter import ModelShape
@@ -24,19 +25,24 @@ from neurondb.store.layout import (
     TOKENS,
 )
 from neurondb.store.manifest import Manifest
-from neurondb.store.run import RunInfo
+from neurondb.store.run import RunInfo, ShardInfo, shard_dirs
 from neurondb.store.stats import RunningStats
-from neurondb.store.tensors import TensorReader
+from neurondb.store.tensors import TensorSet
 
 
 class Store:
     """One or more store directories seen as one set of runs.
 
     Run names must be unique across the stores opened together. Arrays come back as
-    float32 NumPy arrays ``[rows, neurons]`` whatever the storage dtype.
+    float32 NumPy arrays ``[rows, neurons]`` whatever the storage dtype. A run is made of
+    shards (chunks of its examples); readers see them as one table/array. ``partial=True``
+    also lists runs still being extracted (their complete shards only).
     """
 
-    def __init__(self, paths: Sequence[str | Path]):
+    def __init__(self, paths: Sequence[str | Path], partial: bool = False,
+                 verify: bool = True):
+        self.partial = partial
+        self.skip_damaged = not verify
         if not paths:
             raise StoreError("no store given")
         self.roots = [Path(p).absolute() for p in paths]
@@ -46,9 +52,14 @@ class Store:
                 raise StoreError(f"store {root} does not exist; create it with `neurondb extract`")
             self.manifests[root] = Manifest.read(root)
         self._runs: dict[str, tuple[Path, RunInfo]] = {}
-        self._readers: dict[tuple[str, str], TensorReader] = {}
+        self._readers: dict[tuple[str, str], TensorSet] = {}
+        self._shards: dict[str, list[tuple[Path, ShardInfo]]] = {}
         self._conn = None
         self.refresh()
+        if verify:
+            from neurondb.store.verify import check_store_quick
+
+            check_store_quick(self)
 
     # -- runs ------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -61,13 +72,23 @@ class Store:
             for d in sorted(rdir.iterdir()):
                 if d.name.startswith(PARTIAL_PREFIX) or not (d / RUN_JSON).exists():
                     continue
-                info = RunInfo.from_dict(json.loads((d / RUN_JSON).read_text()))
+                try:
+                    info = RunInfo.from_dict(json.loads((d / RUN_JSON).read_text()))
+                except json.JSONDecodeError as e:
+                    raise StoreError(f"{d / RUN_JSON} is damaged ({e.msg}); run `neurondb verify "
+                                     f"{root}`") from e
+                if info.status != "complete" and not self.partial:
+                    continue
                 info.store = root.name
                 if info.run in runs:
                     raise StoreError(f"run {info.run!r} is in both {runs[info.run][0]} and {root}; "
                                      "open the stores separately or rename a run")
                 runs[info.run] = (root, info)
         self._runs = runs
+        self._shards = {}
+        for r in self._readers.values():
+            r.close()
+        self._readers = {}
 
     @property
     def manifest(self) -> Manifest:
@@ -118,6 +139,9 @@ class Store:
         root, info = self._runs[self.run(run).run]
         return root / RUNS_DIR / info.run
 
+    def root_of(self, run: str) -> Path:
+        return self._runs[self.run(run).run][0]
+
     def default_stack(self, stack: str | None) -> str:
         stacks = self.shape.stacks
         if stack is None:
@@ -126,12 +150,37 @@ class Store:
             raise StoreError(f"the model has no stack {stack!r} (stacks: {', '.join(stacks)})")
         return stack
 
-    # -- tables ----------------------------------------------------------------------
-    def _table(self, run: str, name: str) -> pa.Table:
-        path = self.run_dir(run) / name
-        if not path.exists():
+    # -- shards and tables --------------------------------------------------------------
+    def shards(self, run: str) -> list[tuple[Path, ShardInfo]]:
+        """``(directory, ShardInfo)`` of the run's complete shards, in chunk order."""
+        name = self.run(run).run
+        if name not in self._shards:
+            dirs = shard_dirs(self.run_dir(name))
+            if self.skip_damaged:
+                from neurondb.store.verify import damaged_shards
+
+                bad = damaged_shards(self.root_of(name), dirs)
+                dirs = [p for p in dirs if str(p) not in bad]
+            self._shards[name] = [(p, ShardInfo.read(p)) for p in dirs]
+        return self._shards[name]
+
+    def row_offsets(self, run: str, stack: str) -> list[int]:
+        """Global row of each shard's first row in ``stack`` (``[n_shards]``)."""
+        out, acc = [], 0
+        for _, sh in self.shards(run):
+            out.append(acc)
+            acc += int(sh.n_rows.get(stack, 0))
+        return out
+
+    def shard_files(self, run: str, name: str) -> list[Path]:
+        return [p / name for p, _ in self.shards(run) if (p / name).exists()]
+
+    def _table(self, run: str, name: str, **kw) -> pa.Table:
+        files = self.shard_files(run, name)
+        if not files:
             raise StoreError(f"run {run!r} has no {name} (mode {self.run(run).mode})")
-        return pq.read_table(path)
+        tables = [pq.read_table(f, **kw) for f in files]
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def examples(self, run: str | None = None, split: str | None = None) -> pa.Table:
         return self._table(self.run(run, split).run, EXAMPLES)
@@ -141,37 +190,58 @@ class Store:
 
     def rows(self, run: str | None = None, split: str | None = None,
              stack: str | None = None) -> pa.Table:
-        """Row index of the captured tokens of one stack, sorted by ``row``."""
+        """Row index of the captured tokens of one stack, sorted by global ``row``."""
         info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack)
-        t = pq.read_table(self.run_dir(info.run) / ROWS, filters=[("stack", "=", stack)])
+        parts = []
+        for (p, _), off in zip(self.shards(info.run), self.row_offsets(info.run, stack)):
+            f = p / ROWS
+            if not f.exists():
+                continue
+            t = pq.read_table(f, filters=[("stack", "=", stack)])
+            if off:
+                i = t.schema.get_field_index("row")
+                t = t.set_column(i, "row", pa.compute.add(t.column("row"), off))
+            parts.append(t)
+        if not parts:
+            if info.mode == "tokens":  # a run being extracted, no shard complete yet
+                from neurondb.store.run import ROWS_SCHEMA
+
+                return ROWS_SCHEMA.empty_table()
+            raise StoreError(f"run {info.run!r} has no row index (mode {info.mode})")
+        t = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         return t.sort_by("row")
 
     def stats(self, run: str | None = None, split: str | None = None) -> RunningStats:
+        """Running statistics of a stats-mode run, merged (exactly) over its shards."""
         info = self.run(run, split, "stats" if run is None else None)
-        path = self.run_dir(info.run) / STATS
-        if not path.exists():
+        files = self.shard_files(info.run, STATS)
+        if not files:
             raise StoreError(f"run {info.run!r} holds per-token tensors, not running statistics; "
                              "use neurondb.query.running_stats_from_tokens or --stats-split")
-        return RunningStats.load(path)
+        st = RunningStats.load(files[0])
+        for f in files[1:]:
+            st.merge(RunningStats.load(f))
+        return st
 
     # -- tensors ---------------------------------------------------------------------
-    def tensor(self, run: str, kind: str = "activations") -> TensorReader:
+    def tensor(self, run: str, kind: str = "activations") -> TensorSet:
+        """The run's tensors of ``kind`` over all its shards."""
         info = self.run(run)
         if kind not in TENSOR_FILES:
             raise ValueError(f"kind must be one of {', '.join(TENSOR_FILES)}")
         key = (info.run, kind)
         if key not in self._readers:
-            path = self.run_dir(info.run) / TENSOR_FILES[kind]
-            if not path.exists():
+            files = self.shard_files(info.run, TENSOR_FILES[kind])
+            if not files:
                 hint = ("re-extract with --grad" if kind == "gradients"
                         else "this run holds running statistics only")
                 raise StoreError(f"run {info.run!r} has no {kind}; {hint}")
             try:
-                self._readers[key] = TensorReader(path)
+                self._readers[key] = TensorSet(files)
             except OSError as e:
-                raise StoreError(f"{path} cannot be read ({e}); the file is damaged, "
-                                 "re-extract the run") from e
+                raise StoreError(f"a {kind} file of run {info.run!r} cannot be read ({e}); the "
+                                 "file is damaged: run `neurondb verify` and re-extract") from e
         return self._readers[key]
 
     def activations(self, layer: int, run: str | None = None, split: str | None = None,
@@ -230,9 +300,13 @@ class Store:
         self.close()
 
 
-def open_store(*paths: str | Path) -> Store:
-    """Open one store, or several as one (``neurondb.open(a, b)``)."""
+def open_store(*paths: str | Path, partial: bool = False, verify: bool = True) -> Store:
+    """Open one store, or several as one (``neurondb.open(a, b)``).
+
+    ``partial=True`` also shows runs still being extracted (complete shards only);
+    ``verify=False`` skips the quick integrity check (sizes and the last verification).
+    """
     flat: list[str | Path] = []
     for p in paths:
         flat.extend(p if isinstance(p, (list, tuple)) else [p])
-    return Store(flat)
+    return Store(flat, partial=partial, verify=verify)

@@ -1,11 +1,17 @@
-"""One run (a dataset split under one template/prompt): its metadata and its writer.
+"""Runs and shards: how one run (a dataset split under one template/prompt) is written.
 
-A run is written into ``runs/.partial-<run>-<pid>/`` and renamed to ``runs/<run>/`` by
-:meth:`RunWriter.commit`; until then no reader lists it.
+A run's examples are processed in a fixed order and cut into chunks; each chunk becomes a
+**shard** ``runs/<run>/shards/c<chunk>/`` holding that chunk's tables and tensors and a
+``shard.json`` with its row counts and the sha256 of every file. A shard is written under
+``shards/.partial-*`` and renamed into place when complete, so a reader never sees a partial
+chunk, an interrupted extraction resumes from the shards that exist, and several processes
+(ranks) write disjoint shards of one run. ``run.json`` says ``running`` until every shard is
+in, then ``complete``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,8 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from neurondb.store.errors import StoreError
 from neurondb.store.layout import (
     ACTIVATIONS,
     EXAMPLES,
@@ -25,10 +33,13 @@ from neurondb.store.layout import (
     RUN_JSON,
     RUN_TABLE,
     RUNS_DIR,
+    SHARD_JSON,
+    SHARDS_DIR,
     STATS,
     TOKENS,
     atomic_write_json,
     check_run_name,
+    shard_name,
 )
 from neurondb.store.stats import RunningStats
 from neurondb.store.tensors import TensorWriter
@@ -80,6 +91,12 @@ class RunInfo:
     seconds: float = 0.0
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store: str = ""
+    status: str = "complete"
+    config_hash: str = ""
+    config: dict = field(default_factory=dict)
+    chunk_examples: int = 0
+    n_chunks: int = 1
+    world_size: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,28 +108,128 @@ class RunInfo:
 
     def table(self) -> pa.Table:
         d = self.to_dict()
+        d.pop("config", None)
         row = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in d.items()}
         row["n_labels"] = len(self.labels)
         return pa.Table.from_pylist([row])
 
 
-class RunWriter:
-    """Writes one run's files into a partial directory; ``commit`` moves it into place."""
+@dataclass
+class ShardInfo:
+    """What ``shard.json`` records: the chunk, its counts and the sha256 of each file."""
 
-    def __init__(self, root: Path, info: RunInfo, widths: dict[str, tuple[int, ...]],
-                 expected_rows: dict[str, int] | None = None):
-        check_run_name(info.run)
-        self.root = Path(root)
+    chunk: int
+    n_examples: int
+    n_rows: dict[str, int]
+    n_correct: int = 0
+    n_scored: int = 0
+    n_tokens: int = 0
+    rank: int = 0
+    files: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, shard_dir: Path) -> ShardInfo:
+        try:
+            d = json.loads((shard_dir / SHARD_JSON).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"{shard_dir / SHARD_JSON} is missing or damaged; run "
+                             "`neurondb verify` and re-extract the run") from e
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(4 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_dir(root: Path, run: str) -> Path:
+    return Path(root) / RUNS_DIR / run
+
+
+def begin_run(root: Path, info: RunInfo) -> Path:
+    """Create the run directory with ``run.json`` saying ``running`` (idempotent)."""
+    check_run_name(info.run)
+    d = run_dir(root, info.run)
+    (d / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    info.status = "running"
+    atomic_write_json(d / RUN_JSON, info.to_dict())
+    return d
+
+
+def completed_chunks(root: Path, run: str) -> set[int]:
+    """Chunks whose shard is complete (renamed into place)."""
+    sd = run_dir(root, run) / SHARDS_DIR
+    if not sd.is_dir():
+        return set()
+    return {int(p.name[1:]) for p in sd.iterdir()
+            if p.name.startswith("c") and (p / SHARD_JSON).exists()}
+
+
+def shard_dirs(run_path: Path) -> list[Path]:
+    """Complete shard directories of a run, in chunk order."""
+    sd = Path(run_path) / SHARDS_DIR
+    if not sd.is_dir():
+        return []
+    return sorted(p for p in sd.iterdir() if p.name.startswith("c") and (p / SHARD_JSON).exists())
+
+
+def remove_partials(run_path: Path) -> None:
+    """Drop shards an interrupted process left half written."""
+    sd = Path(run_path) / SHARDS_DIR
+    if sd.is_dir():
+        for p in sd.iterdir():
+            if p.name.startswith(PARTIAL_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def finalize_run(root: Path, info: RunInfo) -> RunInfo:
+    """Totals from the shards, ``run.parquet``, and ``run.json`` saying ``complete``."""
+    d = run_dir(root, info.run)
+    shards = [ShardInfo.read(p) for p in shard_dirs(d)]
+    if info.n_chunks and len(shards) != info.n_chunks:
+        raise StoreError(f"run {info.run!r} has {len(shards)} of {info.n_chunks} shards; "
+                         "re-run the same command to resume")
+    info.n_examples = sum(s.n_examples for s in shards) or info.n_examples
+    rows: dict[str, int] = {}
+    for s in shards:
+        for k, v in s.n_rows.items():
+            rows[k] = rows.get(k, 0) + v
+    if sum(rows.values()):
+        info.n_rows = rows
+    info.n_tokens = sum(s.n_tokens for s in shards) or info.n_tokens
+    scored = sum(s.n_scored for s in shards)
+    if scored:
+        info.accuracy = sum(s.n_correct for s in shards) / scored
+    info.status = "complete"
+    pq.write_table(info.table(), d / RUN_TABLE)
+    atomic_write_json(d / RUN_JSON, info.to_dict())
+    return info
+
+
+class ShardWriter:
+    """Writes one chunk's tables and tensors; ``commit`` checksums them and renames the shard
+    into place. ``stats`` is a :class:`RunningStats` for runs in ``stats`` mode."""
+
+    def __init__(self, run_path: Path, chunk: int, info: RunInfo,
+                 widths: dict[str, tuple[int, ...]], expected_rows: dict[str, int] | None = None,
+                 rank: int = 0):
+        self.run_path = Path(run_path)
+        self.chunk = chunk
         self.info = info
-        self.widths = widths
-        self.final = self.root / RUNS_DIR / info.run
-        self.tmp = self.root / RUNS_DIR / f"{PARTIAL_PREFIX}{info.run}-{os.getpid()}"
+        self.rank = rank
+        self.final = self.run_path / SHARDS_DIR / shard_name(chunk)
+        self.tmp = self.run_path / SHARDS_DIR / f"{PARTIAL_PREFIX}{shard_name(chunk)}-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         self._writers: dict[str, pq.ParquetWriter] = {}
         self.tensors: dict[str, TensorWriter] = {}
         self.stats: RunningStats | None = None
+        self.counts = {"n_examples": 0, "n_correct": 0, "n_scored": 0, "n_tokens": 0}
+        self.n_rows: dict[str, int] = dict.fromkeys(widths, 0)
         if info.mode == "tokens":
             self.tensors["activations"] = TensorWriter(self.tmp / ACTIVATIONS, widths, info.dtype,
                                                        expected_rows)
@@ -135,18 +252,33 @@ class RunWriter:
 
     def write_examples(self, table: pa.Table) -> None:
         self._write(EXAMPLES, EXAMPLES_SCHEMA, table)
+        self.counts["n_examples"] += table.num_rows
+        if "correct" in table.column_names:
+            c = table.column("correct")
+            self.counts["n_scored"] += table.num_rows - c.null_count
+            self.counts["n_correct"] += int(pa.compute.sum(c.cast(pa.int64())).as_py() or 0)
+        if "n_tokens" in table.column_names:
+            self.counts["n_tokens"] += int(pa.compute.sum(table.column("n_tokens")).as_py() or 0)
 
     def write_tokens(self, table: pa.Table) -> None:
         self._write(TOKENS, TOKENS_SCHEMA, table)
 
     def write_rows(self, table: pa.Table) -> None:
+        """Row index entries; ``row`` is the row within this shard (0-based)."""
         self._write(ROWS, ROWS_SCHEMA, table)
+        if table.num_rows:
+            for d in table.group_by("stack").aggregate([("row", "count")]).to_pylist():
+                self.n_rows[d["stack"]] = self.n_rows.get(d["stack"], 0) + d["row_count"]
+
+    def count_rows(self, stack: str, n: int) -> None:
+        """Rows of a stats-mode shard (no row table)."""
+        self.n_rows[stack] = self.n_rows.get(stack, 0) + n
 
     def append(self, kind: str, stack: str, layer: int, rows) -> None:
         """Append stored-dtype rows ``[n, d_ff]`` to ``activations`` or ``gradients``."""
         self.tensors[kind].append(stack, layer, rows)
 
-    def commit(self) -> Path:
+    def commit(self) -> ShardInfo:
         for name, schema in ((EXAMPLES, EXAMPLES_SCHEMA), (TOKENS, TOKENS_SCHEMA),
                              (ROWS, ROWS_SCHEMA)):
             if name in self._writers:
@@ -157,16 +289,18 @@ class RunWriter:
             t.close()
         if self.stats is not None:
             self.stats.save(self.tmp / STATS)
-        atomic_write_json(self.tmp / RUN_JSON, self.info.to_dict())
-        pq.write_table(self.info.table(), self.tmp / RUN_TABLE)
+        files = {}
+        for f in sorted(self.tmp.iterdir()):
+            files[f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        info = ShardInfo(chunk=self.chunk, n_rows=self.n_rows, rank=self.rank, files=files,
+                         **self.counts)
+        atomic_write_json(self.tmp / SHARD_JSON, asdict(info))
         if self.final.exists():
-            old = self.final.with_name(f"{PARTIAL_PREFIX}old-{self.info.run}-{os.getpid()}")
-            os.replace(self.final, old)
-            os.replace(self.tmp, self.final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.final)
-        return self.final
+            shutil.rmtree(self.final)
+        os.replace(self.tmp, self.final)
+        return info
 
     def abort(self) -> None:
         for w in self._writers.values():
@@ -177,3 +311,27 @@ class RunWriter:
         for t in self.tensors.values():
             t.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class RunWriter(ShardWriter):
+    """A whole run in one shard (what tests and synthetic stores use): ``commit`` writes the
+    shard and completes the run. An existing run of the same name is replaced."""
+
+    def __init__(self, root: Path, info: RunInfo, widths: dict[str, tuple[int, ...]],
+                 expected_rows: dict[str, int] | None = None):
+        self.root = Path(root)
+        d = run_dir(root, check_run_name(info.run))
+        if d.exists():
+            shutil.rmtree(d)
+        info.n_chunks = 1
+        begin_run(self.root, info)
+        super().__init__(d, 0, info, widths, expected_rows)
+
+    def commit(self) -> Path:  # type: ignore[override]
+        super().commit()
+        finalize_run(self.root, self.info)
+        return self.run_path
+
+    def abort(self) -> None:
+        super().abort()
+        shutil.rmtree(self.run_path, ignore_errors=True)

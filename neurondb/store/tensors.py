@@ -121,19 +121,26 @@ class TensorReader:
 
     def read(self, stack: str, layer: int, rows: slice | np.ndarray | None = None,
              neurons: np.ndarray | list[int] | None = None) -> np.ndarray:
-        """float32 ``[n_rows, n_neurons]``; ``rows``/``neurons`` select (sorted) indices."""
+        """float32 ``[n_rows, n_neurons]``; ``rows``/``neurons`` are a slice or index arrays
+        in any order (duplicates allowed)."""
         ds = self.dataset(stack, layer)
-        rsel = slice(None) if rows is None else rows
+        if rows is None or isinstance(rows, slice):
+            rsel, rback = (slice(None) if rows is None else rows), None
+        else:
+            r = np.asarray(rows, dtype=np.int64)
+            rsel, rback = np.unique(r, return_inverse=True)
+            if rsel.size == 0:
+                width = ds.shape[1] if neurons is None else len(neurons)
+                return np.zeros((0, width), np.float32)
         if neurons is None:
             raw = ds[rsel]
         else:
             idx = np.asarray(neurons, dtype=np.int64)
-            order = np.argsort(idx)
-            uniq, inv = np.unique(idx[order], return_inverse=True)
+            uniq, nback = np.unique(idx, return_inverse=True)
             raw = ds[rsel, uniq] if isinstance(rsel, slice) else ds[rsel][:, uniq]
-            back = np.empty_like(inv)
-            back[order] = inv
-            raw = raw[:, back]
+            raw = raw[:, nback]
+        if rback is not None:
+            raw = raw[rback]
         return decode(raw, self.dtype)
 
     def iter_chunks(self, stack: str, layer: int, chunk_rows: int | None = None,
@@ -153,3 +160,80 @@ class TensorReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TensorSet:
+    """The tensors of one run and kind across its shards, seen as one ``[rows, d_ff]`` array
+    per (stack, layer); global row ``r`` of shard ``k`` is ``offset[k] + local row``."""
+
+    def __init__(self, paths: list[Path]):
+        self.readers = [TensorReader(p) for p in paths]
+        if not self.readers:
+            raise KeyError("no tensor files")
+        self.dtype = self.readers[0].dtype
+        self.path = self.readers[0].path
+        self._offsets: dict[tuple[str, int], np.ndarray] = {}
+
+    def offsets(self, stack: str, layer: int) -> np.ndarray:
+        """``[n_shards + 1]`` cumulative row counts."""
+        key = (stack, layer)
+        if key not in self._offsets:
+            n = [r.shape(stack, layer)[0] for r in self.readers]
+            self._offsets[key] = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+        return self._offsets[key]
+
+    def shape(self, stack: str, layer: int) -> tuple[int, int]:
+        return int(self.offsets(stack, layer)[-1]), self.readers[0].shape(stack, layer)[1]
+
+    def dataset(self, stack: str, layer: int):
+        """The h5py dataset when the run has one shard (raw readers use it)."""
+        if len(self.readers) != 1:
+            raise ValueError("this run has several shards; use shard_datasets()")
+        return self.readers[0].dataset(stack, layer)
+
+    def shard_datasets(self, stack: str, layer: int) -> list:
+        return [r.dataset(stack, layer) for r in self.readers]
+
+    def read(self, stack: str, layer: int, rows: slice | np.ndarray | None = None,
+             neurons: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """float32 ``[n_rows, n_neurons]`` at global rows (a slice or sorted/unsorted indices)."""
+        off = self.offsets(stack, layer)
+        if len(self.readers) == 1:
+            return self.readers[0].read(stack, layer, rows, neurons)
+        if rows is None or isinstance(rows, slice):
+            start, stop, step = (rows or slice(None)).indices(int(off[-1]))
+            if step != 1:
+                rows = np.arange(start, stop, step)
+            else:
+                parts = []
+                for k, r in enumerate(self.readers):
+                    a, b = max(start, off[k]), min(stop, off[k + 1])
+                    if a < b:
+                        parts.append(r.read(stack, layer, slice(a - off[k], b - off[k]), neurons))
+                if parts:
+                    return np.concatenate(parts)
+                width = len(neurons) if neurons is not None else self.shape(stack, layer)[1]
+                return np.zeros((0, width), np.float32)
+        idx = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        shard = np.searchsorted(off, sorted_idx, side="right") - 1
+        width = len(neurons) if neurons is not None else self.shape(stack, layer)[1]
+        out = np.empty((idx.size, width), np.float32)
+        for k in np.unique(shard):
+            sel = shard == k
+            local = sorted_idx[sel] - off[k]
+            out[order[sel]] = self.readers[k].read(stack, layer, local, neurons)
+        return out
+
+    def iter_chunks(self, stack: str, layer: int, chunk_rows: int | None = None,
+                    neurons: np.ndarray | list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(global_start_row, float32 [n, d])`` blocks, shard by shard."""
+        off = self.offsets(stack, layer)
+        for k, r in enumerate(self.readers):
+            for start, block in r.iter_chunks(stack, layer, chunk_rows, neurons):
+                yield int(off[k]) + start, block
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()

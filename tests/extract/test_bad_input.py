@@ -92,39 +92,6 @@ def test_out_dir_that_is_not_a_store(tmp_path, tiny_path, sentiment_dir):
            template=TEMPLATE, verbalizer=["bad", "good"])
 
 
-def test_interrupted_run_leaves_no_partial_store(tmp_path, tiny_path, sentiment_dir, monkeypatch):
-    """An exception in the middle of capture removes the new store directory entirely, and
-    in an existing store leaves the earlier runs untouched and no partial run visible."""
-    from neurondb.store.run import RunWriter
-
-    calls = {"n": 0}
-    orig = RunWriter.write_examples
-
-    def boom(self, table):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(self, table)
-
-    monkeypatch.setattr(RunWriter, "write_examples", boom)
-    with pytest.raises(KeyboardInterrupt):
-        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "new",
-                         template=TEMPLATE, verbalizer=["bad", "good"], batch_size=4, progress=False)
-    assert not (tmp_path / "new").exists()
-    monkeypatch.setattr(RunWriter, "write_examples", orig)
-    out = tmp_path / "old"
-    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, template=TEMPLATE,
-                     verbalizer=["bad", "good"], progress=False).close()
-    before = _snapshot(out)
-    calls["n"] = 0
-    monkeypatch.setattr(RunWriter, "write_examples", boom)
-    with pytest.raises(KeyboardInterrupt):
-        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, split="train",
-                         template=TEMPLATE, verbalizer=["bad", "good"], batch_size=4, progress=False)
-    assert _snapshot(out) == before
-    assert [i.split for i in neurondb.open(out).runs()] == ["validation"]
-
-
 def test_grad_needs_a_readout(tmp_path, tiny_path, sentiment_dir):
     _fails(tmp_path / "s", "--grad needs a readout", str(tiny_path("bert", head="base")),
            str(sentiment_dir), grad=True)

@@ -119,3 +119,49 @@ def test_bad_input_is_one_line(cli, bert_dir, tmp_path):
     res = cli("prune", bert_dir, "--mask", foreign, "--out", out)
     assert res.exit_code == 2 and "it is a mask of another model" in res.output
     assert not out.exists()
+
+
+def test_mean_compensation_takes_the_store_means(cli, bert_dir, tmp_path, monkeypatch):
+    import neurondb
+    from neurondb.store.stats import RunningStats
+
+    model, _ = load_model(bert_dir)
+    shape = adapter_for(model).shape(model)
+    rng = np.random.default_rng(1)
+    st = RunningStats({"encoder": shape.widths["encoder"]}, n_labels=2)
+    ids = st.slot_ids("encoder", ["mask"] * 5 + ["first"] * 3)
+    st.update_counts("encoder", ids, np.zeros(8, dtype=np.int64))
+    means = {}
+    for la, d in enumerate(shape.widths["encoder"]):
+        x = rng.normal(0.2, 1.0, size=(8, d))
+        st.update("encoder", la, ids, np.zeros(8, dtype=np.int64), x)
+        means[("encoder", la)] = x.mean(axis=0)
+
+    class FakeStore:  # what the command needs of a store: running statistics of a split
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def stats(self, run=None, split=None):
+            assert split == "train" and run is None
+            return st
+
+    monkeypatch.setattr(neurondb, "open_store", lambda *a: FakeStore())
+    store = tmp_path / "store"
+    _store_with_ranking(store, shape)
+    out = tmp_path / "mc"
+    res = cli("prune", bert_dir, "--store", store, "--ranking", "skill", "--ratio", 0.25,
+              "--mean-compensation", "--out", out)
+    assert res.exit_code == 0, res.output
+    removed = NeuronMask.from_file(out / "neurondb_mask.parquet")
+    kw = inputs("bert")
+    with replace_neurons(model, removed, mode="mean", means=means):
+        want = logits(model, kw)
+    torch.testing.assert_close(logits(load_pruned(out), kw), want, atol=1e-5, rtol=0)
+    rec = json.loads((out / "neurondb_prune.json").read_text())
+    assert rec["prune"]["mean_compensation"] is True
+    res = cli("prune", bert_dir, "--mask", out / "neurondb_mask.parquet", "--mean-compensation",
+              "--out", tmp_path / "mc2")
+    assert res.exit_code == 2 and "--mean-compensation takes the neuron means" in res.output

@@ -1,0 +1,216 @@
+"""`neurondb rank`, `correlate`, `overlap`, `mask` and `top`: the analyses of a store.
+
+Thin: parse, call :mod:`neurondb.query`, print a rich table. Every result is also written
+into the store (``results/<table>/<name>.parquet``) for SQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from neurondb.cli.errors import one_line_errors
+
+WITH_HELP = "Open another store together with STORE (repeatable)."
+
+
+def _open(store: Path, also: list[Path] | None):
+    from neurondb.store import open_store
+
+    return open_store(store, *(also or []))
+
+
+def _print(df: pd.DataFrame, title: str, columns: list[str] | None = None, n: int | None = None) -> None:
+    con = Console(soft_wrap=True)
+    con = Console(soft_wrap=True, width=max(con.width, 150))
+    t = Table(title=title)
+    cols = [c for c in (columns or list(df.columns)) if c in df.columns]
+    for c in cols:
+        t.add_column(c, justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
+    for _, row in (df if n is None else df.head(n)).iterrows():
+        t.add_row(*[_fmt(row[c]) for c in cols])
+    con.print(t)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
+        vals = v.tolist() if hasattr(v, "tolist") else list(v)
+        return ",".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in vals)
+    return str(v)
+
+
+def rank_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    method: str = typer.Option("predictivity", "--method", "-m",
+                               help="predictivity, attribution, activation, gradient or random."),
+    train: str = typer.Option("train", "--train", help="Training run(s) or split for the "
+                              "predictivity baselines (comma-separated, one per --eval run)."),
+    eval_: str = typer.Option("validation", "--eval", help="Run(s) or split to score: evaluation "
+                              "runs (predictivity; several = several prompts) or the runs with "
+                              "gradients (attribution)."),
+    train_store: Path | None = typer.Option(None, "--train-store", help="Store holding the "
+                                            "training runs (baselines of another dataset)."),
+    also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
+    global_: bool = typer.Option(False, "--global", help="Rank over all layers (predictivity "
+                                 "ranks per layer by default)."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="Rank within each layer "
+                                   "(attribution ranks globally by default)."),
+    over_prompts: str = typer.Option("mean", "--over-prompts", help="mean or min over prompts."),
+    over_classes: str = typer.Option("mean", "--over-classes", help="mean or max over classes "
+                                     "(one-vs-rest, multi-class tasks)."),
+    slots: str | None = typer.Option(None, "--slots", help="Slots to use, glob patterns "
+                                     "(e.g. 'prompt:*,mask'); default all captured."),
+    stacks: list[str] | None = typer.Option(None, "--stack", help="Only this stack (repeatable)."),
+    token_agg: str = typer.Option("sum", "--token-agg", help="Attribution: sum, mean or max over tokens."),
+    abs_when: str = typer.Option("token", "--abs", help="Attribution: |.| per token or 'after' aggregation."),
+    target: str | None = typer.Option(None, "--target", help="Attribution: require gradients of this target."),
+    examples: int | None = typer.Option(None, "--examples", help="Attribution: first N examples per run."),
+    seed: int = typer.Option(0, "--seed", help="Random ranking: seed."),
+    name: str | None = typer.Option(None, "--name", help="Ranking name (default from method and runs)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a ranking of the same name."),
+    threads: int | None = typer.Option(None, "--threads", help="Kernel threads (default: cores, at most 4)."),
+    show: int = typer.Option(5, "--show", help="Neurons shown per layer (global: in total x layers)."),
+) -> None:
+    """Rank every neuron by a method; the ranking is written to STORE/results/rankings/NAME."""
+    from neurondb.query import rank
+
+    with one_line_errors():
+        if global_ and per_layer:
+            raise ValueError("--global and --per-layer exclude each other")
+        st = _open(store, also)
+        scope = "global" if global_ else "layer" if per_layer else None
+        if method == "predictivity":
+            kw = dict(eval=eval_, train=train, train_store=train_store, over_prompts=over_prompts,
+                      over_classes=over_classes, scope=scope or "layer", slots=slots,
+                      stacks=stacks, threads=threads)
+        elif method in ("attribution", "activation", "gradient"):
+            kw = dict(runs=eval_, token_agg=token_agg, abs_when=abs_when, target=target,
+                      slots=slots, max_examples=examples, scope=scope or "global", stacks=stacks)
+        else:
+            kw = dict(seed=seed, scope=scope or "global", stacks=stacks)
+        df = rank(st, method=method, name=name, overwrite=overwrite, **kw)
+        cols = ["stack", "layer", "neuron", "score", "rank", "slot", "accuracy", "excitatory", "class"]
+        if (df["scope"] == "layer").all():
+            view = df[df["rank"] <= show]
+        else:
+            view = df.head(show * max(1, df.groupby(["stack", "layer"]).ngroups))
+        _print(view, f"ranking {df.attrs['name']} ({method}, {df['scope'].iloc[0]}); "
+               f"{len(df)} neurons", cols)
+        st.close()
+
+
+def correlate_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    rankings: str = typer.Option(..., "--rankings", "-r", help="Two or more ranking names, comma-separated."),
+    top: float = typer.Option(0.05, "--top", help="Fraction of each layer for the top-k overlap."),
+    k: int | None = typer.Option(None, "-k", help="A fixed k for the top-k overlap instead of --top."),
+    png: Path | None = typer.Option(None, "--png", help="Write a heatmap of the Spearman matrix."),
+    name: str | None = typer.Option(None, "--name", help="Result name (default corr_A+B...)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
+    also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
+) -> None:
+    """Spearman correlation per layer (with p-values) and top-k overlap between rankings."""
+    from neurondb.query import correlate
+
+    with one_line_errors():
+        st = _open(store, also)
+        res = correlate(st, rankings, fraction=top, k=k, name=name, png=png, overwrite=overwrite)
+        names = list(res.matrix.index)
+        if len(names) == 2:
+            per = res.table[(res.table["a"] == names[0]) & (res.table["b"] == names[1])]
+            _print(per, f"{names[0]} vs {names[1]}: mean Spearman {res.mean:.4f}",
+                   ["stack", "layer", "spearman", "p_value", "k", "topk_overlap"])
+        m = res.matrix.reset_index(names="ranking")
+        _print(m, "Spearman rho, mean over layers")
+        o = res.overlap.reset_index(names="ranking")
+        _print(o, "top-k overlap, mean over layers")
+        if res.png:
+            Console().print(f"heatmap: {res.png}")
+        st.close()
+
+
+def overlap_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    runs: str = typer.Option(..., "--runs", help="Two or more runs (or splits), comma-separated."),
+    slot: str | None = typer.Option(None, "--slot", help="Slot to binarize (default: mask, first, "
+                                    "or the first position after the prompt)."),
+    groups: str = typer.Option("all", "--groups", help="'all' layers, or a group size (3: consecutive groups of 3)."),
+    mode: str = typer.Option("examples", "--mode", help="examples (same examples, per example) or "
+                             "mean (mean over each run's examples, then > 0)."),
+    png: Path | None = typer.Option(None, "--png", help="Write heatmaps (one per layer group)."),
+    name: str | None = typer.Option(None, "--name", help="Result name (default on_A+B...)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
+    also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
+) -> None:
+    """Activated-neuron overlap (ON) between runs: cosine of binary h > 0 vectors."""
+    from neurondb.query import activated_overlap
+
+    with one_line_errors():
+        st = _open(store, also)
+        g: str | int = groups if groups == "all" else int(groups)
+        res = activated_overlap(st, runs, slot=slot, groups=g, mode=mode, png=png, name=name,
+                                overwrite=overwrite)
+        for label, m in res.matrices.items():
+            _print(m.reset_index(names="run"), f"ON overlap, layers {label}")
+        if res.png:
+            Console().print(f"heatmap: {res.png}")
+        st.close()
+
+
+def mask_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    ranking: str = typer.Option(..., "--ranking", "-r", help="Ranking name."),
+    fraction: float = typer.Option(0.05, "--fraction", help="Fraction of neurons to select (top)."),
+    global_: bool = typer.Option(False, "--global", help="Top fraction of the whole model "
+                                 "(default: of each layer)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the portable mask file here."),
+    name: str | None = typer.Option(None, "--name", help="Mask name in the store."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a mask of the same name."),
+    also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
+) -> None:
+    """Select the top fraction of a ranking as a mask (table in the store and a mask file)."""
+    from neurondb.query import make_mask
+
+    with one_line_errors():
+        st = _open(store, also)
+        m = make_mask(st, ranking, fraction, scope="global" if global_ else "layer", name=name,
+                      out=out, overwrite=overwrite)
+        hist = m.groupby(["stack", "layer"]).size().reset_index(name="neurons")
+        _print(hist, f"mask {m.attrs['name']}: {len(m)} neurons from ranking {ranking}")
+        if out is not None:
+            Console().print(f"mask file: {out}")
+        st.close()
+
+
+def top_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    run: str = typer.Option(..., "--run", help="Run (or split) with per-token activations."),
+    layer: int = typer.Option(..., "--layer", help="Layer."),
+    neuron: int = typer.Option(..., "--neuron", help="Neuron index in the layer."),
+    stack: str | None = typer.Option(None, "--stack", help="Stack (default: the first)."),
+    k: int = typer.Option(10, "-k", help="Examples shown."),
+    slots: str | None = typer.Option(None, "--slots", help="Only these slots (glob patterns)."),
+    also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
+) -> None:
+    """The examples on which one neuron fires most."""
+    from neurondb.query import top_examples
+
+    with one_line_errors():
+        st = _open(store, also)
+        df = top_examples(st, run, layer, neuron, stack=stack, k=k, slots=slots)
+        _print(df, f"top examples of neuron {neuron}, layer {layer}")
+        st.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rank")(rank_command)
+    app.command("correlate")(correlate_command)
+    app.command("overlap")(overlap_command)
+    app.command("mask")(mask_command)
+    app.command("top")(top_command)

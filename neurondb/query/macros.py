@@ -1,0 +1,128 @@
+"""DuckDB table macros for the questions people ask of a store's results.
+
+The connection (:mod:`neurondb.query.connection`) runs each string of :data:`MACROS` after
+creating its views (``runs, examples, tokens, rows``, the ``activations(...)`` table macro, and
+one view per ``results/<table>``); a macro whose views do not exist yet (no ranking written,
+say) fails to create and is skipped, so each string holds exactly one macro.
+
+==========================================================  ==========================================
+``skill_neurons(ranking_name, fraction := 0.05)``           per-layer top fraction of a ranking
+``top_neurons(ranking_name, k := 20)``                      the k best-scoring neurons of the model
+``skill_layer_histogram(ranking_name, fraction := 0.05)``   layers of the global top fraction
+``skill_neurons_only_in(ranking_a, ranking_b, fraction)``   per-layer top of A that are not top of B
+``neuron_scores(stack_name, layer_idx, neuron_idx)``        one neuron's score and rank in every ranking
+``top_examples(run_name, stack_name, layer_idx, neuron_idx, k := 10)``  where a neuron fires most
+``ranking_correlation(ranking_a, ranking_b)``               per-layer Spearman / top-k overlap
+``mask_neurons(mask_name)`` / ``mask_layer_histogram(mask_name)``       a mask and its layer counts
+==========================================================  ==========================================
+
+Ties are broken like the Python API: by score, then ``neuron`` (and ``stack, layer`` globally);
+a fraction selects ``floor(fraction * n + 0.5)`` neurons.
+"""
+
+from __future__ import annotations
+
+SKILL_NEURONS = """
+CREATE OR REPLACE MACRO skill_neurons(ranking_name, fraction := 0.05) AS TABLE
+SELECT * EXCLUDE (n_layer) FROM (
+    SELECT r.*,
+           row_number() OVER (PARTITION BY r.stack, r.layer
+                              ORDER BY r.score DESC NULLS LAST, r.neuron) AS layer_rank,
+           count(*) OVER (PARTITION BY r.stack, r.layer) AS n_layer
+    FROM rankings r WHERE r.name = ranking_name)
+WHERE layer_rank <= floor(fraction * n_layer + 0.5)
+ORDER BY stack, layer, layer_rank
+"""
+
+TOP_NEURONS = """
+CREATE OR REPLACE MACRO top_neurons(ranking_name, k := 20) AS TABLE
+SELECT * FROM rankings WHERE name = ranking_name
+ORDER BY score DESC NULLS LAST, stack, layer, neuron
+LIMIT k
+"""
+
+SKILL_LAYER_HISTOGRAM = """
+CREATE OR REPLACE MACRO skill_layer_histogram(ranking_name, fraction := 0.05) AS TABLE
+WITH r AS (
+    SELECT stack, layer,
+           row_number() OVER (ORDER BY score DESC NULLS LAST, stack, layer, neuron) AS pos,
+           count(*) OVER () AS total
+    FROM rankings WHERE name = ranking_name),
+sel AS (SELECT stack, layer FROM r WHERE pos <= floor(fraction * total + 0.5)),
+lay AS (SELECT stack, layer, count(*) AS width FROM rankings WHERE name = ranking_name
+        GROUP BY stack, layer)
+SELECT lay.stack, lay.layer, lay.width, count(sel.layer) AS n_skill,
+       count(sel.layer) / greatest((SELECT count(*) FROM sel), 1) AS share
+FROM lay LEFT JOIN sel ON sel.stack = lay.stack AND sel.layer = lay.layer
+GROUP BY lay.stack, lay.layer, lay.width
+ORDER BY lay.stack, lay.layer
+"""
+
+SKILL_NEURONS_ONLY_IN = """
+CREATE OR REPLACE MACRO skill_neurons_only_in(ranking_a, ranking_b, fraction := 0.05) AS TABLE
+WITH ranked AS (
+    SELECT name, stack, layer, neuron, score,
+           row_number() OVER (PARTITION BY name, stack, layer
+                              ORDER BY score DESC NULLS LAST, neuron) AS layer_rank,
+           count(*) OVER (PARTITION BY name, stack, layer) AS n_layer
+    FROM rankings WHERE name = ranking_a OR name = ranking_b),
+top AS (SELECT * FROM ranked WHERE layer_rank <= floor(fraction * n_layer + 0.5)),
+ta AS (SELECT * FROM top WHERE name = ranking_a),
+tb AS (SELECT * FROM top WHERE name = ranking_b),
+rb AS (SELECT * FROM ranked WHERE name = ranking_b)
+SELECT ta.stack, ta.layer, ta.neuron, ta.score AS score_a, ta.layer_rank AS layer_rank_a,
+       rb.score AS score_b, rb.layer_rank AS layer_rank_b
+FROM ta
+LEFT JOIN tb ON tb.stack = ta.stack AND tb.layer = ta.layer AND tb.neuron = ta.neuron
+LEFT JOIN rb ON rb.stack = ta.stack AND rb.layer = ta.layer AND rb.neuron = ta.neuron
+WHERE tb.neuron IS NULL
+ORDER BY ta.stack, ta.layer, ta.layer_rank
+"""
+
+NEURON_SCORES = """
+CREATE OR REPLACE MACRO neuron_scores(stack_name, layer_idx, neuron_idx) AS TABLE
+SELECT name, method, score, rank, scope FROM rankings
+WHERE stack = stack_name AND layer = layer_idx AND neuron = neuron_idx
+ORDER BY name
+"""
+
+TOP_EXAMPLES = """
+CREATE OR REPLACE MACRO top_examples(run_name, stack_name, layer_idx, neuron_idx, k := 10) AS TABLE
+WITH best AS (
+    SELECT example_id, max(value) AS value,
+           arg_max(struct_pack(position := position, slot := slot), value) AS at
+    FROM activations(run := run_name, stack := stack_name, layer := layer_idx,
+                     neuron := neuron_idx)
+    GROUP BY example_id)
+SELECT b.example_id, b.value, b.at.position AS position, b.at.slot AS slot, e.label, e.pred,
+       e.text
+FROM best b
+LEFT JOIN examples e ON e.run = run_name AND e.example_id = b.example_id
+ORDER BY b.value DESC, b.example_id
+LIMIT k
+"""
+
+RANKING_CORRELATION = """
+CREATE OR REPLACE MACRO ranking_correlation(ranking_a, ranking_b) AS TABLE
+SELECT stack, layer, spearman, p_value, k, topk_overlap, name AS correlation
+FROM correlations WHERE a = ranking_a AND b = ranking_b
+ORDER BY name, stack, layer
+"""
+
+MASK_NEURONS = """
+CREATE OR REPLACE MACRO mask_neurons(mask_name) AS TABLE
+SELECT stack, layer, neuron, score FROM masks WHERE name = mask_name
+ORDER BY stack, layer, neuron
+"""
+
+MASK_LAYER_HISTOGRAM = """
+CREATE OR REPLACE MACRO mask_layer_histogram(mask_name) AS TABLE
+SELECT stack, layer, count(*) AS n_neurons FROM masks WHERE name = mask_name
+GROUP BY stack, layer ORDER BY stack, layer
+"""
+
+MACROS: list[str] = [
+    SKILL_NEURONS.strip(), TOP_NEURONS.strip(), SKILL_LAYER_HISTOGRAM.strip(),
+    SKILL_NEURONS_ONLY_IN.strip(), NEURON_SCORES.strip(), TOP_EXAMPLES.strip(),
+    RANKING_CORRELATION.strip(), MASK_NEURONS.strip(), MASK_LAYER_HISTOGRAM.strip(),
+]

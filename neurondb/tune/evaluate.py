@@ -1,0 +1,102 @@
+"""Accuracy of a model with a soft prompt on a labelled split, through the extraction path.
+
+``evaluate(lm, prompt, data)`` is what training uses for its validation score, transfer for
+every cell of its matrix, and what suppression can reuse with hooks installed on ``lm.model``.
+Batches are formed as ``neurondb extract`` forms them (longest first, same batch size), so
+the logits equal those an extraction with the same prompt stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neurondb.extract.data import LoadedData
+from neurondb.extract.model import LoadedModel
+from neurondb.extract.prompt import SoftPrompt
+from neurondb.extract.templates import Template
+from neurondb.store.manifest import model_fingerprint
+from neurondb.tune.errors import TuneError
+from neurondb.tune.readout import Readout, batch_logits, check_labels, make_readout
+
+
+@dataclass
+class Evaluation:
+    """Scores of one split, in the data's example order.
+
+    ``accuracy`` in [0, 1]; ``predictions`` int64 ``[n]``; ``logits`` float32 ``[n, C]``;
+    ``loss`` the mean cross-entropy (nats) of the gold labels.
+    """
+
+    accuracy: float
+    predictions: np.ndarray
+    logits: np.ndarray
+    loss: float
+
+    @property
+    def n(self) -> int:
+        return int(self.predictions.shape[0])
+
+
+def check_prompt(lm: LoadedModel, prompt: SoftPrompt) -> None:
+    """Refuse a prompt made for another model: its width must be the model's embedding
+    width, and a recorded model fingerprint (``meta["model_fingerprint"]``) must match."""
+    d = int(lm.model.get_input_embeddings().weight.shape[1])
+    where = prompt.source or "the prompt"
+    if prompt.d_model != d:
+        raise TuneError(f"{where} has width {prompt.d_model} but {lm.name} embeds in {d}: it was "
+                        "made for another model")
+    fp = prompt.meta.get("model_fingerprint")
+    if fp and fp != model_fingerprint(lm.model):
+        raise TuneError(f"{where} was tuned on another model ({prompt.meta.get('model', '?')}, "
+                        f"fingerprint {str(fp)[:12]}) than {lm.name}; tune a prompt for this model")
+    if prompt.has_head and lm.readout != "head":
+        raise TuneError(f"{where} carries a classification head but {lm.name} was loaded with "
+                        f"readout {lm.readout!r}; load it with readout 'head'")
+
+
+def readout_for(lm: LoadedModel, prompt: SoftPrompt | None, template: str | Template | None = None,
+                verbalizer: list[str] | None = None, max_length: int | None = None) -> Readout:
+    """The readout a prompt was tuned with (template/verbalizer/pool from its meta), with
+    ``template``/``verbalizer`` overriding; ``{text}`` when nothing says otherwise."""
+    meta = prompt.meta if prompt is not None else {}
+    tmpl = template or meta.get("template") or "{text}"
+    verb = verbalizer if verbalizer is not None else meta.get("verbalizer")
+    n_head = int(prompt.head_weight.shape[0]) if prompt is not None and prompt.has_head else None
+    pool = prompt.pool if prompt is not None else "mask"
+    return make_readout(lm, tmpl, verb, prompt.n_tokens if prompt is not None else 0,
+                        n_head_classes=n_head, pool=pool, max_length=max_length)
+
+
+def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,
+             template: str | Template | None = None, verbalizer: list[str] | None = None,
+             readout: Readout | None = None, batch_size: int = 32,
+             check_model: bool = True) -> Evaluation:
+    """Run ``lm`` with ``prompt`` over ``data`` and score the label logits.
+
+    ``readout`` (from :func:`readout_for`) skips rebuilding the encoder; otherwise the
+    template/verbalizer come from the arguments, then the prompt's meta.
+    ``check_model`` refuses a prompt made for another model (:func:`check_prompt`).
+    """
+    if batch_size < 1:
+        raise TuneError("--batch-size must be at least 1")
+    if prompt is not None and check_model:
+        check_prompt(lm, prompt)
+    ro = readout or readout_for(lm, prompt, template, verbalizer)
+    what = "verbalizer" if ro.verb_ids else f"{lm.readout} readout"
+    check_labels(data, ro.n_classes, what)
+    lengths = ro.encoder.lengths(data.texts)
+    order = np.argsort(-lengths, kind="stable")
+    logits = np.zeros((len(data), ro.n_classes), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            ids = order[start:start + batch_size]
+            batch = ro.encoder.encode(ids, [data.texts[i] for i in ids])
+            logits[ids] = batch_logits(lm, ro, batch, prompt).cpu().numpy()
+    pred = logits.argmax(-1).astype(np.int64)
+    lt = torch.from_numpy(logits)
+    loss = float(torch.nn.functional.cross_entropy(lt, torch.from_numpy(data.labels)))
+    return Evaluation(accuracy=float((pred == data.labels).mean()), predictions=pred,
+                      logits=logits, loss=loss)

@@ -1,0 +1,119 @@
+"""How a label is read from a model with a soft prompt: template, verbalizer, encoder, and
+the ``[B, C]`` label logits of one batch.
+
+Training, evaluation and transfer all go through :func:`batch_logits`, which runs
+``neurondb.extract.forward.model_inputs`` and ``label_logits`` — the very functions
+extraction runs — so a tuned prompt gives the same logits everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neurondb.extract.data import LoadedData
+from neurondb.extract.encode import Batch, Encoder
+from neurondb.extract.forward import label_logits, model_inputs
+from neurondb.extract.model import LoadedModel, verbalizer_ids
+from neurondb.extract.prompt import SoftPrompt
+from neurondb.extract.templates import Template
+from neurondb.tune.errors import TuneError
+
+VERBALIZER_READOUTS = ("mlm", "causal", "seq2seq")
+POOLS = ("mask", "first", "mean")
+
+
+@dataclass
+class Readout:
+    """Everything that turns examples into label logits for one model and prompt length.
+
+    ``verb_ids``: first token id of each label word (verbalizer readouts), else None.
+    ``n_classes``: C, the width of the label logits.
+    """
+
+    template: Template
+    verbalizer: list[str]
+    verb_ids: list[int] | None
+    encoder: Encoder
+    n_classes: int
+
+
+def max_length_for(lm: LoadedModel, n_prompt: int, max_length: int | None = None) -> int:
+    """Token limit of the text part: the rule ``neurondb extract`` applies, so that tuning,
+    evaluation and extraction truncate alike."""
+    max_pos = getattr(lm.model.config, "max_position_embeddings", None) or 100000
+    tok_max = getattr(lm.tokenizer, "model_max_length", 512) or 512
+    n = min(max_length or 512, tok_max, max_pos - n_prompt)
+    if n < 8:
+        raise TuneError(f"a soft prompt of {n_prompt} tokens leaves no room in the model's "
+                        f"{max_pos} positions; use fewer --prompt-tokens")
+    return int(n)
+
+
+def make_readout(lm: LoadedModel, template: str | Template, verbalizer: list[str] | None,
+                 n_prompt: int, *, n_head_classes: int | None = None, pool: str = "mask",
+                 max_length: int | None = None) -> Readout:
+    """Check the template/verbalizer against ``lm.readout`` and build the encoder.
+
+    ``n_head_classes``: C for ``readout="head"`` (rows of the head weight).
+    """
+    tmpl = template if isinstance(template, Template) else Template(template)
+    r = lm.readout
+    words = [w.strip() for w in (verbalizer or []) if w.strip()]
+    verb_ids: list[int] | None = None
+    if r in VERBALIZER_READOUTS:
+        if len(words) < 2:
+            raise TuneError(f"readout {r!r} needs a verbalizer of at least two label words: pass "
+                            "--verbalizer word0,word1,... (one per label, in label order) or --task")
+        verb_ids = verbalizer_ids(lm.tokenizer, words)
+        n_classes = len(verb_ids)
+    elif r == "classifier":
+        n_classes = int(lm.model.config.num_labels)
+    elif r == "head":
+        if pool not in POOLS:
+            raise TuneError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
+        if pool == "mask" and not tmpl.has_mask:
+            raise TuneError(f"the head reads the {{mask}} position but template {tmpl.source!r} "
+                            "has none; add {mask} to --template or pass --pool first|mean")
+        if not n_head_classes:
+            raise TuneError("readout 'head' needs the number of classes of its head")
+        n_classes = int(n_head_classes)
+    else:
+        raise TuneError(f"readout {r!r} gives no label logits; prompt tuning needs mlm, causal, "
+                        "seq2seq, classifier or head")
+    if r == "mlm" and not tmpl.has_mask:
+        raise TuneError(f"template {tmpl.source!r} has no {{mask}} slot, which a masked-LM readout "
+                        "needs; add {mask} (e.g. '{text} It was {mask}.')")
+    enc = Encoder(lm.tokenizer, tmpl, r, n_prompt, max_length_for(lm, n_prompt, max_length))
+    return Readout(template=tmpl, verbalizer=words, verb_ids=verb_ids, encoder=enc,
+                   n_classes=n_classes)
+
+
+def check_labels(data: LoadedData, n_classes: int, what: str, min_classes: int = 1) -> None:
+    """One-line errors for data the readout cannot score: no examples, unlabelled rows,
+    labels beyond the ``n_classes`` the verbalizer/head covers, fewer than ``min_classes``
+    distinct labels (a one-class training set cannot be tuned on)."""
+    where = f"the {data.split!r} split of {data.name}"
+    if len(data) == 0:
+        raise TuneError(f"{where} is empty (after --max-examples); give data with examples")
+    if (data.labels < 0).any():
+        raise TuneError(f"{where} has unlabelled examples; prompt tuning and evaluation need "
+                        "a label for every example")
+    top = int(data.labels.max())
+    if top >= n_classes:
+        raise TuneError(f"{where} has labels up to {top} but the {what} covers {n_classes} "
+                        "classes; give one --verbalizer word per label")
+    k = len(np.unique(data.labels))
+    if k < min_classes:
+        raise TuneError(f"{where} has a single class (label {top}); tuning needs examples of "
+                        "at least two classes (check --label-field and --max-examples)")
+
+
+def batch_logits(lm: LoadedModel, readout: Readout, batch: Batch,
+                 prompt: SoftPrompt | None) -> torch.Tensor:
+    """``[B, C]`` float32 label logits of one batch; differentiable in ``prompt.embeddings``
+    and the head when the caller enables grad."""
+    out = lm.model(**model_inputs(lm, batch, prompt))
+    return label_logits(lm, out, batch, readout.verb_ids, prompt)

@@ -1,0 +1,357 @@
+"""Prompt tuning (Lester et al. 2021; SPEC §7): ``P`` trainable vectors prepended to the
+input embeddings of a frozen model, trained with cross-entropy over the label logits.
+
+The label is read through a verbalizer (masked LM at the ``<mask>``, causal LM at the next
+token, T5 at the first decoder step), through a sequence-classification head the model
+already has (frozen), or — for an encoder without an LM head, such as MiniLM — through a
+small linear head ``[C, d_model]`` trained with the prompt and saved with it. Every forward
+runs ``neurondb.extract.forward`` (via :mod:`neurondb.tune.readout`), so what is trained is
+exactly what ``neurondb extract --prompt`` computes.
+
+Defaults (chosen on the tiny test models and on MiniLM + movie_reviews; see README):
+AdamW, prompt learning rate 0.03 (``lr``), head learning rate 0.01 (``head_lr``), no weight
+decay, gradient norm clipped at 1, batch 16, at most 30 epochs with early stopping after 5
+epochs without a better validation accuracy; the prompt of the best validation epoch is
+kept (ties: lower validation loss). The model stays in eval mode (dropout off), so training
+and extraction compute the same function. Lester et al. used Adafactor with lr 0.3; with
+Adam's per-coordinate normalisation that step is far too large for BERT-scale embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurondb.extract.data import LoadedData, load_data
+from neurondb.extract.model import LoadedModel, auto_readout, load_config, load_model
+from neurondb.extract.prompt import SoftPrompt
+from neurondb.extract.templates import PRESETS
+from neurondb.store.manifest import model_fingerprint
+from neurondb.tune.curve import CURVE_CSV, CURVE_PNG, EpochRecord, plot_curve, write_curve_csv
+from neurondb.tune.data import data_key, task_for
+from neurondb.tune.errors import TuneError
+from neurondb.tune.evaluate import Evaluation, evaluate
+from neurondb.tune.peft_io import INITS, init_prompt, write_peft_adapter
+from neurondb.tune.progress import TrainProgress
+from neurondb.tune.readout import POOLS, Readout, batch_logits, check_labels, make_readout
+
+DEFAULT_LR = 0.03
+DEFAULT_HEAD_LR = 0.01
+DEFAULT_EPOCHS = 30
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_PATIENCE = 5
+
+
+@dataclass
+class TuneConfig:
+    """Every input of a tuning job; the CLI flags map one to one onto these fields.
+
+    ``prompt_tokens``: P. ``lr``/``head_lr``: AdamW step sizes for the prompt and the head.
+    ``patience``: epochs without a better validation accuracy before stopping (0: never stop
+    early). ``eval_split=None``: no validation; the last epoch's prompt is kept.
+    """
+
+    model: str
+    data: str
+    out: str | Path
+    split: str = "train"
+    eval_split: str | None = "validation"
+    data_config: str | None = None
+    text_fields: list[str] | None = None
+    label_field: str = "label"
+    template: str | None = None
+    verbalizer: list[str] | None = None
+    task: str | None = None
+    readout: str = "auto"
+    prompt_tokens: int = 100
+    seeds: tuple[int, ...] = (1, 2, 3)
+    lr: float = DEFAULT_LR
+    head_lr: float = DEFAULT_HEAD_LR
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    eval_batch_size: int = 32
+    max_examples: int | None = None
+    max_eval_examples: int | None = None
+    max_length: int | None = None
+    patience: int = DEFAULT_PATIENCE
+    init: str = "vocab"
+    pool: str = "mask"
+    device: str = "auto"
+    overwrite: bool = False
+    peft_adapter: bool = True
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TunedPrompt:
+    """One seed's result: the kept prompt (with its meta), the curve, and the kept prompt's
+    evaluation on the validation split (None without one)."""
+
+    seed: int
+    prompt: SoftPrompt
+    records: list[EpochRecord]
+    best_epoch: int
+    evaluation: Evaluation | None
+    seconds: float
+
+
+def seed_dir(out: str | Path, seed: int) -> Path:
+    """Directory of one seed's prompt: ``OUT/seed-<k>``."""
+    return Path(out) / f"seed-{seed}"
+
+
+def _check_hparams(cfg: TuneConfig) -> None:
+    checks = [
+        (cfg.prompt_tokens >= 1, f"--prompt-tokens must be at least 1, not {cfg.prompt_tokens}"),
+        (cfg.epochs >= 1, f"--epochs must be at least 1, not {cfg.epochs}"),
+        (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "--batch-size must be at least 1"),
+        (cfg.lr > 0 and cfg.head_lr > 0, "--lr and --head-lr must be positive"),
+        (cfg.patience >= 0, "--patience must be 0 (no early stopping) or more"),
+        (cfg.init in INITS, f"--init must be one of {', '.join(INITS)}, not {cfg.init!r}"),
+        (cfg.pool in POOLS, f"--pool must be one of {', '.join(POOLS)}, not {cfg.pool!r}"),
+        (len(cfg.seeds) > 0, "--seeds needs at least one seed"),
+        (len(set(cfg.seeds)) == len(cfg.seeds), f"--seeds repeats a seed: {list(cfg.seeds)}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise TuneError(msg)
+
+
+class PromptTuner:
+    """A validated tuning job: model, data and readout are loaded once, then each seed is
+    trained with :meth:`train` and written with :meth:`save` (or all at once with :meth:`run`)."""
+
+    def __init__(self, cfg: TuneConfig):
+        self.cfg = cfg
+        cfg.seeds = tuple(int(s) for s in cfg.seeds)
+        _check_hparams(cfg)
+        out = Path(cfg.out)
+        if out.exists() and not out.is_dir():
+            raise TuneError(f"--out {out} is a file; give a directory for the seed prompts")
+        taken = [seed_dir(out, s) for s in cfg.seeds if seed_dir(out, s).exists()]
+        if taken and not cfg.overwrite:
+            raise TuneError(f"{taken[0]} already exists; pass --overwrite to replace it or "
+                            "choose another --out")
+        self.task = task_for(cfg.data, cfg.task)
+        if self.task is not None and self.task not in PRESETS:
+            raise TuneError(f"unknown --task {self.task!r}; presets: {', '.join(PRESETS)}")
+        preset = PRESETS.get(self.task) if self.task else None
+        readout = cfg.readout
+        if readout == "auto":
+            readout = auto_readout(load_config(cfg.model), has_head=False)
+            readout = "head" if readout == "none" else readout
+        if readout == "none":
+            raise TuneError("--readout none gives no labels to tune on; use auto or head")
+        self.train_data = self._load(cfg.split, cfg.max_examples)
+        self.eval_data = (self._load(cfg.eval_split, cfg.max_eval_examples or cfg.max_examples)
+                          if cfg.eval_split else None)
+        self.lm: LoadedModel = load_model(cfg.model, readout, cfg.device)
+        template = cfg.template or (preset.template if preset else None) or "{text}"
+        verbalizer = cfg.verbalizer or (list(preset.verbalizer) if preset else None)
+        n_head = None
+        if readout == "head":
+            tops = [int(d.labels.max()) + 1 for d in (self.train_data, self.eval_data)
+                    if d is not None and len(d)]
+            n_head = max([len(self.train_data.label_names), *tops])
+            verbalizer = None
+        self.readout: Readout = make_readout(self.lm, template, verbalizer, cfg.prompt_tokens,
+                                             n_head_classes=n_head, pool=cfg.pool,
+                                             max_length=cfg.max_length)
+        what = "verbalizer" if self.readout.verb_ids else f"{readout} readout"
+        check_labels(self.train_data, self.readout.n_classes, what, min_classes=2)
+        if self.eval_data is not None:
+            check_labels(self.eval_data, self.readout.n_classes, what)
+        self.d_model = int(self.lm.model.get_input_embeddings().weight.shape[1])
+        cfg_m = self.lm.model.config
+        self.d_hidden = int(getattr(cfg_m, "hidden_size", None) or getattr(cfg_m, "d_model", None)
+                            or self.d_model)
+        self.fingerprint = model_fingerprint(self.lm.model)
+
+    def _load(self, split: str, max_examples: int | None) -> LoadedData:
+        c = self.cfg
+        return load_data(c.data, split, c.data_config, c.text_fields, c.label_field, max_examples,
+                         self.task)
+
+    # -- training ---------------------------------------------------------------------------
+    def train(self, seed: int, rep: TrainProgress | None = None) -> TunedPrompt:
+        """Tune one prompt from ``seed`` (initial prompt, head and batch order all follow it)."""
+        cfg, lm, ro = self.cfg, self.lm, self.readout
+        rep = rep or TrainProgress(False)
+        dev = lm.device
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        prompt = torch.nn.Parameter(init_prompt(lm, cfg.prompt_tokens, cfg.init).to(dev))
+        groups: list[dict] = [{"params": [prompt], "lr": cfg.lr}]
+        head_w = head_b = None
+        if lm.readout == "head":
+            lin = torch.nn.Linear(self.d_hidden, ro.n_classes)
+            head_w = torch.nn.Parameter(lin.weight.detach().clone().to(dev))
+            head_b = torch.nn.Parameter(lin.bias.detach().clone().to(dev))
+            groups.append({"params": [head_w, head_b], "lr": cfg.head_lr})
+        params = [p for g in groups for p in g["params"]]
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        live = SoftPrompt(embeddings=prompt, meta={"pool": cfg.pool}, head_weight=head_w,
+                          head_bias=head_b)
+        rng = np.random.default_rng(seed)
+        data = self.train_data
+        labels_all = torch.as_tensor(data.labels)
+        n = len(data)
+        steps = math.ceil(n / cfg.batch_size)
+        task = rep.task(f"seed {seed}", total=steps * cfg.epochs)
+        records: list[EpochRecord] = []
+        best: tuple | None = None  # (accuracy, -loss, epoch, prompt, head_w, head_b, evaluation)
+        stale = 0
+        for epoch in range(1, cfg.epochs + 1):
+            te = time.perf_counter()
+            order = rng.permutation(n)
+            loss_sum = correct = 0.0
+            for start in range(0, n, cfg.batch_size):
+                ids = order[start:start + cfg.batch_size]
+                batch = ro.encoder.encode(ids, [data.texts[i] for i in ids])
+                y = labels_all[ids].to(dev)
+                with torch.enable_grad():
+                    logits = batch_logits(lm, ro, batch, live)
+                    loss = torch.nn.functional.cross_entropy(logits, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                loss_sum += float(loss.detach()) * len(ids)
+                correct += float((logits.detach().argmax(-1) == y).sum())
+                seen = min(start + cfg.batch_size, n)
+                rep.update(task, 1, epoch=epoch, loss=loss_sum / seen, acc=correct / seen)
+            ev = (evaluate(lm, live, self.eval_data, readout=ro, batch_size=cfg.eval_batch_size,
+                           check_model=False) if self.eval_data is not None else None)
+            records.append(EpochRecord(epoch=epoch, train_loss=loss_sum / n,
+                                       train_accuracy=correct / n,
+                                       eval_loss=ev.loss if ev else None,
+                                       eval_accuracy=ev.accuracy if ev else None,
+                                       seconds=round(time.perf_counter() - te, 3)))
+            key = (ev.accuracy, -ev.loss) if ev else (0.0, 0.0)
+            if best is None or ev is None or key > best[:2]:
+                best = (*key, epoch, prompt.detach().clone(),
+                        None if head_w is None else head_w.detach().clone(),
+                        None if head_b is None else head_b.detach().clone(), ev)
+                stale = 0
+            else:
+                stale += 1
+            if ev is not None:
+                rep.update(task, 0, val=best[0])
+            if cfg.patience and ev is not None and stale >= cfg.patience:
+                rep.update(task, 0, total=steps * epoch)
+                break
+        _, _, best_epoch, emb, hw, hb, ev = best
+        tp = SoftPrompt(embeddings=emb.cpu(), head_weight=None if hw is None else hw.cpu(),
+                        head_bias=None if hb is None else hb.cpu())
+        seconds = time.perf_counter() - t0
+        tp.meta = self._meta(seed, best_epoch, records, ev, seconds)
+        return TunedPrompt(seed=seed, prompt=tp, records=records, best_epoch=best_epoch,
+                           evaluation=ev, seconds=seconds)
+
+    def _meta(self, seed: int, best_epoch: int, records: list[EpochRecord],
+              ev: Evaluation | None, seconds: float) -> dict:
+        cfg, lm, ro = self.cfg, self.lm, self.readout
+        tr, va = self.train_data, self.eval_data
+        labels = list(tr.label_names) + [str(i) for i in range(len(tr.label_names), ro.n_classes)]
+        meta = {
+            "kind": "neurondb-tuned-prompt",
+            "model": cfg.model, "model_path": lm.name, "model_class": type(lm.model).__name__,
+            "model_fingerprint": self.fingerprint, "d_model": self.d_model,
+            "template": ro.template.source, "verbalizer": ro.verbalizer or None,
+            "readout": lm.readout,
+            "labels": labels[:ro.n_classes], "n_classes": ro.n_classes, "task": self.task,
+            "seed": seed, "best_epoch": best_epoch, "epochs_run": len(records),
+            "best_eval_accuracy": ev.accuracy if ev else None,
+            "best_eval_loss": ev.loss if ev else None,
+            "final_train_loss": records[-1].train_loss, "first_train_loss": records[0].train_loss,
+            "seconds": round(seconds, 3),
+            "hparams": {"prompt_tokens": cfg.prompt_tokens, "optimizer": "AdamW", "lr": cfg.lr,
+                        "head_lr": cfg.head_lr if lm.readout == "head" else None,
+                        "weight_decay": cfg.weight_decay, "max_grad_norm": cfg.max_grad_norm,
+                        "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                        "patience": cfg.patience, "init": cfg.init,
+                        "max_examples": cfg.max_examples, "max_length": ro.encoder.max_length,
+                        "device": str(lm.device)},
+            "data": {"source": cfg.data, "key": data_key(cfg.data, tr.config), "name": tr.name,
+                     "config": tr.config, "split": tr.split, "fingerprint": tr.fingerprint,
+                     "n_examples": len(tr), "eval_split": va.split if va else None,
+                     "eval_fingerprint": va.fingerprint if va else None,
+                     "n_eval_examples": len(va) if va else 0, "text_fields": tr.text_fields,
+                     "label_field": tr.label_field},
+        }
+        if lm.readout == "head":
+            meta["pool"] = cfg.pool  # where the head reads (SoftPrompt.pool)
+        return meta
+
+    # -- writing ----------------------------------------------------------------------------
+    def save(self, tuned: TunedPrompt, directory: str | Path | None = None) -> Path:
+        """Write one seed's directory atomically: the neurondb prompt files, a PEFT adapter
+        (verbalizer/classifier readouts), ``curve.csv`` and ``curve.png``."""
+        final = Path(directory) if directory is not None else seed_dir(self.cfg.out, tuned.seed)
+        if final.exists() and not self.cfg.overwrite:
+            raise TuneError(f"{final} already exists; pass --overwrite to replace it")
+        tmp = final.parent / f".{final.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tuned.prompt.save(tmp)
+            if self.cfg.peft_adapter and self.lm.readout != "head":
+                write_peft_adapter(tmp, self.lm, tuned.prompt.embeddings, self.cfg.init)
+            write_curve_csv(tuned.records, tmp / CURVE_CSV)
+            acc = tuned.prompt.meta.get("best_eval_accuracy")
+            title = (f"{Path(self.cfg.model).name} on {Path(self.cfg.data).name}, P="
+                     f"{self.cfg.prompt_tokens}, seed {tuned.seed}"
+                     + (f": validation accuracy {acc:.3f}" if acc is not None else ""))
+            plot_curve(tuned.records, tmp / CURVE_PNG, title=title, best_epoch=tuned.best_epoch)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        tuned.prompt.source = str(final)
+        return final
+
+    def run(self) -> list[Path]:
+        """Train and save every seed; returns the seed directories in seed order."""
+        rep = TrainProgress(self.cfg.progress)
+        ro = self.readout
+        rep.info(f"tuning {self.cfg.prompt_tokens} prompt tokens on {self.cfg.model} "
+                 f"(readout {self.lm.readout}, {ro.n_classes} classes, device {self.lm.device}); "
+                 f"{len(self.train_data)} {self.train_data.split} examples"
+                 + (f", {len(self.eval_data)} {self.eval_data.split}" if self.eval_data else ""))
+        out: list[Path] = []
+        try:
+            Path(self.cfg.out).mkdir(parents=True, exist_ok=True)
+            for seed in self.cfg.seeds:
+                tuned = self.train(seed, rep)
+                out.append(self.save(tuned))
+                acc = tuned.prompt.meta["best_eval_accuracy"]
+                rep.info(f"seed {seed}: kept epoch {tuned.best_epoch} of {len(tuned.records)}"
+                         + (f", validation accuracy {acc:.4f}" if acc is not None else "")
+                         + f", {tuned.seconds:.1f} s -> {out[-1]}")
+        finally:
+            rep.close()
+        return out
+
+
+def tune_prompt(model: str, data: str, out: str | Path, **kwargs) -> list[Path]:
+    """Tune one soft prompt per seed on ``data`` for the frozen ``model``; write each to
+    ``OUT/seed-<k>/`` (a directory ``neurondb extract --prompt`` reads) and return them.
+
+    Keyword arguments are the fields of :class:`TuneConfig`: split, eval_split, data_config,
+    text_fields, label_field, template, verbalizer, task, readout, prompt_tokens, seeds, lr,
+    head_lr, weight_decay, max_grad_norm, epochs, batch_size, eval_batch_size, max_examples,
+    max_eval_examples, max_length, patience, init (``vocab``/``random``), pool
+    (``mask``/``first``/``mean``, head readout), device, overwrite, peft_adapter, progress.
+    """
+    return PromptTuner(TuneConfig(model=model, data=data, out=out, **kwargs)).run()

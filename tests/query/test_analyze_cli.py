@@ -1,0 +1,95 @@
+"""`neurondb rank / correlate / overlap / mask / top` as a user runs them."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from neurondb.cli.app import app
+from neurondb.query import read_result
+from neurondb.store.maskfile import read_mask
+
+runner = CliRunner()
+
+
+def ok(args):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def fails(args, *words):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error: ") and "\n" not in line, line
+    for w in words:
+        assert w in line, line
+    return line
+
+
+def test_rank_correlate_mask_top(skill_store, tmp_path):
+    root = skill_store.path
+    out = ok(["rank", root, "--method", "predictivity", "--train", "tr", "--eval", "ev", "--name", "P"])
+    assert "ranking P (predictivity, layer)" in out and "prompt:1" in out
+    ok(["rank", root, "--method", "predictivity", "--train", "train", "--eval", "validation",
+        "--global", "--name", "G", "--slots", "prompt:*"])
+    ok(["rank", root, "--method", "random", "--seed", "2", "--name", "R"])
+    df, meta = read_result(root, "rankings", "G")
+    assert (df["scope"] == "global").all() and df.iloc[0]["rank"] == 1
+    png = tmp_path / "c.png"
+    out = ok(["correlate", root, "--rankings", "P,G,R", "--png", png])
+    assert "Spearman rho" in out and png.exists()
+    out = ok(["correlate", root, "-r", "P,R", "-k", "3", "--name", "pr"])
+    assert "mean Spearman" in out
+    mfile = tmp_path / "mask.parquet"
+    out = ok(["mask", root, "--ranking", "P", "--fraction", "0.125", "--out", mfile])
+    table, mmeta = read_mask(mfile)
+    assert table.num_rows == 4 and mmeta["ranking"] == "P" and mmeta["scope"] == "layer"
+    ok(["mask", root, "--ranking", "G", "--fraction", "0.1", "--global", "--name", "gm"])
+    out = ok(["top", root, "--run", "ev", "--layer", "1", "--neuron", "5", "-k", "3"])
+    assert "synthetic example" in out
+
+
+def test_errors_are_one_line(skill_store):
+    root = skill_store.path
+    fails(["rank", root, "--eval", "nope", "--train", "tr"], "no run or split named 'nope'")
+    ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P"])
+    fails(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P"], "already exists", "--overwrite")
+    ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P", "--overwrite"])
+    fails(["rank", root, "--method", "attribution", "--eval", "ev"], "no gradients")
+    fails(["rank", root, "--method", "nonsense"], "--method")
+    fails(["correlate", root, "--rankings", "P"], "at least two")
+    fails(["mask", root, "--ranking", "nope", "--fraction", "0.1"], "no ranking named 'nope'")
+    fails(["overlap", root, "--runs", "ev,tr"], "running statistics")
+    fails(["top", root, "--run", "ev", "--layer", "9", "--neuron", "0"], "out of range")
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, tiny_path, sentiment_dir):
+    """A store made by `neurondb extract` from a tiny BERT: stats train split, tokens
+    validation with gradients, positions mask and first."""
+    out = tmp_path_factory.mktemp("x") / "store"
+    ok(["extract", tiny_path("bert"), "--data", sentiment_dir, "--template", "{text} It was {mask}.",
+        "--verbalizer", "bad,good", "--positions", "mask,first", "--stats-split", "train",
+        "--grad", "--out", out])
+    return out
+
+
+def test_on_an_extracted_store(extracted, tmp_path):
+    import neurondb
+
+    st = neurondb.open(extracted)
+    runs = {i.split: i for i in st.runs()}
+    ok(["rank", extracted, "--train", runs["train"].run, "--eval", runs["validation"].run,
+        "--name", "skill"])
+    df, meta = read_result(extracted, "rankings", "skill")
+    assert len(df) == st.shape.n_neurons() and set(df["slot"]) <= {"mask", "first"}
+    assert df["score"].between(0.5, 1.0).all()
+    ok(["rank", extracted, "--method", "attribution", "--eval", runs["validation"].run,
+        "--name", "attr", "--examples", "5"])
+    ok(["rank", extracted, "--method", "activation", "--eval", runs["validation"].run, "--name", "act"])
+    ok(["correlate", extracted, "--rankings", "skill,attr,act", "--png", tmp_path / "m.png"])
+    ok(["mask", extracted, "--ranking", "attr", "--fraction", "0.1", "--global",
+        "--out", tmp_path / "m.parquet"])
+    ok(["top", extracted, "--run", runs["validation"].run, "--layer", "0", "--neuron", "1"])
