@@ -1,11 +1,29 @@
-"""Prompt tuning and transfer (SPEC §7): ``tune_prompt``, ``evaluate``, ``transfer``."""
+"""Prompt tuning and transfer (SPEC §7): ``tune_prompt``, ``evaluate``, ``transfer``.
+
+Names are imported on first use so that ``import neurondb.tune.defaults`` (the CLI) stays
+light.
+"""
 
 from __future__ import annotations
 
-from neurondb.tune.errors import TuneError
-from neurondb.tune.evaluate import Evaluation, evaluate
-from neurondb.tune.train import PromptTuner, TuneConfig, TunedPrompt, tune_prompt
-from neurondb.tune.transfer import relative_performance, transfer
+import importlib
 
-__all__ = ["Evaluation", "PromptTuner", "TuneConfig", "TuneError", "TunedPrompt", "evaluate",
-           "relative_performance", "transfer", "tune_prompt"]
+_EXPORTS = {
+    "TuneError": "neurondb.tune.errors",
+    "Evaluation": "neurondb.tune.evaluate",
+    "evaluate": "neurondb.tune.evaluate",
+    "PromptTuner": "neurondb.tune.train",
+    "TuneConfig": "neurondb.tune.train",
+    "TunedPrompt": "neurondb.tune.train",
+    "tune_prompt": "neurondb.tune.train",
+    "relative_performance": "neurondb.tune.transfer",
+    "transfer": "neurondb.tune.transfer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'neurondb.tune' has no attribute {name!r}")

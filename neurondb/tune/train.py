@@ -33,6 +33,7 @@ from neurondb.extract.model import LoadedModel, auto_readout, load_config, load_
 from neurondb.extract.prompt import SoftPrompt
 from neurondb.extract.templates import PRESETS
 from neurondb.store.manifest import model_fingerprint
+from neurondb.tune import defaults
 from neurondb.tune.curve import CURVE_CSV, CURVE_PNG, EpochRecord, plot_curve, write_curve_csv
 from neurondb.tune.data import data_key, task_for
 from neurondb.tune.errors import TuneError
@@ -41,11 +42,11 @@ from neurondb.tune.peft_io import INITS, init_prompt, write_peft_adapter
 from neurondb.tune.progress import TrainProgress
 from neurondb.tune.readout import POOLS, Readout, batch_logits, check_labels, make_readout
 
-DEFAULT_LR = 0.03
-DEFAULT_HEAD_LR = 0.01
-DEFAULT_EPOCHS = 30
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_PATIENCE = 5
+DEFAULT_LR = defaults.LR
+DEFAULT_HEAD_LR = defaults.HEAD_LR
+DEFAULT_EPOCHS = defaults.EPOCHS
+DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE
+DEFAULT_PATIENCE = defaults.PATIENCE
 
 
 @dataclass

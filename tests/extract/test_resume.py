@@ -16,7 +16,6 @@ import pytest
 
 import neurondb
 from neurondb.extract.errors import ExtractError
-from neurondb.store.errors import StoreError
 from neurondb.store.run import ShardWriter
 
 KW = dict(template="{text} It was {mask}.", verbalizer=["bad", "good"], positions="mask,first,last",
@@ -139,7 +138,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment
         assert list(out.glob("runs/*/shards/.partial-*"))  # a half-written shard was left
     st = neurondb.open(out, partial=True)
     for info in st.runs():
-        for p, sh in st.shards(info.run):  # whatever is visible is complete and intact
+        for _, sh in st.shards(info.run):  # whatever is visible is complete and intact
             assert sh.n_examples == 3
     st.close()
     neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, stats_split="train", **KW).close()

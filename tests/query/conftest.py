@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import neurondb.store.tensors as tensors
 from neurondb.store import open_store
 from neurondb.testing_stores import make_store, write_periodic_run, write_stats_run
 
 WIDTHS = {"encoder": (16, 16)}
+
+
+def prop_settings(examples: int):
+    """Hypothesis settings for these tests: no example database in the repository, no deadline;
+    ``NEURONDB_HYPOTHESIS_EXAMPLES`` raises the example count for a thorough local run."""
+    n = int(os.environ.get("NEURONDB_HYPOTHESIS_EXAMPLES", examples))
+    return settings(max_examples=n, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @dataclass

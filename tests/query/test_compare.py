@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -17,6 +17,7 @@ from neurondb.store import open_store
 from neurondb.testing_stores import make_store
 
 from . import naive
+from .conftest import prop_settings
 
 WIDTHS = {"encoder": (10, 10, 10)}
 
@@ -91,7 +92,7 @@ def test_bad_input(rstore, tmp_path):
         compare_rankings(rstore, "a", "a", fraction=1.5)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@prop_settings(40)
 @given(n=st.integers(3, 40), k=st.integers(1, 3), seed=st.integers(0, 10_000))
 def test_property_spearman_and_overlap_match_naive(n, k, seed):
     rng = np.random.default_rng(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import neurondb.store.tensors as tensors
@@ -16,6 +16,7 @@ from neurondb.query.thresholds import Thresholds
 from neurondb.store import open_store
 from neurondb.testing_stores import make_store, write_periodic_run, write_rows_run
 
+from .conftest import prop_settings
 from .naive import stored
 
 
@@ -125,7 +126,7 @@ def test_h5py_fallback_equals_direct(tmp_path, monkeypatch):
     np.testing.assert_array_equal(direct, fallback)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@prop_settings(25)
 @given(n=st.integers(2, 30), S=st.integers(1, 4), d=st.integers(1, 70),
        dtype=st.sampled_from(["float32", "float16", "bfloat16"]), seed=st.integers(0, 2**16),
        small=st.booleans())

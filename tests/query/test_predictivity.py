@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from neurondb.query import QueryError, predictivity, read_result, running_stats_from_tokens
@@ -12,7 +12,7 @@ from neurondb.store import StoreError, open_store
 from neurondb.testing_stores import make_store, write_periodic_run, write_stats_run
 
 from . import naive
-from .conftest import PLANTS, SLOTS, planted
+from .conftest import PLANTS, SLOTS, planted, prop_settings
 
 
 def layer_frame(df, layer, stack="encoder"):
@@ -215,7 +215,7 @@ def test_bad_input_is_one_line(skill_store, store_factory):
     assert "training runs" in one_line(e)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@prop_settings(15)
 @given(n_tr=st.integers(2, 20), n_ev=st.integers(2, 20), n_cls=st.sampled_from([2, 3, 4]),
        S=st.integers(1, 3), seed=st.integers(0, 10_000),
        dtype=st.sampled_from(["float32", "float16", "bfloat16"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from neurondb.query.thresholds import (
@@ -13,6 +13,8 @@ from neurondb.query.thresholds import (
     floor_float16_bits,
     floor_float32,
 )
+
+from .conftest import prop_settings
 
 EDGE = [0.0, -0.0, 1e-9, -1e-9, 5.960464477539063e-08, -5.960464477539063e-08, 1.0, -1.0,
         0.1, -0.1, 1.5, -1.5, 65504.0, -65504.0, 7e4, -7e4, 1e30, -1e30, 3.0e38, -3.0e38,
@@ -54,14 +56,14 @@ def test_thresholds_at_every_representable_value(storage):
     np.testing.assert_array_equal(above, v[None, :] > sample[:, None])
 
 
-@settings(max_examples=300, deadline=None)
+@prop_settings(300)
 @given(st.floats(allow_nan=False, width=64), st.floats(allow_nan=False, width=32))
 def test_float32_floor(base, h):
     t = floor_float32(np.array([base]))[0]
     assert (np.float32(h) > t) == (float(np.float32(h)) > base)
 
 
-@settings(max_examples=300, deadline=None)
+@prop_settings(300)
 @given(st.floats(allow_nan=False, allow_infinity=False, width=64))
 def test_floors_are_largest_below(base):
     f16 = floor_float16_bits(np.array([base]))[0:1].view(np.float16)[0]

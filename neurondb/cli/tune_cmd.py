@@ -1,0 +1,127 @@
+"""`neurondb tune` (prompt tuning) and `neurondb transfer` (prompt transfer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from neurondb.cli.errors import one_line_errors
+from neurondb.tune import defaults
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"{flag} takes a comma list of integers, not {text!r}") from None
+    if not out:
+        raise ValueError(f"{flag} takes a comma list of integers, not {text!r}")
+    return out
+
+
+def _fmt(x, spec: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "-"
+    return format(x, spec)
+
+
+def tune_command(
+    model: str = typer.Argument(..., help="Hugging Face model name or local directory ('minilm' for the offline MiniLM)."),
+    data: str = typer.Argument(..., help="Dataset: task preset, hub name, local file, directory of <split>.<ext> files, or 'movie_reviews'."),
+    out: Path = typer.Option(..., "--out", help="Directory for the prompts: one OUT/seed-<k>/ per seed."),
+    prompt_tokens: int = typer.Option(100, "--prompt-tokens", help="P, the number of soft-prompt vectors."),
+    seeds: str = typer.Option("1,2,3", "--seeds", help="Comma list of seeds, one prompt each."),
+    split: str = typer.Option("train", "--split", help="Training split."),
+    eval_split: str = typer.Option("validation", "--eval-split", help="Validation split for early stopping ('none': keep the last epoch)."),
+    data_config: str | None = typer.Option(None, "--data-config", help="Hub dataset configuration."),
+    lr: float = typer.Option(defaults.LR, "--lr", help="AdamW learning rate of the prompt."),
+    head_lr: float = typer.Option(defaults.HEAD_LR, "--head-lr", help="AdamW learning rate of the classification head (readout head)."),
+    epochs: int = typer.Option(defaults.EPOCHS, "--epochs", help="Most epochs."),
+    patience: int = typer.Option(defaults.PATIENCE, "--patience", help="Stop after this many epochs without a better validation accuracy (0: never)."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size"),
+    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each split."),
+    template: str | None = typer.Option(None, "--template", help="Template with {text}/{text1}/{text2} and a {mask} slot."),
+    verbalizer: str | None = typer.Option(None, "--verbalizer", help="Comma list of label words, in label order."),
+    task: str | None = typer.Option(None, "--task", help="Task preset: sst2, imdb, mrpc, qqp, qnli, rte, ag_news, movie_reviews."),
+    readout: str = typer.Option("auto", "--readout", help="auto, mlm, causal, seq2seq, classifier or head (auto: head for an encoder without an LM head)."),
+    pool: str = typer.Option("mask", "--pool", help="Where a head reads: mask, first or mean."),
+    init: str = typer.Option("vocab", "--init", help="Prompt init: vocab (embeddings of sampled tokens) or random."),
+    text_field: list[str] | None = typer.Option(None, "--text-field", help="Text field; give twice for sentence pairs."),
+    label_field: str = typer.Option("label", "--label-field", help="Label field."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Token limit of the text (as for extract)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda ..."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing seed directories."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Tune soft prompts (one per seed) for a frozen MODEL on DATA."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from neurondb.extract.prompt import PROMPT_JSON
+    from neurondb.tune.train import tune_prompt
+
+    with one_line_errors():
+        dirs = tune_prompt(
+            model, data, out, split=split,
+            eval_split=None if eval_split.lower() == "none" else eval_split,
+            data_config=data_config, text_fields=list(text_field) if text_field else None,
+            label_field=label_field, template=template,
+            verbalizer=verbalizer.split(",") if verbalizer else None, task=task,
+            readout=readout, prompt_tokens=prompt_tokens, seeds=_int_list(seeds, "--seeds"),
+            lr=lr, head_lr=head_lr, epochs=epochs, patience=patience, batch_size=batch_size,
+            max_examples=max_examples, max_length=max_length, init=init, pool=pool,
+            device=device, overwrite=overwrite, progress=not quiet)
+        table = Table(title=f"prompt tuning: {model} on {data}, {prompt_tokens} tokens")
+        for col in ("seed", "validation acc", "kept epoch", "epochs run", "first loss",
+                    "last loss", "seconds", "prompt directory"):
+            table.add_column(col, justify="left" if col == "prompt directory" else "right")
+        for d in dirs:
+            m = json.loads((d / PROMPT_JSON).read_text())
+            table.add_row(str(m["seed"]), _fmt(m["best_eval_accuracy"]), str(m["best_epoch"]),
+                          str(m["epochs_run"]), _fmt(m["first_train_loss"]),
+                          _fmt(m["final_train_loss"]), _fmt(m["seconds"], ".1f"), str(d))
+        Console().print(table)
+
+
+def transfer_command(
+    prompts: str = typer.Option(..., "--prompts", help="Comma list of prompt directories (or `neurondb tune --out` directories: all their seeds)."),
+    data: str = typer.Option(..., "--data", help="Comma list of DATA:split targets (split defaults to validation)."),
+    model: str | None = typer.Option(None, "--model", help="Model (default: the one the prompts were tuned on)."),
+    png: Path | None = typer.Option(None, "--png", help="Write the transfer heatmap here."),
+    csv: Path | None = typer.Option(None, "--csv", help="Write the table (one row per prompt and target) here."),
+    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each target."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Evaluate every tuned prompt on every dataset: accuracy and relative performance."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from neurondb.tune.transfer import short_name, transfer
+
+    with one_line_errors():
+        df = transfer([p for p in prompts.split(",") if p.strip()],
+                      [d for d in data.split(",") if d.strip()], model,
+                      max_examples=max_examples, batch_size=batch_size, device=device,
+                      png=png, csv=csv, progress=not quiet)
+        table = Table(title="prompt transfer: relative = acc(T | S) / acc(T | T) x 100")
+        for col in ("prompt", "tuned on", "seed", "target", "n", "accuracy", "relative %"):
+            table.add_column(col, justify="left" if col in ("prompt", "tuned on", "target")
+                             else "right")
+        for r in df.itertuples():
+            table.add_row(str(r.prompt), short_name(r.source), _fmt(r.seed, ""),
+                          f"{short_name(r.target_key)}:{r.split}", str(r.n),
+                          _fmt(r.accuracy), _fmt(r.relative, ".1f"))
+        Console().print(table)
+        for f in (png, csv):
+            if f:
+                typer.echo(f"wrote {f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune_command)
+    app.command("transfer")(transfer_command)
