@@ -395,18 +395,22 @@ class _Extraction:
         writer = BackgroundWriter(threaded=self.cfg.writer_thread)
         run_path = self.out / RUNS_DIR / info.run
         try:
+            shards: list[ShardWriter] = []
             with FFNCapture(self.lm.model, self.lm.adapter, grad=info.grad) as cap:
-                for k in mine:
-                    shard = ShardWriter(run_path, k, info, self.shape.widths,
-                                        self.expected_rows(lengths[chunks[k]]), self.dist.rank)
-                    try:
+                try:
+                    for k in mine:
+                        shard = ShardWriter(run_path, k, info, self.shape.widths,
+                                            self.expected_rows(lengths[chunks[k]]), self.dist.rank)
+                        shards.append(shard)
                         self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task)
-                        writer.submit(shard.commit)
-                        writer.flush()
-                    except BaseException:
-                        writer.drain()
-                        shard.abort()
-                        raise
+                        writer.submit(shard.commit)  # checksums and fsync overlap the next chunk
+                    writer.flush()
+                except BaseException:
+                    writer.drain()
+                    for sh in shards:
+                        if not sh.committed:
+                            sh.abort()
+                    raise
         finally:
             writer.close()
         info.seconds = round(time.perf_counter() - t0, 3)

@@ -95,6 +95,7 @@ class _PeriodicWorker:
         self.mask_t = (None if thr.mask is None
                        else _tile_rows(_chunk_major(thr.mask[perm], self.ncc, self.cw), n_tile))
         self.y_block = classes[lay.block_ex]
+        self.classes = [int(c) for c in np.unique(self.y_block) if c >= 0] or [0]
         self.nexb = -(-(S - 1 + self.cr) // S)
 
     def run(self, blocks: list[Block]) -> np.ndarray:
@@ -130,23 +131,23 @@ class _PeriodicWorker:
         acc += acc64.view(np.uint8)
         return acc
 
-    @staticmethod
-    def _count(g64: np.ndarray, yb: np.ndarray, acc64: np.ndarray) -> None:
+    def _count(self, g64: np.ndarray, yb: np.ndarray, acc64: np.ndarray) -> None:
         """Add the examples ``g64`` ``[ncc, n <= 255, words]`` to ``acc64[class]`` by class."""
-        labelled = yb >= 0
-        present = np.unique(yb[labelled])
-        if present.size == 0:
-            return
-        if labelled.all():
+        first, *others = self.classes
+        if (yb >= 0).all():
             rest = np.add.reduce(g64, axis=1)
-            for c in present[1:]:
-                part = np.add.reduce(g64[:, yb == c], axis=1)
-                acc64[c] += part
-                rest -= part
-            acc64[present[0]] += rest
+            for c in others:
+                sel = yb == c
+                if sel.any():
+                    part = np.add.reduce(g64[:, sel], axis=1)
+                    acc64[c] += part
+                    rest -= part
+            acc64[first] += rest
         else:
-            for c in present:
-                acc64[c] += np.add.reduce(g64[:, yb == c], axis=1)
+            for c in self.classes:
+                sel = yb == c
+                if sel.any():
+                    acc64[c] += np.add.reduce(g64[:, sel], axis=1)
 
     def finish(self, acc: np.ndarray, out: np.ndarray) -> np.ndarray:
         C, S, ncc, cw, cwp, d = self.C, self.S, self.ncc, self.cw, self.cwp, self.raw.d

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.compute as pc
 
 from neurondb.query.errors import QueryError
 from neurondb.store.errors import StoreError
@@ -158,8 +159,9 @@ def load_layout(store: Store, info: RunInfo, stack: str) -> RunLayout:
     if n and (ex_idx.max() >= ids.size or not np.array_equal(ids[np.minimum(ex_idx, ids.size - 1)], rid)):
         raise StoreError(f"run {info.run!r}: rows.parquet names examples that examples.parquet "
                          "lacks; the run is damaged, re-extract it")
-    slot_col = t.column("slot").to_numpy(zero_copy_only=False).astype(str)
-    uniq, inv = np.unique(slot_col, return_inverse=True)
+    enc = pc.dictionary_encode(t.column("slot")).combine_chunks()
+    uniq = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    inv = enc.indices.to_numpy(zero_copy_only=False)
     order = sorted(range(len(uniq)), key=lambda i: slot_key(str(uniq[i])))
     rank = np.empty(len(uniq), np.int64)
     rank[order] = np.arange(len(uniq))

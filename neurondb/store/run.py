@@ -229,6 +229,7 @@ class ShardWriter:
         self.tensors: dict[str, TensorWriter] = {}
         self.stats: RunningStats | None = None
         self.counts = {"n_examples": 0, "n_correct": 0, "n_scored": 0, "n_tokens": 0}
+        self.committed = False
         self.n_rows: dict[str, int] = dict.fromkeys(widths, 0)
         if info.mode == "tokens":
             self.tensors["activations"] = TensorWriter(self.tmp / ACTIVATIONS, widths, info.dtype,
@@ -300,6 +301,7 @@ class ShardWriter:
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)
+        self.committed = True
         return info
 
     def abort(self) -> None:

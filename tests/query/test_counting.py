@@ -140,7 +140,8 @@ def test_property_periodic(tmp_path_factory, n, S, d, dtype, seed, small):
         y = rng.integers(0, 2, n)
         # coarse values so that ties h == base occur
         acts = {("encoder", 0): np.round(rng.standard_normal((n, S, d)), 1)}
-        write_periodic_run(root, "ev", "validation", y, slots, acts, dtype=dtype)
+        write_periodic_run(root, "ev", "validation", y, slots, acts, dtype=dtype,
+                           label_names=["neg", "pos"])
     finally:
         tensors.CHUNK_BYTES = old
     base_by_slot = {s: np.round(rng.standard_normal(d), 1) for s in slots}
