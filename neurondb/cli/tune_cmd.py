@@ -75,15 +75,17 @@ def tune_command(
             max_examples=max_examples, max_length=max_length, init=init, pool=pool,
             device=device, overwrite=overwrite, progress=not quiet)
         table = Table(title=f"prompt tuning: {model} on {data}, {prompt_tokens} tokens")
-        for col in ("seed", "validation acc", "kept epoch", "epochs run", "first loss",
-                    "last loss", "seconds", "prompt directory"):
-            table.add_column(col, justify="left" if col == "prompt directory" else "right")
+        for col in ("prompt", "seed", "validation acc", "kept epoch", "epochs run",
+                    "first loss", "last loss", "seconds"):
+            table.add_column(col, justify="left" if col == "prompt" else "right", no_wrap=True)
         for d in dirs:
             m = json.loads((d / PROMPT_JSON).read_text())
-            table.add_row(str(m["seed"]), _fmt(m["best_eval_accuracy"]), str(m["best_epoch"]),
-                          str(m["epochs_run"]), _fmt(m["first_train_loss"]),
-                          _fmt(m["final_train_loss"]), _fmt(m["seconds"], ".1f"), str(d))
+            table.add_row(d.name, str(m["seed"]), _fmt(m["best_eval_accuracy"]),
+                          str(m["best_epoch"]), str(m["epochs_run"]), _fmt(m["first_train_loss"]),
+                          _fmt(m["final_train_loss"]), _fmt(m["seconds"], ".1f"))
         Console().print(table)
+        typer.echo(f"prompts in {out}; use one with: neurondb extract {model} --data {data} "
+                   f"--prompt {dirs[0]} --out STORE")
 
 
 def transfer_command(
@@ -113,7 +115,8 @@ def transfer_command(
             table.add_column(col, justify="left" if col in ("prompt", "tuned on", "target")
                              else "right")
         for r in df.itertuples():
-            table.add_row(str(r.prompt), short_name(r.source), _fmt(r.seed, ""),
+            table.add_row(f"{Path(r.prompt).parent.name}/{Path(r.prompt).name}",
+                          short_name(r.source), _fmt(r.seed, ""),
                           f"{short_name(r.target_key)}:{r.split}", str(r.n),
                           _fmt(r.accuracy), _fmt(r.relative, ".1f"))
         Console().print(table)

@@ -82,7 +82,8 @@ class QueryConnection:
             if info.mode != "tokens":
                 continue
             shards = self.store.shards(info.run)
-            offs = {s: self.store.row_offsets(info.run, s) for s in self.store.shape.stacks}
+            offs = {s: self.store.row_offsets(info.run, s)
+                    for s in self.store.shape_of(info.run).stacks}
             for k, (p, _) in enumerate(shards):
                 f = p / ROWS
                 if not f.exists():
@@ -106,9 +107,15 @@ class QueryConnection:
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM _empty_{view}")
 
     def _create_views(self) -> None:
-        run_files = self._files(RUN_TABLE)
-        if run_files:
-            self._view("runs", run_files, None)
+        parts = []
+        for info in self.store.runs():
+            f = self.store.run_dir(info.run) / RUN_TABLE
+            if f.exists():
+                path = str(f).replace("'", "''")
+                name = self.store.root_of(info.run).name.replace("'", "''")
+                parts.append(f"SELECT * REPLACE ('{name}' AS store) FROM read_parquet('{path}')")
+        if parts:
+            self.con.execute("CREATE VIEW runs AS " + " UNION ALL BY NAME ".join(parts))
         else:
             self.con.execute("CREATE VIEW runs AS SELECT NULL::VARCHAR AS run, "
                              "NULL::VARCHAR AS split WHERE false")
@@ -173,16 +180,18 @@ class QueryConnection:
         if kind == "gradients":
             runs = [i for i in runs if i.grad]
         runs = [i for i in runs if st.shards(i.run)]  # a run with no complete shard yet
-        shape = st.shape
-        stacks = [st.default_stack(stack)] if stack is not None else list(shape.stacks)
         parts = []
         total = 0
         for info in runs:
+            shape = st.shape_of(info.run)
+            if stack is not None and stack not in shape.stacks:
+                continue
+            stacks = [stack] if stack is not None else list(shape.stacks)
             for s in stacks:
                 layers = [layer] if layer is not None else range(shape.n_layers(s))
                 rows = None
                 for lay in layers:
-                    st._check_layer(s, lay)
+                    st._check_layer(s, lay, info.run)
                     d_ff = shape.d_ff(s, lay)
                     idx = np.arange(d_ff) if neurons is None else np.asarray(neurons, np.int64)
                     if idx.size and (idx.min() < 0 or idx.max() >= d_ff):

@@ -142,8 +142,12 @@ class Store:
     def root_of(self, run: str) -> Path:
         return self._runs[self.run(run).run][0]
 
-    def default_stack(self, stack: str | None) -> str:
-        stacks = self.shape.stacks
+    def shape_of(self, run: str) -> ModelShape:
+        """The shape of the model a run was extracted from (stores opened together may differ)."""
+        return self.manifests[self.root_of(run)].model.shape
+
+    def default_stack(self, stack: str | None, run: str | None = None) -> str:
+        stacks = (self.shape_of(run) if run is not None else self.shape).stacks
         if stack is None:
             return stacks[0]
         if stack not in stacks:
@@ -192,7 +196,7 @@ class Store:
              stack: str | None = None) -> pa.Table:
         """Row index of the captured tokens of one stack, sorted by global ``row``."""
         info = self.run(run, split, "tokens" if run is None else None)
-        stack = self.default_stack(stack)
+        stack = self.default_stack(stack, info.run)
         parts = []
         for (p, _), off in zip(self.shards(info.run), self.row_offsets(info.run, stack)):
             f = p / ROWS
@@ -249,8 +253,8 @@ class Store:
                     rows: slice | np.ndarray | None = None, kind: str = "activations") -> np.ndarray:
         """float32 ``[rows, neurons]`` of one (stack, layer); rows align with :meth:`rows`."""
         info = self.run(run, split, "tokens" if run is None else None)
-        stack = self.default_stack(stack)
-        self._check_layer(stack, layer)
+        stack = self.default_stack(stack, info.run)
+        self._check_layer(stack, layer, info.run)
         return self.tensor(info.run, kind).read(stack, layer, rows, neurons)
 
     def gradients(self, layer: int, **kw) -> np.ndarray:
@@ -262,12 +266,12 @@ class Store:
                          kind: str = "activations") -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start_row, float32 [n, neurons])`` blocks; memory bounded by a block."""
         info = self.run(run, split, "tokens" if run is None else None)
-        stack = self.default_stack(stack)
-        self._check_layer(stack, layer)
+        stack = self.default_stack(stack, info.run)
+        self._check_layer(stack, layer, info.run)
         yield from self.tensor(info.run, kind).iter_chunks(stack, layer, chunk_rows, neurons)
 
-    def _check_layer(self, stack: str, layer: int) -> None:
-        n = self.shape.n_layers(stack)
+    def _check_layer(self, stack: str, layer: int, run: str | None = None) -> None:
+        n = (self.shape_of(run) if run is not None else self.shape).n_layers(stack)
         if not 0 <= layer < n:
             raise StoreError(f"layer {layer} is out of range: stack {stack!r} has layers 0..{n - 1}")
 

@@ -84,3 +84,26 @@ def test_python_api_matches_sql(store):
     chunks = list(st.iter_activations(0, chunk_rows=5))
     assert sum(c.shape[0] for _, c in chunks) == 24 and all(c.shape[0] <= 5 for _, c in chunks)
     st.close()
+
+
+def test_two_stores_open_together(store, tmp_path, tiny_path, sentiment_dir):
+    other = tmp_path / "other"
+    res = runner.invoke(app, ["extract", str(tiny_path("gpt2")), "--data", str(sentiment_dir),
+                              "--template", "{text} It was {mask}.", "--verbalizer", "bad,good",
+                              "--positions", "last", "--run", "gpt2-val", "--out", str(other)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["query", str(store), "SELECT store, run, count(*) AS n FROM examples "
+                              "JOIN runs USING (run) GROUP BY ALL ORDER BY run", "--with", str(other),
+                              "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()[1:]
+    assert lines == ['"other","gpt2-val",12', '"store","sentiment0-train",24',
+                     '"store","sentiment0-validation",12']
+    res = runner.invoke(app, ["query", str(store), "SELECT count(*) AS n FROM activations("
+                              "run := 'gpt2-val', stack := 'decoder', layer := 1)", "--with",
+                              str(other), "--format", "csv"])
+    # each run is read with its own model's shape (12 rows x 48 neurons)
+    assert res.exit_code == 0 and res.output.strip().splitlines()[1] == "576"
+    res = runner.invoke(app, ["query", str(store), "SELECT count(*) FROM activations(layer := 7)",
+                              "--with", str(other)])
+    assert res.exit_code == 2 and "layer 7 is out of range" in res.output
