@@ -130,18 +130,23 @@ def reference_loop(st, n: int) -> tuple[float, np.ndarray]:
 
 
 def child_rss(path: Path, threads: int) -> dict:
-    """Peak RSS of a fresh process that imports neurondb, then of the same after predictivity."""
+    """Peak RSS (VmHWM: this process's own high-water mark, which exec resets, unlike
+    ``ru_maxrss`` that inherits the parent's at fork) of a fresh process after importing
+    neurondb and opening the store, and after ``predictivity()`` on it."""
     code = (
-        "import resource, json, time\n"
+        "import json, time\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1]) / 1024\n"
         "from neurondb.query import predictivity\n"
         "from neurondb.store import open_store\n"
         f"st = open_store({str(path)!r})\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "before = hwm()\n"
         "t0 = time.perf_counter()\n"
         f"predictivity(st, 'ev', 'tr', write=False, threads={threads})\n"
         "dt = time.perf_counter() - t0\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'before_mb': before / 1024, 'peak_mb': after / 1024, 'seconds': dt}))\n"
+        "print(json.dumps({'before_mb': before, 'peak_mb': hwm(), 'seconds': dt}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -156,6 +161,16 @@ def full_scan_top(st, layer: int, neuron: int, k: int = 10) -> tuple[float, np.n
     return time.perf_counter() - t0, top
 
 
+def wait_for_idle(max_wait: float, threshold: float = 0.7) -> float:
+    """Sleep until the 1-minute load average has been below ``threshold`` for three checks in a
+    row, 10 s apart (at most ``max_wait`` s)."""
+    t0, calm = time.time(), 0
+    while calm < 3 and time.time() - t0 < max_wait:
+        calm = calm + 1 if os.getloadavg()[0] < threshold else 0
+        time.sleep(10)
+    return time.time() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", type=Path, default=Path("/tmp/neurondb-bench-query"))
@@ -165,6 +180,8 @@ def main() -> None:
                     help="examples the reference loop runs on (extrapolated if fewer than all)")
     ap.add_argument("--threads", type=int, default=None, help="kernel threads (default: cores, at most 4)")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="before measuring, wait up to S seconds for the load average to drop below 0.7")
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
     threads = args.threads or default_threads()
@@ -184,6 +201,9 @@ def main() -> None:
         f"{SLOTS} slots, float16, {info['bytes'] / 1e9:.2f} GB activations ({info['labels']}); "
         f"written in {info['seconds']:.0f} s")
     st = open_store(main_dir)
+    waited = wait_for_idle(args.wait_idle) if args.wait_idle > 0 else 0.0
+    load0 = os.getloadavg()[0]
+    say(f"load average before measuring: {load0:.2f} (waited {waited:.0f} s for idle)")
 
     # 1. predictivity vs numpy sum
     t_sum = numpy_sum_seconds(st)
@@ -251,7 +271,7 @@ def main() -> None:
         cmd = "python bench/query.py " + " ".join(sys.argv[1:])
         env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"numpy {np.__version__}, Python {platform.python_version()}, "
-               f"load average at start {os.getloadavg()[0]:.2f}; files in the page cache (warm)")
+               f"load average at end {os.getloadavg()[0]:.2f}; store files in the page cache (warm)")
         section = [HEADING, "", f"Command: `{cmd.strip()}` (run {time.strftime('%Y-%m-%d')}, "
                    f"{time.time() - started:.0f} s). {env}.", "", "```", *lines, "```", ""]
         write_section(section)

@@ -10,4 +10,13 @@ open = open_store  # noqa: A001  (neurondb.open(path) is the public spelling)
 from neurondb import extract  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))
 
 
-__all__ = ["Store", "open", "open_store", "extract", "__version__"]
+
+
+def load_pruned(path, model_class=None, **kwargs):
+    """Load a model exported by ``neurondb prune`` (see :func:`neurondb.intervene.load_pruned`)."""
+    from neurondb.intervene.export import load_pruned as _load
+
+    return _load(path, model_class=model_class, **kwargs)
+
+
+__all__ = ["load_pruned", "Store", "open", "open_store", "extract", "__version__"]

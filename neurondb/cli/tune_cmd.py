@@ -41,6 +41,7 @@ def tune_command(
     patience: int = typer.Option(defaults.PATIENCE, "--patience", help="Stop after this many epochs without a better validation accuracy (0: never)."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size"),
     max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each split."),
+    max_eval_examples: int | None = typer.Option(None, "--max-eval-examples", help="Only the first N validation examples (default: --max-examples)."),
     template: str | None = typer.Option(None, "--template", help="Template with {text}/{text1}/{text2} and a {mask} slot."),
     verbalizer: str | None = typer.Option(None, "--verbalizer", help="Comma list of label words, in label order."),
     task: str | None = typer.Option(None, "--task", help="Task preset: sst2, imdb, mrpc, qqp, qnli, rte, ag_news, movie_reviews."),
@@ -72,15 +73,15 @@ def tune_command(
             verbalizer=verbalizer.split(",") if verbalizer else None, task=task,
             readout=readout, prompt_tokens=prompt_tokens, seeds=_int_list(seeds, "--seeds"),
             lr=lr, head_lr=head_lr, epochs=epochs, patience=patience, batch_size=batch_size,
-            max_examples=max_examples, max_length=max_length, init=init, pool=pool,
+            max_examples=max_examples, max_eval_examples=max_eval_examples, max_length=max_length, init=init, pool=pool,
             device=device, overwrite=overwrite, progress=not quiet)
         table = Table(title=f"prompt tuning: {model} on {data}, {prompt_tokens} tokens")
-        for col in ("prompt", "seed", "validation acc", "kept epoch", "epochs run",
-                    "first loss", "last loss", "seconds"):
-            table.add_column(col, justify="left" if col == "prompt" else "right", no_wrap=True)
+        for col in ("prompt", "val acc", "kept", "epochs", "loss 1st", "loss last", "s"):
+            table.add_column(col, justify="left" if col == "prompt" else "right", no_wrap=True,
+                             min_width=len(col))
         for d in dirs:
             m = json.loads((d / PROMPT_JSON).read_text())
-            table.add_row(d.name, str(m["seed"]), _fmt(m["best_eval_accuracy"]),
+            table.add_row(d.name, _fmt(m["best_eval_accuracy"]),
                           str(m["best_epoch"]), str(m["epochs_run"]), _fmt(m["first_train_loss"]),
                           _fmt(m["final_train_loss"]), _fmt(m["seconds"], ".1f"))
         Console().print(table)
@@ -111,7 +112,7 @@ def transfer_command(
                       max_examples=max_examples, batch_size=batch_size, device=device,
                       png=png, csv=csv, progress=not quiet)
         table = Table(title="prompt transfer: relative = acc(T | S) / acc(T | T) x 100")
-        for col in ("prompt", "tuned on", "seed", "target", "n", "accuracy", "relative %"):
+        for col in ("prompt", "tuned on", "seed", "target", "n", "acc", "rel %"):
             table.add_column(col, justify="left" if col in ("prompt", "tuned on", "target")
                              else "right")
         for r in df.itertuples():

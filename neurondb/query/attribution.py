@@ -69,10 +69,11 @@ class ExampleReducer:
         if self.agg == "max":
             seg = np.maximum.reduceat(v, starts, axis=0).astype(np.float64)
         else:
-            w = np.ones(v.shape[0]) if self.weights is None else self.weights[ex]
+            w = (np.ones(v.shape[0], np.float32) if self.weights is None
+                 else self.weights[ex].astype(np.float32))
             ids = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, v.shape[0]]))
             onehot = sp.csr_matrix((w, (ids, np.arange(v.shape[0]))), shape=(starts.size, v.shape[0]))
-            seg = np.asarray(onehot @ v.astype(np.float64))
+            seg = np.asarray(onehot @ v, dtype=np.float64)  # float32 sums within one chunk
         if self._carry is not None:
             if seg_ex[0] == self._carry_ex:
                 seg[0] = np.maximum(seg[0], self._carry) if self.agg == "max" else seg[0] + self._carry
@@ -128,7 +129,11 @@ def _paired_chunks(store: Store, run: str, stack: str, layer: int, method: str,
 
 def layer_scores(store: Store, lay: RunLayout, layer: int, keep: np.ndarray, method: str,
                  token_agg: str, abs_when: str, chunk_rows: int | None = None) -> tuple[np.ndarray, int]:
-    """``(sum over examples of the aggregated value [d], n_examples)`` for one layer of a run."""
+    """``(sum over examples of the aggregated value [d], n_examples)`` for one layer of a run.
+
+    Streams ``chunk_rows`` rows at a time (default 4096): memory is a few chunks of float32.
+    """
+    chunk_rows = chunk_rows or 4096
     d = None
     red: ExampleReducer | None = None
     weights = None

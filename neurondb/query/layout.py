@@ -168,16 +168,18 @@ def load_layout(store: Store, info: RunInfo, stack: str) -> RunLayout:
     slots = [str(uniq[i]) for i in order]
     slot_idx = rank[inv].astype(np.int64)
     S = len(slots)
-    key = ex_idx * max(S, 1) + slot_idx
-    if n and np.unique(key).size != n:
-        raise StoreError(f"run {info.run!r}: an example has two rows of the same slot in stack "
-                         f"{stack!r}; the run is damaged, re-extract it")
     period = block_slots = block_ex = None
     if n and S and n % S == 0:
         bs = slot_idx.reshape(-1, S)
         be = ex_idx.reshape(-1, S)
         if (bs == bs[0]).all() and (be == be[:, :1]).all():
             period, block_slots, block_ex = S, bs[0].copy(), be[:, 0].copy()
+    # one row per (example, slot): blocks of distinct examples, or distinct pairs
+    dup = (np.unique(block_ex).size != block_ex.size if period is not None
+           else np.unique(ex_idx * max(S, 1) + slot_idx).size != n)
+    if dup:
+        raise StoreError(f"run {info.run!r}: an example has two rows of the same slot in stack "
+                         f"{stack!r}; the run is damaged, re-extract it")
     return RunLayout(run=info.run, stack=stack, n_rows=n, slots=slots, slot_idx=slot_idx,
                      ex_idx=ex_idx, positions=t.column("position").to_numpy().astype(np.int64),
                      example_ids=ids, labels=labels, label_names=names, period=period,

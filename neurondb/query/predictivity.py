@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,13 @@ def accuracy_from_counts(G: np.ndarray, N: np.ndarray, present: Sequence[int],
     return SlotAccuracy(acc=acc, pred=pred, tasks=tasks)
 
 
+def accuracy_from_agreement(A: np.ndarray, N: np.ndarray, positive: int) -> SlotAccuracy:
+    """Binary task from agreement counts ``A`` ``[S, d]`` and labelled rows ``N`` ``[S]``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = A / N.astype(np.float64)[:, None]
+    return SlotAccuracy(acc=acc[None], pred=np.maximum(acc, 1.0 - acc), tasks=[positive])
+
+
 @dataclass
 class PromptResult:
     """Per neuron of one ``(prompt, stack, layer)``: peak predictivity, its slot, accuracy, class."""
@@ -136,8 +145,8 @@ def _check_compatible(base: Baseline, ev_store: Store, lay: RunLayout, want: lis
                          "capture the same positions for both, or restrict with --slots")
 
 
-def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, layer: int, want: list[str],
-                 classes: np.ndarray, present: list[int], over_classes: str,
+def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, want: list[str],
+                 classes: np.ndarray, present: list[int], over_classes: str, layer: int,
                  threads: int) -> PromptResult:
     """Predictivity of one prompt for one ``(stack, layer)`` (SPEC §2 steps 1–4)."""
     stack = lay.stack
@@ -150,12 +159,31 @@ def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, layer: int, wa
     if np.isnan(thr_base[sel]).any():
         raise QueryError(f"baseline run {base.run!r} has NaN means in {stack} layer {layer}; "
                          "re-capture the training split")
+    N = lay.class_slot_counts()[:, sel]
     with RawLayer(ev_store, lay.run, stack, layer) as raw:
         thr = Thresholds.from_base(thr_base, raw.storage)
-        G = count_above(raw, thr, lay, classes, len(lay.label_names), threads=threads)
-    N = lay.class_slot_counts()
-    sa = accuracy_from_counts(G[:, sel], N[:, sel], present, over_classes)
+        if len(present) == 2:
+            A = count_above(raw, thr, lay, classes, len(lay.label_names), threads=threads,
+                            positive=present[-1])
+            sa = accuracy_from_agreement(A[sel], N[present].sum(0), present[-1])
+        else:
+            G = count_above(raw, thr, lay, classes, len(lay.label_names), threads=threads)
+            sa = accuracy_from_counts(G[:, sel], N, present, over_classes)
     return peak_over_slots(sa, want)
+
+
+def _map_layers(fn, layers: range, threads: int) -> list:
+    """``[fn(layer, inner_threads) for layer in layers]``, layers run ``threads`` at a time.
+
+    Whole layers in parallel overlap each layer's setup (chunk index, thresholds) with the
+    other's kernel; with fewer layers than threads the rest go to the blocks of each layer.
+    """
+    outer = max(1, min(threads, len(layers)))
+    inner = max(1, threads // outer)
+    if outer == 1:
+        return [fn(layer, inner) for layer in layers]
+    with ThreadPoolExecutor(max_workers=outer) as pool:
+        return list(pool.map(lambda layer: fn(layer, inner), layers))
 
 
 def _eval_classes(lay: RunLayout) -> tuple[np.ndarray, list[int]]:
@@ -224,10 +252,11 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
                                  "classes, evaluate on a split with both labels")
             class_names = lay.label_names
             used_slots.setdefault(stack, want)
-            for layer in range(run_shape(store, ev.run).n_layers(stack)):
-                per.setdefault((stack, layer), []).append(
-                    prompt_layer(store, base, lay, layer, want, classes, present, over_classes,
-                                 threads))
+            layers = range(run_shape(store, ev.run).n_layers(stack))
+            store.tensor(ev.run)  # open the shared readers before any thread does
+            job = partial(prompt_layer, store, base, lay, want, classes, present, over_classes)
+            for layer, res in zip(layers, _map_layers(job, layers, threads)):
+                per.setdefault((stack, layer), []).append(res)
         n_examples.append(int(np.unique(lay.ex_idx).size))
     n_prompts = len(evals)
     for key, res in per.items():

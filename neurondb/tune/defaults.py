@@ -3,7 +3,7 @@
 AdamW on the prompt at ``LR`` and on a head at ``HEAD_LR``; chosen on the tiny test models
 and on MiniLM + movie_reviews (see ``neurondb.tune.train``)."""
 
-LR = 0.03
+LR = 0.01
 HEAD_LR = 0.01
 EPOCHS = 30
 BATCH_SIZE = 16

@@ -55,6 +55,9 @@ def check_prompt(lm: LoadedModel, prompt: SoftPrompt) -> None:
     if prompt.has_head and lm.readout != "head":
         raise TuneError(f"{where} carries a classification head but {lm.name} was loaded with "
                         f"readout {lm.readout!r}; load it with readout 'head'")
+    if lm.readout == "head" and not prompt.has_head:
+        raise TuneError(f"readout 'head' reads the label through a head, and {where} has none; "
+                        "use a prompt made by `neurondb tune` for an encoder without an LM head")
 
 
 def readout_for(lm: LoadedModel, prompt: SoftPrompt | None, template: str | Template | None = None,

@@ -13,8 +13,10 @@ from neurondb.extract.model import LoadedModel
 from neurondb.tune.errors import TuneError
 
 INITS = ("vocab", "random")
+# PEFT task type per readout: the masked-LM and classifier models keep their own heads, so
+# PEFT's feature-extraction wrapper (prepend the prompt, call the model) fits them.
 PEFT_TASK_TYPES = {"mlm": "FEATURE_EXTRACTION", "causal": "CAUSAL_LM",
-                   "seq2seq": "SEQ_2_SEQ_LM", "classifier": "SEQ_CLS"}
+                   "seq2seq": "SEQ_2_SEQ_LM", "classifier": "FEATURE_EXTRACTION"}
 
 
 def _config(lm: LoadedModel, n_tokens: int, init: str, readout: str | None = None):

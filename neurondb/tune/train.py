@@ -8,13 +8,15 @@ small linear head ``[C, d_model]`` trained with the prompt and saved with it. Ev
 runs ``neurondb.extract.forward`` (via :mod:`neurondb.tune.readout`), so what is trained is
 exactly what ``neurondb extract --prompt`` computes.
 
-Defaults (chosen on the tiny test models and on MiniLM + movie_reviews; see README):
-AdamW, prompt learning rate 0.03 (``lr``), head learning rate 0.01 (``head_lr``), no weight
-decay, gradient norm clipped at 1, batch 16, at most 30 epochs with early stopping after 5
-epochs without a better validation accuracy; the prompt of the best validation epoch is
-kept (ties: lower validation loss). The model stays in eval mode (dropout off), so training
-and extraction compute the same function. Lester et al. used Adafactor with lr 0.3; with
-Adam's per-coordinate normalisation that step is far too large for BERT-scale embeddings.
+Defaults (``neurondb.tune.defaults``): AdamW, prompt learning rate 0.01 (``lr``), head
+learning rate 0.01 (``head_lr``), no weight decay, gradient norm clipped at 1, batch 16, at
+most 30 epochs with early stopping after 5 epochs without a better validation accuracy; the
+prompt of the best validation epoch is kept (ties: lower validation loss). On MiniLM +
+movie_reviews (P=20, 256 training sentences) lr 0.01/0.01 reached 0.77 validation accuracy
+in 3 epochs with ``pool="mean"``; 0.003 and 0.3 learned slower. Lester et al. used Adafactor
+at lr 0.3, whose steps scale with the parameter's RMS; Adam's per-coordinate steps of that
+size swamp BERT-scale embeddings (std ~0.05). The model stays in eval mode (dropout off), so
+training and extraction compute the same function.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,6 @@ class TuneConfig:
     overwrite: bool = False
     peft_adapter: bool = True
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +109,11 @@ class TunedPrompt:
 def seed_dir(out: str | Path, seed: int) -> Path:
     """Directory of one seed's prompt: ``OUT/seed-<k>``."""
     return Path(out) / f"seed-{seed}"
+
+
+def _abs_if_local(name: str) -> str:
+    p = Path(name)
+    return str(p.resolve()) if p.exists() else name
 
 
 def _check_hparams(cfg: TuneConfig) -> None:
@@ -266,7 +272,8 @@ class PromptTuner:
         labels = list(tr.label_names) + [str(i) for i in range(len(tr.label_names), ro.n_classes)]
         meta = {
             "kind": "neurondb-tuned-prompt",
-            "model": cfg.model, "model_path": lm.name, "model_class": type(lm.model).__name__,
+            "model": cfg.model, "model_path": _abs_if_local(lm.name),
+            "model_class": type(lm.model).__name__,
             "model_fingerprint": self.fingerprint, "d_model": self.d_model,
             "template": ro.template.source, "verbalizer": ro.verbalizer or None,
             "readout": lm.readout,
@@ -283,7 +290,7 @@ class PromptTuner:
                         "patience": cfg.patience, "init": cfg.init,
                         "max_examples": cfg.max_examples, "max_length": ro.encoder.max_length,
                         "device": str(lm.device)},
-            "data": {"source": cfg.data, "key": data_key(cfg.data, tr.config), "name": tr.name,
+            "data": {"source": cfg.data, "key": data_key(cfg.data, cfg.data_config), "name": tr.name,
                      "config": tr.config, "split": tr.split, "fingerprint": tr.fingerprint,
                      "n_examples": len(tr), "eval_split": va.split if va else None,
                      "eval_fingerprint": va.fingerprint if va else None,
@@ -330,6 +337,11 @@ class PromptTuner:
                  f"(readout {self.lm.readout}, {ro.n_classes} classes, device {self.lm.device}); "
                  f"{len(self.train_data)} {self.train_data.split} examples"
                  + (f", {len(self.eval_data)} {self.eval_data.split}" if self.eval_data else ""))
+        va = self.eval_data
+        if va is not None and va.fingerprint == self.train_data.fingerprint \
+                and va.split != self.train_data.split:
+            rep.info(f"warning: {self.cfg.data} gives the same examples for {va.split!r} as for "
+                     f"{self.train_data.split!r} (a single file?); validation is training data")
         out: list[Path] = []
         try:
             Path(self.cfg.out).mkdir(parents=True, exist_ok=True)
@@ -345,14 +357,36 @@ class PromptTuner:
         return out
 
 
-def tune_prompt(model: str, data: str, out: str | Path, **kwargs) -> list[Path]:
+def tune_prompt(model: str, data: str, out: str | Path, *, split: str = "train",
+                eval_split: str | None = "validation", data_config: str | None = None,
+                text_fields: list[str] | None = None, label_field: str = "label",
+                template: str | None = None, verbalizer: list[str] | None = None,
+                task: str | None = None, readout: str = "auto", prompt_tokens: int = 100,
+                seeds: tuple[int, ...] | list[int] = (1, 2, 3), lr: float = DEFAULT_LR,
+                head_lr: float = DEFAULT_HEAD_LR, weight_decay: float = 0.0,
+                max_grad_norm: float = 1.0, epochs: int = DEFAULT_EPOCHS,
+                batch_size: int = DEFAULT_BATCH_SIZE, eval_batch_size: int = 32,
+                max_examples: int | None = None, max_eval_examples: int | None = None,
+                max_length: int | None = None, patience: int = DEFAULT_PATIENCE,
+                init: str = "vocab", pool: str = "mask", device: str = "auto",
+                overwrite: bool = False, peft_adapter: bool = True,
+                progress: bool = True) -> list[Path]:
     """Tune one soft prompt per seed on ``data`` for the frozen ``model``; write each to
     ``OUT/seed-<k>/`` (a directory ``neurondb extract --prompt`` reads) and return them.
 
-    Keyword arguments are the fields of :class:`TuneConfig`: split, eval_split, data_config,
-    text_fields, label_field, template, verbalizer, task, readout, prompt_tokens, seeds, lr,
-    head_lr, weight_decay, max_grad_norm, epochs, batch_size, eval_batch_size, max_examples,
-    max_eval_examples, max_length, patience, init (``vocab``/``random``), pool
-    (``mask``/``first``/``mean``, head readout), device, overwrite, peft_adapter, progress.
+    The arguments are the fields of :class:`TuneConfig`. ``readout="auto"`` reads the label
+    as the model's head allows, with a trained linear head for an encoder without one;
+    ``init``: ``vocab`` or ``random``; ``pool`` (head readout): ``mask``, ``first`` or
+    ``mean``; ``eval_split=None`` keeps the last epoch instead of the best validation one.
     """
-    return PromptTuner(TuneConfig(model=model, data=data, out=out, **kwargs)).run()
+    cfg = TuneConfig(
+        model=model, data=data, out=out, split=split, eval_split=eval_split,
+        data_config=data_config, text_fields=text_fields, label_field=label_field,
+        template=template, verbalizer=verbalizer, task=task, readout=readout,
+        prompt_tokens=prompt_tokens, seeds=tuple(seeds), lr=lr, head_lr=head_lr,
+        weight_decay=weight_decay, max_grad_norm=max_grad_norm, epochs=epochs,
+        batch_size=batch_size, eval_batch_size=eval_batch_size, max_examples=max_examples,
+        max_eval_examples=max_eval_examples, max_length=max_length, patience=patience,
+        init=init, pool=pool, device=device, overwrite=overwrite, peft_adapter=peft_adapter,
+        progress=progress)
+    return PromptTuner(cfg).run()

@@ -79,7 +79,8 @@ class _Target:
 def _model_name(prompts: list[SoftPrompt], model: str | None) -> str:
     if model:
         return model
-    names = {p.meta.get("model") for p in prompts}
+    names = {p.meta.get("model_path") if p.meta.get("model_path") and
+             Path(p.meta["model_path"]).exists() else p.meta.get("model") for p in prompts}
     if len(names) != 1 or None in names:
         raise TuneError("the prompts do not name one model (tuned on "
                         f"{', '.join(sorted(map(str, names)))}); pass --model")

@@ -32,14 +32,24 @@ def naive_counts(h, row_slot, row_class, base, n_classes):
     return G
 
 
-def run_kernel(root, run, stack, layer, base_by_slot, threads):
+def naive_agreement(h, row_slot, row_class, base, positive):
+    """``A[s, i]`` = labelled rows at slot s with (h > base[s]) == (y == positive)."""
+    A = np.zeros(base.shape, np.int64)
+    for r in range(h.shape[0]):
+        if row_class[r] >= 0:
+            A[row_slot[r]] += (h[r] > base[row_slot[r]]) == (row_class[r] == positive)
+    return A
+
+
+def run_kernel(root, run, stack, layer, base_by_slot, threads, positive=None):
     st = open_store(root)
     info = st.run(run)
     lay = load_layout(st, info, stack)
     base = np.stack([base_by_slot[s] for s in lay.slots])
     with RawLayer(st, run, stack, layer) as raw:
         thr = Thresholds.from_base(base, raw.storage)
-        G = count_above(raw, thr, lay, lay.labels, len(lay.label_names), threads=threads)
+        G = count_above(raw, thr, lay, lay.labels, len(lay.label_names), threads=threads,
+                        positive=positive)
     return G, lay, base
 
 
@@ -60,6 +70,10 @@ def test_periodic_many_chunk_rows(tmp_path, monkeypatch, dtype, threads):
     h = stored(acts[("encoder", 0)], dtype).reshape(n * len(slots), 70)
     want = naive_counts(h, lay.slot_idx, lay.labels[lay.ex_idx], base, len(lay.label_names))
     np.testing.assert_array_equal(G, want)
+    for positive in (1, 2):
+        A, _, _ = run_kernel(root, "ev", "encoder", 0, base_by_slot, threads, positive=positive)
+        np.testing.assert_array_equal(
+            A, naive_agreement(h, lay.slot_idx, lay.labels[lay.ex_idx], base, positive))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -70,7 +84,7 @@ def test_general_layout(tmp_path, monkeypatch, dtype, threads):
     root = make_store(tmp_path / "s", {"encoder": (20, 9)})
     rng = np.random.default_rng(4)
     n = 40
-    y = rng.integers(0, 2, n)
+    y = rng.integers(-1, 2, n)
     lens = rng.integers(1, 6, n)
     row_ex = np.repeat(np.arange(n), lens)
     row_slot = [f"pos:{i}" for L in lens for i in range(L)]
@@ -84,6 +98,9 @@ def test_general_layout(tmp_path, monkeypatch, dtype, threads):
         h = stored(acts[("encoder", layer)], dtype)
         want = naive_counts(h, lay.slot_idx, lay.labels[lay.ex_idx], base, 2)
         np.testing.assert_array_equal(G, want)
+        A, _, _ = run_kernel(root, "ev", "encoder", layer, base_by_slot, threads, positive=1)
+        np.testing.assert_array_equal(
+            A, naive_agreement(h, lay.slot_idx, lay.labels[lay.ex_idx], base, 1))
 
 
 def test_more_than_255_rows_per_group(tmp_path):
@@ -95,6 +112,8 @@ def test_more_than_255_rows_per_group(tmp_path):
     write_periodic_run(root, "ev", "validation", y, ["mask"], acts, dtype="float16")
     G, lay, _ = run_kernel(root, "ev", "encoder", 0, {"mask": np.zeros(8)}, 1)
     assert G[1, 0].tolist() == [n - 1] * 8 and G[0, 0].tolist() == [1] * 8
+    A, _, _ = run_kernel(root, "ev", "encoder", 0, {"mask": np.zeros(8)}, 1, positive=1)
+    assert A[0].tolist() == [n - 1] * 8
     row_ex = np.r_[0, np.arange(n)]  # example 0 has two rows: not periodic
     rows = ["pos:1"] + ["pos:0"] * n
     write_rows_run(root, "gen", "validation", y, row_ex, rows,
@@ -148,3 +167,5 @@ def test_property_periodic(tmp_path_factory, n, S, d, dtype, seed, small):
     G, lay, base = run_kernel(root, "ev", "encoder", 0, base_by_slot, 2)
     h = stored(acts[("encoder", 0)], dtype).reshape(n * S, d)
     np.testing.assert_array_equal(G, naive_counts(h, lay.slot_idx, lay.labels[lay.ex_idx], base, 2))
+    A, _, _ = run_kernel(root, "ev", "encoder", 0, base_by_slot, 2, positive=1)
+    np.testing.assert_array_equal(A, naive_agreement(h, lay.slot_idx, lay.labels[lay.ex_idx], base, 1))

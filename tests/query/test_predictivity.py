@@ -238,3 +238,23 @@ def test_property_matches_naive(tmp_path_factory, n_tr, n_ev, n_cls, S, seed, dt
         np.testing.assert_allclose(got["score"], score, atol=1e-12)
         assert got["slot"].tolist() == [slots[t] for t in slot]
         np.testing.assert_allclose(got["accuracy"], acc, atol=1e-12)
+
+
+def test_two_stacks(store_factory):
+    """An encoder-decoder shape: both stacks are scored, ranked per layer and globally."""
+    widths = {"encoder": (8,), "decoder": (8, 6)}
+    root = store_factory(widths)
+    plants = [("decoder", 1, 0, 4, 3.0, 1)]
+    tr = planted(60, SLOTS, seed=81, widths=widths, plants=plants)
+    ev = planted(50, SLOTS, seed=82, widths=widths, plants=plants)
+    write_stats_run(root, "tr", "train", tr.labels, SLOTS, tr.acts)
+    write_periodic_run(root, "ev", "validation", ev.labels, SLOTS, ev.acts, dtype="float16")
+    df = predictivity(root, "ev", "tr", scope="global", write=False)
+    assert len(df) == 22 and set(df["stack"]) == {"encoder", "decoder"}
+    assert (df.iloc[0]["stack"], df.iloc[0]["layer"], df.iloc[0]["neuron"]) == ("decoder", 1, 4)
+    only = predictivity(root, "ev", "tr", stacks=["decoder"], write=False)
+    assert set(only["stack"]) == {"decoder"} and len(only) == 14
+    both = predictivity(root, "ev", "tr", write=False)
+    np.testing.assert_array_equal(
+        both[both["stack"] == "decoder"].sort_values(["layer", "neuron"])["score"],
+        only.sort_values(["layer", "neuron"])["score"])

@@ -148,13 +148,18 @@ def test_head_path_for_a_base_encoder(sharp_path, sentiment_dir, tmp_path):
     st.close()
 
 
-@pytest.mark.parametrize("family,pool", [("gpt2", "mask"), ("t5", "mask"), ("bert-first", "first")])
-def test_other_readouts_match_extraction(family, pool, tiny_path, sentiment_dir, tmp_path):
-    """Causal LM (next token), T5 (first decoder step), and a head pooled at the first token:
-    tuning runs, and extraction with the tuned prompt gives the same logits."""
-    fam, head = ("bert", "base") if family == "bert-first" else (family, "lm")
-    tuner = _tuner(tiny_path(fam, head), sentiment_dir, tmp_path / "o", epochs=2, pool=pool,
-                   verbalizer=None if head == "base" else VERB)
+@pytest.mark.parametrize("family,head,pool,readout", [
+    ("gpt2", "lm", "mask", "causal"), ("t5", "lm", "mask", "seq2seq"),
+    ("roberta", "cls", "mask", "classifier"), ("bert", "base", "first", "head"),
+    ("bert", "base", "mean", "head")])
+def test_other_readouts_match_extraction(family, head, pool, readout, tiny_path, sentiment_dir,
+                                         tmp_path):
+    """Causal LM (next token), T5 (first decoder step), a frozen classification head, and a
+    tuned head pooled at the first token or the mean: tuning runs, and extraction with the
+    tuned prompt gives the same logits."""
+    tuner = _tuner(tiny_path(family, head), sentiment_dir, tmp_path / "o", epochs=2, pool=pool,
+                   verbalizer=VERB if head == "lm" else None)
+    assert tuner.lm.readout == readout
     tuned = tuner.train(1)
     d = tuner.save(tuned)
     st = neurondb.extract(str(tuner.cfg.model), str(sentiment_dir), tmp_path / "s",

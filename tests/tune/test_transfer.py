@@ -100,7 +100,7 @@ def test_transfer_cli(two_tasks, sentiment_dir):
                               "--csv", str(root / "cli.csv"), "--png", str(root / "cli.png"),
                               "-q"])
     assert res.exit_code == 0, res.output
-    assert "relative" in res.output and "sentiment" in res.output
+    assert "rel %" in res.output and "sentiment" in res.output
     df = pd.read_csv(root / "cli.csv")
     assert len(df) == 4 and (root / "cli.png").exists()
     # a prompt on the data it was tuned on is 100 % of itself
@@ -114,5 +114,5 @@ def test_tune_cli_prints_a_summary(tmp_path, tiny_path, sentiment_dir):
                               "--epochs", "1", "--template", TEMPLATE, "--verbalizer",
                               ",".join(VERB), "-q"])
     assert res.exit_code == 0, res.output
-    assert "seed-1" in res.output and "seed-2" in res.output and "validation acc" in res.output
+    assert "seed-1" in res.output and "seed-2" in res.output and "val acc" in res.output
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["seed-1", "seed-2"]
