@@ -38,4 +38,32 @@ neurondb query "$STORE" "SELECT a.neuron, round(avg(a.value) FILTER (e.label = 1
   FROM activations(split := 'validation', layer := 5) a JOIN examples e USING (run, example_id)
   WHERE a.slot = 'mask' GROUP BY a.neuron ORDER BY abs(diff) DESC LIMIT 5" --format csv
 
+echo; echo "== skill-neuron predictivity (baseline: training running statistics; scored on validation)"
+neurondb rank "$STORE" --method predictivity --train movie_reviews-train --eval movie_reviews-validation \
+  --name skill --overwrite --show 3
+
+echo; echo "== the top 5% skill neurons per layer, as a mask (table in the store + portable file)"
+neurondb mask "$STORE" --ranking skill --fraction 0.05 --name skill5 --out "$OUT/skill5.parquet" --overwrite
+
+echo; echo "== layer histogram of the skill neurons, in SQL"
+neurondb query "$STORE" "SELECT * FROM skill_layer_histogram('skill')"
+
+echo; echo "== prune the 50% least predictive FFN neurons and export a compact model that reloads"
+MINILM=$(python -c "from neurondb.extract.model import resolve_model_name; print(resolve_model_name('minilm'))")
+rm -rf "$OUT/minilm-pruned"
+neurondb prune "$MINILM" --store "$STORE" --ranking skill --ratio 0.5 --out "$OUT/minilm-pruned"
+python - "$MINILM" "$OUT/minilm-pruned" <<'PY'
+import sys, time, torch, neurondb
+from transformers import AutoModel, AutoTokenizer
+full = AutoModel.from_pretrained(sys.argv[1]).eval()
+pruned = neurondb.load_pruned(sys.argv[2]).eval()
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+x = tok(["a gorgeous, witty, seductive movie."] * 32, return_tensors="pt", padding="max_length", max_length=64)
+def ms(m):
+    with torch.inference_mode():
+        m(**x); t = time.perf_counter(); [m(**x) for _ in range(5)]; return (time.perf_counter() - t) / 5 * 1e3
+n = lambda m: sum(p.numel() for p in m.parameters())
+print(f"reloaded: {n(full):,} -> {n(pruned):,} parameters; batch 32 x 64 tokens: {ms(full):.0f} ms -> {ms(pruned):.0f} ms")
+PY
+
 echo; echo "store written to $STORE"

@@ -10,8 +10,6 @@ open = open_store  # noqa: A001  (neurondb.open(path) is the public spelling)
 from neurondb import extract  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))
 
 
-
-
 def load_pruned(path, model_class=None, **kwargs):
     """Load a model exported by ``neurondb prune`` (see :func:`neurondb.intervene.load_pruned`)."""
     from neurondb.intervene.export import load_pruned as _load

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -18,8 +17,10 @@ def numpy_storage_dtype(name: str) -> np.dtype:
     return {"float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}[name]
 
 
-def encode(x: torch.Tensor, name: str) -> np.ndarray:
-    """A float tensor (any device) -> host NumPy array in the storage dtype ``name``."""
+def encode(x, name: str) -> np.ndarray:
+    """A float torch tensor (any device) -> host NumPy array in the storage dtype ``name``."""
+    import torch  # only extraction needs torch; readers of a store do not
+
     if name == "bfloat16":
         return x.detach().to(torch.bfloat16).cpu().view(torch.int16).numpy().view(np.uint16)
     return x.detach().to(getattr(torch, name)).cpu().numpy()

@@ -22,8 +22,10 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path:
     acc = transfer_matrix(df, "accuracy").reindex(index=rel.index, columns=rel.columns)
     has_rel = bool(np.isfinite(rel.to_numpy(dtype=float)).any())
     shown = (rel if has_rel else acc * 100).to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * shown.shape[1], 1.2 + 0.7 * shown.shape[0]))
+    fig, ax = plt.subplots(figsize=(3.5 + 1.6 * shown.shape[1], 2.4 + 0.8 * shown.shape[0]))
     im = ax.imshow(np.ma.masked_invalid(shown), cmap="viridis", aspect="auto")
+    lo, hi = np.nanmin(shown) if np.isfinite(shown).any() else 0, np.nanmax(shown) \
+        if np.isfinite(shown).any() else 1
     ax.set_xticks(range(shown.shape[1]), [str(c) for c in rel.columns], rotation=30, ha="right")
     ax.set_yticks(range(shown.shape[0]), [str(r) for r in rel.index])
     ax.set_xlabel("target")
@@ -33,11 +35,13 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path:
         for j in range(shown.shape[1]):
             top = "n/a" if not np.isfinite(shown[i, j]) else f"{shown[i, j]:.0f}%"
             txt = f"{top}\nacc {a[i, j]:.3f}" if has_rel else f"acc {a[i, j]:.3f}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="w")
+            bright = np.isfinite(shown[i, j]) and hi > lo and (shown[i, j] - lo) / (hi - lo) > 0.6
+            ax.text(j, i, txt, ha="center", va="center", fontsize=9,
+                    color="black" if bright else "white")
     fig.colorbar(im, ax=ax, label="relative performance (%)" if has_rel else "accuracy (%)")
-    ax.set_title("prompt transfer: acc(T | S) / acc(T | T) x 100" if has_rel
-                 else "prompt transfer: accuracy", fontsize=10)
+    ax.set_title("prompt transfer (mean over seeds)\nacc(T | prompt S) / acc(T | prompt T) x 100"
+                 if has_rel else "prompt transfer: accuracy (mean over seeds)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
