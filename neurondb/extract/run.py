@@ -147,6 +147,8 @@ class _Extraction:
         self.template = Template(tmpl or "{text}")
         verb = cfg.verbalizer or (self.prompt.meta.get("verbalizer") if self.prompt else None) \
             or (list(preset.verbalizer) if preset else None)
+        if self.prompt is not None and cfg.readout == "auto" and not self.prompt.has_head:
+            cfg.readout = str(self.prompt.meta.get("readout") or "auto")  # as it was tuned
         need_labels = cfg.readout != "none" or cfg.grad
         self.data = load_data(cfg.data, cfg.split, cfg.data_config, cfg.text_fields,
                               cfg.label_field, cfg.max_examples, self.task,

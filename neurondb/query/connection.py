@@ -15,7 +15,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from neurondb.store.errors import NeurondbError, StoreError
+from neurondb.query.errors import QueryError
+from neurondb.store.errors import StoreError
 from neurondb.store.layout import EXAMPLES, RESULTS_DIR, ROWS, RUN_TABLE, TOKENS
 from neurondb.store.run import EXAMPLES_SCHEMA, ROWS_SCHEMA, TOKENS_SCHEMA
 
@@ -49,8 +50,6 @@ def _close_all() -> None:
         c.close()
 
 
-class QueryError(NeurondbError):
-    """A query that is not allowed or fails."""
 
 
 class QueryConnection:
