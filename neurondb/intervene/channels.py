@@ -9,6 +9,8 @@ that indexes neurons comes from :func:`neurondb.arch.adapter.neuron_axis`, which
 
 from __future__ import annotations
 
+import abc
+
 from typing import ClassVar
 
 import torch
@@ -24,20 +26,21 @@ def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
     return nn.Parameter(t.contiguous(), requires_grad=like.requires_grad)
 
 
-class ChannelOps:
+class ChannelOps(abc.ABC):
     """Neuron-channel operations for one module kind; subclasses set the width attributes."""
 
     kind: ClassVar[type[nn.Module]]
 
     # -- what subclasses define -------------------------------------------------------
     @staticmethod
+    @abc.abstractmethod
     def _set_width(module: nn.Module, role: str, width: int) -> None:
-        raise NotImplementedError
+        """Record the new width on the module (``in_features``/``nf``, ...)."""
 
     @staticmethod
+    @abc.abstractmethod
     def d_out(module: nn.Module) -> int:
         """Output width of the projection (``d_model`` for an out projection)."""
-        raise NotImplementedError
 
     # -- generic, via neuron_axis -----------------------------------------------------
     @classmethod
