@@ -10,7 +10,6 @@ that indexes neurons comes from :func:`neurondb.arch.adapter.neuron_axis`, which
 from __future__ import annotations
 
 import abc
-
 from typing import ClassVar
 
 import torch
