@@ -155,6 +155,18 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
                        revision=revision, device=dev)
 
 
+def text_max_length(lm: LoadedModel, n_prompt: int, max_length: int | None = None) -> int:
+    """Token limit of the text part (the soft prompt takes ``n_prompt`` positions): the one
+    rule extraction, tuning and evaluation share, so that they truncate alike."""
+    max_pos = getattr(lm.model.config, "max_position_embeddings", None) or 100000
+    tok_max = getattr(lm.tokenizer, "model_max_length", 512) or 512
+    n = min(max_length or 512, tok_max, max_pos - n_prompt)
+    if n < 8:
+        raise ExtractError(f"a soft prompt of {n_prompt} tokens leaves no room in the model's "
+                           f"{max_pos} positions; use fewer prompt tokens")
+    return int(n)
+
+
 def verbalizer_ids(tokenizer, words: list[str]) -> list[int]:
     """First token of each label word as it reads mid-sentence (a leading space for BPE)."""
     ids: list[int] = []

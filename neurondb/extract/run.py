@@ -21,7 +21,13 @@ from neurondb.extract.dist import Dist
 from neurondb.extract.encode import Encoder, parse_positions, resolve_positions
 from neurondb.extract.errors import ExtractError
 from neurondb.extract.forward import GRAD_TARGETS, label_logits, model_inputs, target_value
-from neurondb.extract.model import LoadedModel, load_config, load_model, verbalizer_ids
+from neurondb.extract.model import (
+    LoadedModel,
+    load_config,
+    load_model,
+    text_max_length,
+    verbalizer_ids,
+)
 from neurondb.extract.progress import Reporter
 from neurondb.extract.prompt import SoftPrompt, load_prompt
 from neurondb.extract.templates import PRESETS, Template
@@ -191,12 +197,7 @@ class _Extraction:
         if self.prompt and self.prompt.d_model != self.shape.d_model:
             raise ExtractError(f"the prompt has width {self.prompt.d_model} but the model's "
                                f"d_model is {self.shape.d_model}: it was made for another model")
-        max_pos = getattr(self.lm.model.config, "max_position_embeddings", None) or 100000
-        tok_max = getattr(self.lm.tokenizer, "model_max_length", 512) or 512
-        self.max_length = min(cfg.max_length or 512, tok_max, max_pos - P)
-        if self.max_length < 8:
-            raise ExtractError(f"the soft prompt ({P} tokens) leaves no room in the model's "
-                               f"{max_pos} positions")
+        self.max_length = text_max_length(self.lm, P, cfg.max_length)
         self.encoder = Encoder(self.lm.tokenizer, self.template, r, P, self.max_length)
         has_readout_pos = r in ("mlm", "causal") or self.encoder.mask_id is not None
         self.positions = resolve_positions(self.positions, P, has_readout_pos)

@@ -15,8 +15,9 @@ import torch
 
 from neurondb.extract.data import LoadedData
 from neurondb.extract.encode import Batch, Encoder
+from neurondb.extract.errors import ExtractError
 from neurondb.extract.forward import label_logits, model_inputs
-from neurondb.extract.model import LoadedModel, verbalizer_ids
+from neurondb.extract.model import LoadedModel, text_max_length, verbalizer_ids
 from neurondb.extract.prompt import SoftPrompt
 from neurondb.extract.templates import Template
 from neurondb.tune.errors import TuneError
@@ -41,15 +42,12 @@ class Readout:
 
 
 def max_length_for(lm: LoadedModel, n_prompt: int, max_length: int | None = None) -> int:
-    """Token limit of the text part: the rule ``neurondb extract`` applies, so that tuning,
-    evaluation and extraction truncate alike."""
-    max_pos = getattr(lm.model.config, "max_position_embeddings", None) or 100000
-    tok_max = getattr(lm.tokenizer, "model_max_length", 512) or 512
-    n = min(max_length or 512, tok_max, max_pos - n_prompt)
-    if n < 8:
-        raise TuneError(f"a soft prompt of {n_prompt} tokens leaves no room in the model's "
-                        f"{max_pos} positions; use fewer --prompt-tokens")
-    return int(n)
+    """Token limit of the text part: :func:`neurondb.extract.model.text_max_length`, so that
+    tuning, evaluation and extraction truncate alike."""
+    try:
+        return text_max_length(lm, n_prompt, max_length)
+    except ExtractError as e:
+        raise TuneError(str(e)) from e
 
 
 def make_readout(lm: LoadedModel, template: str | Template, verbalizer: list[str] | None,
