@@ -1,10 +1,12 @@
-"""From a stored neuron ranking and a ratio to the mask of neurons to remove (SPEC §6).
+"""From a stored neuron ranking and a ratio to a mask: the neurons pruning removes (SPEC §6)
+or the skill neurons suppression replaces (SPEC §5).
 
 A ranking table has columns ``name, method, stack, layer, neuron, score, rank`` with
 ``rank`` 1 = most important. It is **per layer** when a column ``scope`` says ``layer``
 (ranks restart in each layer; the ratio applies to each layer), else **global** (the ratio
 applies to all neurons together). Pruning with ratio ``r`` removes the ``r`` fraction of
-lowest-ranked neurons, i.e. keeps the top ``1 - r``; counts are ``floor(r * n + 0.5)``.
+lowest-ranked neurons, i.e. keeps the top ``1 - r``; suppression at rate ``r`` takes the
+``r`` fraction of highest-ranked ones. Counts are ``floor(r * n + 0.5)``.
 """
 
 from __future__ import annotations
@@ -83,15 +85,11 @@ def _check_coverage(df: pd.DataFrame, shape: ModelShape) -> None:
         raise PruneError("the ranking lists a neuron twice; filter it to one name/method")
 
 
-def mask_from_ranking(df: pd.DataFrame, ratio: float, shape: ModelShape,
-                      scope: str | None = None, meta: dict | None = None) -> NeuronMask:
-    """The mask of the ``ratio`` fraction of lowest-ranked neurons.
-
-    ``scope``: ``layer`` (per layer) or ``global``; default from :func:`ranking_scope`.
-    The ranking must list every neuron of ``shape`` exactly once.
-    """
+def _select(df: pd.DataFrame, ratio: float, shape: ModelShape, scope: str | None,
+            end: str) -> tuple[pd.DataFrame, str]:
+    """The ``ratio`` fraction of ``df``'s rows at the ``end`` (``top`` = best ranks,
+    ``bottom`` = worst) per layer or globally; checks shape and coverage."""
     r = check_ratio(ratio)
-    ranked = df
     scope = scope or ranking_scope(df)
     if scope not in ("layer", "global"):
         raise PruneError(f"scope must be 'layer' or 'global', not {scope!r}")
@@ -100,19 +98,42 @@ def mask_from_ranking(df: pd.DataFrame, ratio: float, shape: ModelShape,
     sel = NeuronMask.from_arrays(df["stack"], df["layer"], df["neuron"])
     sel.check_shape(shape)
     _check_coverage(df, shape)
+    groups = ([g for _, g in _sorted(df).groupby(["stack", "layer"], sort=True)]
+              if scope == "layer" else [_sorted(df)])
     parts = []
-    if scope == "layer":
-        for _, g in _sorted(df).groupby(["stack", "layer"], sort=True):
-            n_remove = math.floor(r * len(g) + 0.5)
-            parts.append(g.iloc[len(g) - n_remove:])
-    else:
-        g = _sorted(df)
-        n_remove = math.floor(r * len(g) + 0.5)
-        parts.append(g.iloc[len(g) - n_remove:])
-    drop = pd.concat(parts) if parts else df.iloc[:0]
-    info = {"selection": "lowest-ranked", "ratio": r, "scope": scope,
-            "shape": shape.to_dict(), **(meta or {})}
+    for g in groups:
+        n = math.floor(r * len(g) + 0.5)
+        parts.append(g.iloc[:n] if end == "top" else g.iloc[len(g) - n:])
+    return (pd.concat(parts) if parts else df.iloc[:0]), scope
+
+
+def _mask_meta(ranked: pd.DataFrame, info: dict) -> dict:
     for col in ("name", "method"):
         if col in ranked.columns:
             info.setdefault(f"ranking_{col}", sorted(map(str, ranked[col].unique())))
-    return NeuronMask.from_arrays(drop["stack"], drop["layer"], drop["neuron"], info)
+    return info
+
+
+def mask_from_ranking(df: pd.DataFrame, ratio: float, shape: ModelShape,
+                      scope: str | None = None, meta: dict | None = None) -> NeuronMask:
+    """The mask of the ``ratio`` fraction of lowest-ranked neurons (what pruning removes).
+
+    ``scope``: ``layer`` (per layer) or ``global``; default from :func:`ranking_scope`.
+    The ranking must list every neuron of ``shape`` exactly once.
+    """
+    drop, scope = _select(df, ratio, shape, scope, "bottom")
+    info = {"selection": "lowest-ranked", "ratio": float(ratio), "scope": scope,
+            "shape": shape.to_dict(), **(meta or {})}
+    return NeuronMask.from_arrays(drop["stack"], drop["layer"], drop["neuron"],
+                                  _mask_meta(df, info))
+
+
+def top_from_ranking(df: pd.DataFrame, rate: float, shape: ModelShape,
+                     scope: str | None = None, meta: dict | None = None) -> NeuronMask:
+    """The mask of the ``rate`` fraction of highest-ranked neurons (what suppression
+    replaces: the skill neurons), per layer or globally as :func:`mask_from_ranking`."""
+    top, scope = _select(df, rate, shape, scope, "top")
+    info = {"selection": "highest-ranked", "rate": float(rate), "scope": scope,
+            "shape": shape.to_dict(), **(meta or {})}
+    return NeuronMask.from_arrays(top["stack"], top["layer"], top["neuron"],
+                                  _mask_meta(df, info))

@@ -22,11 +22,20 @@ from neurondb.query.errors import QueryError
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.reader import Store, open_store
 
-TABLES = ("rankings", "correlations", "overlaps", "masks")
+TABLES = ("rankings", "correlations", "overlaps", "masks", "suppression", "pruning",
+          "pruned_eval", "transfers")
 META_KEY = b"neurondb"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}$")
 _SINGULAR = {"rankings": "ranking", "correlations": "correlation", "overlaps": "overlap",
-             "masks": "mask"}
+             "masks": "mask", "suppression": "suppression result", "pruning": "ratio search",
+             "pruned_eval": "pruned evaluation", "transfers": "transfer table"}
+_HINTS = {"rankings": "make one with `neurondb rank`", "masks": "make one with `neurondb mask`",
+          "correlations": "make one with `neurondb correlate`",
+          "overlaps": "make one with `neurondb overlap`",
+          "suppression": "make one with `neurondb suppress`",
+          "pruning": "make one with `neurondb prune --search`",
+          "pruned_eval": "make one with `neurondb prune --search` (or --evaluate)",
+          "transfers": "make one with `neurondb transfer --store`"}
 
 
 def as_store(store: Store | str | Path) -> Store:
@@ -123,9 +132,7 @@ def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.Da
     if path is None:
         have = ", ".join(list_results(store, table)) or "none"
         what = _SINGULAR[table]
-        hint = {"rankings": "make one with `neurondb rank`", "masks": "make one with `neurondb mask`",
-                "correlations": "make one with `neurondb correlate`",
-                "overlaps": "make one with `neurondb overlap`"}[table]
+        hint = _HINTS[table]
         raise QueryError(f"no {what} named {name!r} in the store ({table}: {have}); {hint}")
     t = pq.read_table(path)
     meta = json.loads((t.schema.metadata or {}).get(META_KEY, b"{}"))

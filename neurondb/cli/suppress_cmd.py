@@ -1,0 +1,78 @@
+"""``neurondb suppress``: accuracy with the top of a ranking (or a mask) replaced, against
+random neurons (SPEC §5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from neurondb.cli.errors import one_line_errors
+
+
+def suppress_command(
+    model: str | None = typer.Argument(None, help="Model (hub name, directory, 'minilm'); default: the one --prompt was tuned on."),
+    data: str = typer.Option(..., "--data", help="Dataset to score on (preset, hub name, file or directory of <split> files); may differ from the ranking's."),
+    split: str = typer.Option("validation", "--split", help="Split to score."),
+    mask: Path | None = typer.Option(None, "--mask", help="Mask file: the neurons to suppress (rates do not apply)."),
+    store: Path | None = typer.Option(None, "--store", help="Store holding --ranking; results go to STORE/results/suppression."),
+    ranking: str | None = typer.Option(None, "--ranking", help="Ranking name in the store: its top RATE neurons are suppressed."),
+    rates: str = typer.Option("1,3,5,10,15", "--rates", help="Percent of FFN neurons to suppress (per layer or global, as the ranking is)."),
+    mode: str = typer.Option("zero", "--mode", help="zero, mean (training means from --store) or noise (h + N(0, sigma^2))."),
+    seeds: int = typer.Option(3, "--seeds", help="Random controls per rate (same count per layer)."),
+    sigma: float = typer.Option(0.1, "--sigma", help="Noise standard deviation for --mode noise."),
+    means_run: str | None = typer.Option(None, "--means-run", help="Store run whose statistics give the means (default: the train split)."),
+    prompt: Path | None = typer.Option(None, "--prompt", help="Tuned prompt directory (`neurondb tune`); sets the readout, template and head."),
+    readout: str = typer.Option("auto", "--readout", help="Without --prompt: auto, mlm, causal, seq2seq or classifier."),
+    template: str | None = typer.Option(None, "--template", help="Template (default: the prompt's, else the task preset's)."),
+    verbalizer: str | None = typer.Option(None, "--verbalizer", help="Comma list of label words."),
+    task: str | None = typer.Option(None, "--task", help="Task preset for the template and verbalizer."),
+    text_field: list[str] | None = typer.Option(None, "--text-field", help="Text field; twice for pairs."),
+    label_field: str = typer.Option("label", "--label-field"),
+    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+    name: str | None = typer.Option(None, "--name", help="Result name (default: suppress_<ranking>_<data>_<split>)."),
+    png: Path | None = typer.Option(None, "--png", help="Plot of accuracy vs rate (default with --store: STORE/results/suppression/<name>.png)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Suppress the top RATE of a ranking (or a mask) and compare with random neurons."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from neurondb.intervene.suppress import _default_name, suppress
+
+    with one_line_errors():
+        res_name = name or _default_name(ranking, mask, data, split)
+        if png is None and store is not None:
+            png = store / "results" / "suppression" / f"{res_name}.png"
+        res = suppress(model, data, prompt=prompt, split=split, store=store, ranking=ranking,
+                       mask=mask, rates=rates, mode=mode, seeds=seeds, sigma=sigma,
+                       means_run=means_run, readout=readout, template=template,
+                       verbalizer=verbalizer.split(",") if verbalizer else None, task=task,
+                       text_fields=list(text_field) if text_field else None,
+                       label_field=label_field, max_examples=max_examples,
+                       batch_size=batch_size, device=device, name=res_name, png=png,
+                       overwrite=overwrite, progress=not quiet)
+    summary = res.summary()
+    n = int(res.table["n"].iloc[0])
+    table = Table(title=f"suppression ({mode}) on {data}:{split}, {n} examples")
+    for col in ("rate %", "neurons", "no suppression", "selected", "random mean",
+                "random min-max"):
+        table.add_column(col, justify="right")
+    for r in summary.itertuples():
+        table.add_row(f"{100 * r.rate:g}", str(r.n_neurons), f"{r.baseline:.4f}",
+                      f"{r.selected:.4f}", f"{r.random_mean:.4f}" if r.random_mean == r.random_mean
+                      else "-", f"{r.random_min:.4f}-{r.random_max:.4f}"
+                      if r.random_min == r.random_min else "-")
+    console = Console()
+    console.print(table)
+    if res.path:
+        console.print(f"wrote {res.path}")
+    if res.png:
+        console.print(f"wrote {res.png}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("suppress")(suppress_command)
