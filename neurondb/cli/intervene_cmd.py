@@ -86,8 +86,32 @@ def prune(
     means_run: str | None = typer.Option(None, "--means-run", help="Store run whose running "
                                          "statistics give the means (default: the train split)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+    search: bool = typer.Option(False, "--search", help="Find the largest ratio on the grid whose "
+                                "accuracy on --data stays within --margin of the unpruned "
+                                "model (binary search), export it and evaluate it."),
+    margin: float = typer.Option(0.01, "--margin", help="--search: accepted accuracy drop."),
+    grid: float = typer.Option(0.05, "--grid", help="--search: grid step of the ratio."),
+    data: str | None = typer.Option(None, "--data", help="--search/--evaluate: labelled data to "
+                                    "score (preset, file or directory of <split> files)."),
+    split: str = typer.Option("validation", "--split", help="Split of --data to score."),
+    prompt: Path | None = typer.Option(None, "--prompt", help="Tuned prompt (`neurondb tune`) "
+                                       "that reads the label; copied into OUT/prompt."),
+    evaluate: bool = typer.Option(False, "--evaluate", help="Score the export on --data and "
+                                  "time it against the unpruned model (implied by --search)."),
+    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N "
+                                            "examples of --data."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Batch size of the scoring."),
+    latency_batch: str = typer.Option("1,32", "--latency-batch", help="Batch sizes to time."),
+    name: str | None = typer.Option(None, "--name", help="Result name in the store (default: "
+                                    "prune_<ranking>)."),
+    device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Remove FFN neurons (a mask, or the lowest-ranked RATIO of a ranking) and export."""
+    if search or evaluate:
+        _prune_scored(model, out, mask, store, ranking, ratio, fmt, mean_compensation,
+                      means_run, overwrite, search, margin, grid, data, split, prompt,
+                      max_examples, batch_size, latency_batch, name, device)
+        return
     with one_line_errors():
         from neurondb.arch import adapter_for
         from neurondb.intervene import (
@@ -152,6 +176,140 @@ def prune(
                                    priority=priority, provenance=provenance, mask_file=mask,
                                    overwrite=overwrite, inplace=True)
     _summary(report, model, out)
+
+
+def _print_evaluation(console, ev, title: str) -> None:
+    from rich.table import Table
+
+    from neurondb.intervene.search import speedups
+
+    t = Table(title=title)
+    for col in ("model", "accuracy", "parameters", "file", "batch", "latency ms", "speed-up"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    sp = speedups(ev)
+    for r in ev.itertuples():
+        t.add_row(r.model, f"{r.accuracy:.4f}", f"{r.parameters:,}",
+                  _human(r.file_bytes) if r.file_bytes else "-", str(r.batch_size),
+                  f"{r.latency_ms:.1f}",
+                  f"{sp.get(r.batch_size, float('nan')):.2f}x" if r.model == "pruned" else "")
+    console.print(t)
+
+
+def _prune_scored(model, out, mask, store, ranking, ratio, fmt, mean_compensation, means_run,
+                  overwrite, search, margin, grid, data, split, prompt, max_examples,
+                  batch_size, latency_batch, name, device) -> None:
+    """``--search`` (ratio search + export + evaluation) or ``--evaluate`` (export + evaluation)."""
+    from rich.console import Console
+
+    console = Console()
+    with one_line_errors():
+        from neurondb.intervene import (
+            NeuronMask,
+            check_ratio,
+            export_pruned,
+            mask_from_ranking,
+            means_from_stats,
+            priority_from_ranking,
+            read_ranking,
+        )
+        from neurondb.intervene.errors import PruneError
+        from neurondb.intervene.scoring import check_full_model, prepare_scorer
+        from neurondb.intervene.search import (
+            check_margin,
+            evaluate_export,
+            export_prompt,
+            prune_with_search,
+            ratio_grid,
+        )
+        from neurondb.store.reader import open_store
+
+        if fmt not in ("compact", "zeroed"):
+            raise PruneError(f"--format must be compact or zeroed, not {fmt!r}")
+        if data is None:
+            raise PruneError("--search and --evaluate score the model on labelled data: add "
+                             "--data DATA (and --prompt DIR when the model needs one)")
+        if search:
+            if mask is not None or ratio is not None:
+                raise PruneError("--search chooses the ratio itself: give --store STORE "
+                                 "--ranking NAME, without --mask or --ratio")
+            if store is None or ranking is None:
+                raise PruneError("--search needs --store STORE --ranking NAME")
+            check_margin(margin)
+            ratio_grid(grid)
+        elif (mask is None) == (ranking is None):
+            raise PruneError("give either --mask FILE or --store STORE --ranking NAME --ratio R")
+        if ranking is not None and store is None:
+            raise PruneError("--ranking needs --store STORE")
+        if not search and ranking is not None and ratio is None:
+            raise PruneError("--ranking needs --ratio R (or --search)")
+        if ratio is not None:
+            check_ratio(ratio)
+        if mean_compensation and store is None:
+            raise PruneError("--mean-compensation takes the neuron means from --store STORE")
+        if out.exists() and not overwrite:
+            raise PruneError(f"export directory {out} exists; pass --overwrite or choose "
+                             "another --out")
+        try:
+            sizes = tuple(int(x) for x in latency_batch.split(",") if x.strip())
+        except ValueError:
+            raise PruneError(f"--latency-batch takes a comma list of integers, not "
+                             f"{latency_batch!r}") from None
+        st = open_store(store) if store is not None else None
+        df = read_ranking(store, ranking) if ranking is not None else None
+        scorer = prepare_scorer(model, data, prompt=prompt, split=split,
+                                max_examples=max_examples, batch_size=batch_size, device=device)
+        check_full_model(scorer.lm, "pruning by a mask or ranking of the full model")
+        means = None
+        if mean_compensation:
+            means = means_from_stats(st.stats(run=means_run,
+                                              split=None if means_run else "train"))
+        prov = {"model": model or scorer.lm.name, "store": None if store is None else str(store),
+                "ranking": ranking, "format": fmt,
+                "prompt": None if prompt is None else str(prompt)}
+        if search:
+            res_name = name or f"prune_{ranking}"
+
+            def log(step: int, r: float, acc: float, ok: bool) -> None:
+                what = "unpruned" if step == 0 else ("accepted" if ok else "rejected")
+                console.print(f"evaluation {step}: ratio {r:.2f} -> accuracy {acc:.4f} ({what})")
+
+            outcome = prune_with_search(scorer, df, out, margin=margin, grid_step=grid, fmt=fmt,
+                                        means=means, store=st, name=res_name, provenance=prov,
+                                        batch_sizes=sizes, overwrite=overwrite, log=log)
+            report, ev = outcome.export, outcome.evaluation
+            console.print(f"chosen ratio {outcome.search.chosen_ratio:.2f}: the largest on the "
+                          f"{grid:g} grid within {margin:g} of {outcome.search.baseline_accuracy:.4f}"
+                          f" ({len(outcome.search.table) - 1} evaluations)")
+        else:
+            shape = scorer.shape()
+            if mask is not None:
+                sel, priority = NeuronMask.from_file(mask), None
+                prov["mask_file"] = str(mask)
+            else:
+                sel = mask_from_ranking(df, ratio, shape, meta={"store": str(store),
+                                                                "ranking": ranking})
+                priority = priority_from_ranking(df)
+                prov["ratio"] = ratio
+            report = export_pruned(scorer.lm.model, scorer.lm.tokenizer, sel, out, format=fmt,
+                                   means=means, priority=priority, provenance=prov,
+                                   mask_file=mask, overwrite=overwrite)
+            if scorer.prompt is not None:
+                import copy
+
+                from neurondb.intervene.export import load_pruned
+
+                export_prompt(copy.deepcopy(scorer.prompt), out,
+                              load_pruned(out, model_class=type(scorer.lm.model)))
+            ev = evaluate_export(scorer, out, report.prune.ratio, sizes)
+            outcome = None
+    _summary(report, scorer.lm.name, out)
+    _print_evaluation(console, ev, f"pruned vs unpruned on {data}:{split}")
+    if outcome is not None:
+        for f in (outcome.search_path, outcome.eval_path, outcome.png):
+            if f:
+                console.print(f"wrote {f}")
+    if scorer.prompt is not None:
+        console.print(f"the prompt is in {out / 'prompt'}")
 
 
 def register(app: typer.Typer) -> None:

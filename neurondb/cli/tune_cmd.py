@@ -54,6 +54,7 @@ def tune_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing seed directories."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    from_prompt: Path | None = typer.Option(None, "--from-prompt", help="Start from this tuned prompt (and head) instead of a fresh one: knowledge condensation on a pruned export (`neurondb tune EXPORT DATA --from-prompt EXPORT/prompt`); accuracy before and after is reported."),
 ) -> None:
     """Tune soft prompts (one per seed) for a frozen MODEL on DATA."""
     import json
@@ -74,16 +75,26 @@ def tune_command(
             readout=readout, prompt_tokens=prompt_tokens, seeds=_int_list(seeds, "--seeds"),
             lr=lr, head_lr=head_lr, epochs=epochs, patience=patience, batch_size=batch_size,
             max_examples=max_examples, max_eval_examples=max_eval_examples, max_length=max_length, init=init, pool=pool,
-            device=device, overwrite=overwrite, progress=not quiet)
-        table = Table(title=f"prompt tuning: {model} on {data}, {prompt_tokens} tokens")
-        for col in ("prompt", "val acc", "kept", "epochs", "loss 1st", "loss last", "s"):
+            device=device, overwrite=overwrite, progress=not quiet, from_prompt=from_prompt)
+        metas = [json.loads((d / PROMPT_JSON).read_text()) for d in dirs]
+        n_tok = metas[0]["n_tokens"] if metas else prompt_tokens
+        cols = ["prompt", "val acc", "kept", "epochs", "loss 1st", "loss last", "s"]
+        if from_prompt is not None:
+            cols.insert(1, "val acc before")
+        title = f"prompt tuning: {model} on {data}, {n_tok} tokens"
+        if from_prompt is not None:
+            title += f", from {from_prompt}"
+        table = Table(title=title)
+        for col in cols:
             table.add_column(col, justify="left" if col == "prompt" else "right", no_wrap=True,
                              min_width=len(col))
-        for d in dirs:
-            m = json.loads((d / PROMPT_JSON).read_text())
-            table.add_row(d.name, _fmt(m["best_eval_accuracy"]),
-                          str(m["best_epoch"]), str(m["epochs_run"]), _fmt(m["first_train_loss"]),
-                          _fmt(m["final_train_loss"]), _fmt(m["seconds"], ".1f"))
+        for d, m in zip(dirs, metas):
+            row = [d.name, _fmt(m["best_eval_accuracy"]),
+                   str(m["best_epoch"]), str(m["epochs_run"]), _fmt(m["first_train_loss"]),
+                   _fmt(m["final_train_loss"]), _fmt(m["seconds"], ".1f")]
+            if from_prompt is not None:
+                row.insert(1, _fmt((m.get("from_prompt") or {}).get("eval_accuracy_before")))
+            table.add_row(*row)
         Console().print(table)
         typer.echo(f"prompts in {out}; use one with: neurondb extract {model} --data {data} "
                    f"--prompt {dirs[0]} --out STORE")

@@ -135,7 +135,15 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
     if device_map:
         kw["device_map"] = device_map  # e.g. "auto": layers spread over the GPUs (accelerate)
     try:
-        model = _auto_class(readout, config).from_pretrained(path, **kw)
+        auto = _auto_class(readout, config)
+        prune = getattr(config, "neurondb_prune", None)
+        if isinstance(prune, dict) and prune.get("modules"):
+            # a compact `neurondb prune` export: FFNs built at their pruned widths
+            from neurondb.intervene.export import load_pruned
+
+            model = load_pruned(path, model_class=auto, **kw)
+        else:
+            model = auto.from_pretrained(path, **kw)
         tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
     except (OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -93,6 +93,7 @@ class TuneConfig:
     overwrite: bool = False
     peft_adapter: bool = True
     progress: bool = True
+    from_prompt: str | Path | None = None
 
 
 @dataclass
@@ -150,6 +151,9 @@ class PromptTuner:
         if taken and not cfg.overwrite:
             raise TuneError(f"{taken[0]} already exists; pass --overwrite to replace it or "
                             "choose another --out")
+        self.start: SoftPrompt | None = None
+        if cfg.from_prompt is not None:
+            self._adopt_prompt(cfg)
         self.task = task_for(cfg.data, cfg.task)
         if self.task is not None and self.task not in PRESETS:
             raise TuneError(f"unknown --task {self.task!r}; presets: {', '.join(PRESETS)}")
@@ -180,10 +184,33 @@ class PromptTuner:
         if self.eval_data is not None:
             check_labels(self.eval_data, self.readout.n_classes, what)
         self.d_model = int(self.lm.model.get_input_embeddings().weight.shape[1])
+        if self.start is not None and self.start.d_model != self.d_model:
+            raise TuneError(f"--from-prompt {self.start.source} has width {self.start.d_model} "
+                            f"but {self.lm.name} embeds in {self.d_model}: it was made for "
+                            "another model")
         cfg_m = self.lm.model.config
         self.d_hidden = int(getattr(cfg_m, "hidden_size", None) or getattr(cfg_m, "d_model", None)
                             or self.d_model)
         self.fingerprint = model_fingerprint(self.lm.model)
+
+    def _adopt_prompt(self, cfg: TuneConfig) -> None:
+        """Start from a tuned prompt (knowledge condensation: re-tune the prompt of the full
+        model on its pruned export). Its length, head, pool, readout and template are kept."""
+        from neurondb.extract.prompt import load_prompt
+
+        sp = load_prompt(cfg.from_prompt)
+        self.start = sp
+        meta = sp.meta
+        cfg.prompt_tokens = sp.n_tokens
+        cfg.pool = sp.pool
+        cfg.template = cfg.template or meta.get("template")
+        cfg.verbalizer = cfg.verbalizer or meta.get("verbalizer")
+        if sp.has_head:
+            cfg.readout = "head"
+        elif cfg.readout == "auto" and meta.get("readout"):
+            cfg.readout = str(meta["readout"])
+        dmeta = meta.get("data") or {}
+        cfg.text_fields = cfg.text_fields or dmeta.get("text_fields")
 
     def _load(self, split: str, max_examples: int | None) -> LoadedData:
         c = self.cfg
@@ -198,18 +225,30 @@ class PromptTuner:
         dev = lm.device
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        prompt = torch.nn.Parameter(init_prompt(lm, cfg.prompt_tokens, cfg.init).to(dev))
+        start = self.start
+        first = (start.embeddings.detach().clone().float() if start is not None
+                 else init_prompt(lm, cfg.prompt_tokens, cfg.init))
+        prompt = torch.nn.Parameter(first.to(dev))
         groups: list[dict] = [{"params": [prompt], "lr": cfg.lr}]
         head_w = head_b = None
         if lm.readout == "head":
             lin = torch.nn.Linear(self.d_hidden, ro.n_classes)
-            head_w = torch.nn.Parameter(lin.weight.detach().clone().to(dev))
-            head_b = torch.nn.Parameter(lin.bias.detach().clone().to(dev))
+            w0 = start.head_weight if start is not None else lin.weight
+            b0 = (start.head_bias if start is not None and start.head_bias is not None
+                  else lin.bias)
+            head_w = torch.nn.Parameter(w0.detach().clone().float().to(dev))
+            head_b = torch.nn.Parameter(b0.detach().clone().float().to(dev))
             groups.append({"params": [head_w, head_b], "lr": cfg.head_lr})
         params = [p for g in groups for p in g["params"]]
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         live = SoftPrompt(embeddings=prompt, meta={"pool": cfg.pool}, head_weight=head_w,
                           head_bias=head_b)
+        self.initial_evaluation = None
+        if start is not None and self.eval_data is not None:
+            # accuracy before re-tuning (condensation: the full model's prompt on this model)
+            self.initial_evaluation = evaluate(lm, live, self.eval_data, readout=ro,
+                                               batch_size=cfg.eval_batch_size,
+                                               check_model=False)
         rng = np.random.default_rng(seed)
         data = self.train_data
         labels_all = torch.as_tensor(data.labels)
@@ -301,6 +340,13 @@ class PromptTuner:
         }
         if lm.readout == "head":
             meta["pool"] = cfg.pool  # where the head reads (SoftPrompt.pool)
+        if self.start is not None:
+            ini = getattr(self, "initial_evaluation", None)
+            meta["from_prompt"] = {"prompt": str(self.start.source),
+                                   "sha256": self.start.sha256,
+                                   "model": self.start.meta.get("model"),
+                                   "eval_accuracy_before": ini.accuracy if ini else None,
+                                   "eval_loss_before": ini.loss if ini else None}
         return meta
 
     # -- writing ----------------------------------------------------------------------------
@@ -351,7 +397,10 @@ class PromptTuner:
                 tuned = self.train(seed, rep)
                 out.append(self.save(tuned))
                 acc = tuned.prompt.meta["best_eval_accuracy"]
+                before = (tuned.prompt.meta.get("from_prompt") or {}).get("eval_accuracy_before")
                 rep.info(f"seed {seed}: kept epoch {tuned.best_epoch} of {len(tuned.records)}"
+                         + (f", validation accuracy {before:.4f} before re-tuning"
+                            if before is not None else "")
                          + (f", validation accuracy {acc:.4f}" if acc is not None else "")
                          + f", {tuned.seconds:.1f} s -> {out[-1]}")
         finally:
@@ -372,7 +421,7 @@ def tune_prompt(model: str, data: str, out: str | Path, *, split: str = "train",
                 max_length: int | None = None, patience: int = DEFAULT_PATIENCE,
                 init: str = "vocab", pool: str = "mask", device: str = "auto",
                 overwrite: bool = False, peft_adapter: bool = True,
-                progress: bool = True) -> list[Path]:
+                progress: bool = True, from_prompt: str | Path | None = None) -> list[Path]:
     """Tune one soft prompt per seed on ``data`` for the frozen ``model``; write each to
     ``OUT/seed-<k>/`` (a directory ``neurondb extract --prompt`` reads) and return them.
 
@@ -380,6 +429,9 @@ def tune_prompt(model: str, data: str, out: str | Path, *, split: str = "train",
     as the model's head allows, with a trained linear head for an encoder without one;
     ``init``: ``vocab`` or ``random``; ``pool`` (head readout): ``mask``, ``first`` or
     ``mean``; ``eval_split=None`` keeps the last epoch instead of the best validation one.
+    ``from_prompt``: start from this tuned prompt (and head) instead of a fresh one — knowledge
+    condensation when ``model`` is a pruned export of the prompt's model; its accuracy before
+    re-tuning is recorded in the meta (``from_prompt.eval_accuracy_before``).
     """
     cfg = TuneConfig(
         model=model, data=data, out=out, split=split, eval_split=eval_split,
@@ -390,5 +442,5 @@ def tune_prompt(model: str, data: str, out: str | Path, *, split: str = "train",
         batch_size=batch_size, eval_batch_size=eval_batch_size, max_examples=max_examples,
         max_eval_examples=max_eval_examples, max_length=max_length, patience=patience,
         init=init, pool=pool, device=device, overwrite=overwrite, peft_adapter=peft_adapter,
-        progress=progress)
+        progress=progress, from_prompt=from_prompt)
     return PromptTuner(cfg).run()
