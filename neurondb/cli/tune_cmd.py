@@ -110,6 +110,9 @@ def transfer_command(
     batch_size: int = typer.Option(32, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    store: Path | None = typer.Option(None, "--store", help="Also write the table to STORE/results/transfers/NAME.parquet (for SQL and `neurondb report`)."),
+    name: str = typer.Option("transfer", "--name", help="Result name with --store."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
 ) -> None:
     """Evaluate every tuned prompt on every dataset: accuracy and relative performance."""
     from rich.console import Console
@@ -118,6 +121,13 @@ def transfer_command(
     from neurondb.tune.transfer import short_name, transfer
 
     with one_line_errors():
+        st = None
+        if store is not None:
+            from neurondb.query.results import check_absent
+            from neurondb.store.reader import open_store
+
+            st = open_store(store)
+            check_absent(st, "transfers", name, overwrite)
         df = transfer([p for p in prompts.split(",") if p.strip()],
                       [d for d in data.split(",") if d.strip()], model,
                       max_examples=max_examples, batch_size=batch_size, device=device,
@@ -132,6 +142,13 @@ def transfer_command(
                           f"{short_name(r.target_key)}:{r.split}", str(r.n),
                           _fmt(r.accuracy), _fmt(r.relative, ".1f"))
         Console().print(table)
+        if st is not None:
+            from neurondb.query.results import write_result
+
+            path = write_result(st, "transfers", name, df,
+                                {"prompts": prompts, "data": data, "model": model},
+                                overwrite=overwrite)
+            typer.echo(f"wrote {path}")
         for f in (png, csv):
             if f:
                 typer.echo(f"wrote {f}")

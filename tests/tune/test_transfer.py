@@ -106,6 +106,20 @@ def test_transfer_cli(two_tasks, sentiment_dir):
     # a prompt on the data it was tuned on is 100 % of itself
     diag = df[df.source == df.target_key]
     assert diag["relative"].tolist() == pytest.approx([100.0, 100.0])
+    # --store: the same table lands in results/transfers, visible to SQL
+    from neurondb.testing_stores import make_store
+
+    store = make_store(root / "store")
+    res = runner.invoke(app, ["transfer", "--prompts", f"{a[0]},{root / 'b'}",
+                              "--data", f"{sentiment_dir}:validation,{other}:validation",
+                              "--store", str(store), "--name", "tr", "-q"])
+    assert res.exit_code == 0, res.output
+    saved = pd.read_parquet(store / "results" / "transfers" / "tr.parquet")
+    assert saved["accuracy"].tolist() == pytest.approx(df["accuracy"].tolist())
+    again = runner.invoke(app, ["transfer", "--prompts", str(a[0]), "--data",
+                                f"{sentiment_dir}:validation", "--store", str(store), "--name",
+                                "tr", "-q"])
+    assert again.exit_code != 0 and "already exists" in again.output
 
 
 def test_tune_cli_prints_a_summary(tmp_path, tiny_path, sentiment_dir):
