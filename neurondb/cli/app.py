@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "neurondb.cli.intervene_cmd",
     "neurondb.cli.suppress_cmd",
     "neurondb.cli.tune_cmd",
+    "neurondb.cli.demo_cmd",
+    "neurondb.cli.report_cmd",
 )
 
 for _name in COMMAND_MODULES:

@@ -30,69 +30,94 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def draw_suppression(ax, table: pd.DataFrame, label: str = "") -> None:
-    """Onto ``ax``: the selected neurons' accuracy (line), the random controls' mean with a
-    min–max band over seeds, and the unsuppressed accuracy (dashed). x: percent of FFN neurons."""
-    t = table
-    base = t[t["selection"] == "none"]["accuracy"]
-    chosen = t[t["selection"].isin(["skill", "mask"])].sort_values("rate")
-    rnd = t[t["selection"] == "random"].groupby("rate")["accuracy"].agg(["mean", "min", "max"])
-    pre = f"{label} " if label else ""
-    if len(chosen):
-        ax.plot(100 * chosen["rate"], chosen["accuracy"], "o-", color="tab:red",
-                label=f"{pre}skill neurons" if chosen["selection"].iloc[0] == "skill"
-                else f"{pre}mask")
+def draw_suppression(ax, summary: pd.DataFrame, selection: str = "skill neurons",
+                     title: str = "") -> None:
+    """Onto ``ax``, from the rows of one mode of
+    :func:`neurondb.intervene.suppress.summarize_suppression`: the selected neurons' accuracy
+    (line), the random controls' mean with a min–max band over seeds, and the accuracy
+    without suppression (dashed). x: percent of FFN neurons suppressed."""
+    g = summary.sort_values("rate")
+    base = float(g["baseline"].iloc[0]) if len(g) else np.nan
+    x0 = [0.0] if np.isfinite(base) else []
+    y0 = [base] if np.isfinite(base) else []
+    sel = g[np.isfinite(g["selected"])]
+    if len(sel):
+        ax.plot(x0 + list(100 * sel["rate"]), y0 + list(sel["selected"]), "o-",
+                color="tab:red", label=selection)
+    rnd = g[g["seeds"] > 0]
     if len(rnd):
-        x = 100 * rnd.index.to_numpy(dtype=float)
-        n_seeds = int(t[t["selection"] == "random"]["seed"].nunique())
-        ax.plot(x, rnd["mean"], "s--", color="tab:blue",
-                label=f"{pre}random ({n_seeds} seeds, min-max)")
-        ax.fill_between(x, rnd["min"], rnd["max"], color="tab:blue", alpha=0.2)
-    if len(base):
-        ax.axhline(float(base.iloc[0]), color="gray", ls=":", label=f"{pre}no suppression")
+        x = np.array(x0 + list(100 * rnd["rate"]))
+        seeds = int(rnd["seeds"].max())
+        ax.plot(x, y0 + list(rnd["random_mean"]), "s-", color="tab:blue",
+                label=f"random, mean of {seeds} seed{'s' * (seeds != 1)}")
+        ax.fill_between(x, y0 + list(rnd["random_min"]), y0 + list(rnd["random_max"]),
+                        color="tab:blue", alpha=0.2, label="random, min–max")
+    if np.isfinite(base):
+        ax.axhline(base, color="grey", ls="--", lw=1, label=f"no suppression ({base:.3f})")
     ax.set_xlabel("suppressed FFN neurons (%)")
     ax.set_ylabel("accuracy")
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def suppression_figure(table: pd.DataFrame, title: str = "suppression"):
+    """A figure with one panel per mode of a suppression table (see :func:`draw_suppression`)."""
+    from neurondb.intervene.suppress import summarize_suppression
+
+    plt = _pyplot()
+    s = summarize_suppression(table)
+    modes = list(dict.fromkeys(s["mode"])) or ["zero"]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 3.8), squeeze=False)
+    sel_name = "skill neurons" if (table["selection"] == "skill").any() else "mask"
+    for ax, mode in zip(axes[0], modes):
+        draw_suppression(ax, s[s["mode"] == mode], sel_name,
+                         f"{title} ({mode})" if len(modes) > 1 else title)
+    fig.tight_layout()
+    return fig
 
 
 def plot_suppression(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Accuracy against the suppressed fraction, skill vs random (see :func:`draw_suppression`)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    draw_suppression(ax, table)
-    ax.set_title(title or "suppression")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    """Accuracy against the suppressed fraction, skill vs random, written to a PNG."""
+    return _save(suppression_figure(table, title or "suppression"), path)
 
 
-def plot_search(table: pd.DataFrame, path: str | Path, margin: float, title: str = "") -> Path:
-    """Accuracy of every evaluation of the ratio search against the pruned fraction, with the
-    accepted band (baseline − margin) and the chosen ratio marked."""
+def search_figure(table: pd.DataFrame, margin: float | None, title: str = "ratio search"):
+    """Accuracy of every evaluation of a ratio search against the pruned percentage, the band
+    within ``margin`` of the unpruned accuracy (when known), and the chosen ratio marked;
+    points are labelled with their evaluation order."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
     t = table.sort_values("ratio")
     base = float(t["baseline_accuracy"].iloc[0])
-    ax.axhspan(base - margin, max(base, t["accuracy"].max()) + 0.005, color="tab:green",
-               alpha=0.12, label=f"within {margin:g} of unpruned")
-    ax.axhline(base, color="gray", ls=":", label="unpruned")
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    if margin is not None:
+        top = max(base, float(np.nanmax(t["accuracy"]))) + 0.005
+        ax.axhspan(base - margin, top, color="tab:green", alpha=0.12,
+                   label=f"within {margin:g} of unpruned")
+    ax.axhline(base, color="grey", ls="--", lw=1, label=f"unpruned ({base:.3f})")
     ok = t["within_margin"].to_numpy(bool)
-    ax.plot(100 * t["ratio"], t["accuracy"], "-", color="0.6")
-    ax.scatter(100 * t["ratio"][ok], t["accuracy"][ok], color="tab:green", zorder=3,
-               label="accepted")
-    ax.scatter(100 * t["ratio"][~ok], t["accuracy"][~ok], color="tab:red", zorder=3,
-               label="rejected")
+    x = 100 * t["ratio"].to_numpy(np.float64)
+    y = t["accuracy"].to_numpy(np.float64)
+    ax.plot(x, y, "-", color="0.6", zorder=1)
+    ax.scatter(x[ok], y[ok], color="tab:green", zorder=3, label="within margin")
+    ax.scatter(x[~ok], y[~ok], color="tab:red", zorder=3, label="outside margin")
     for r in t.itertuples():
-        if r.step > 0:
-            ax.annotate(str(r.step), (100 * r.ratio, r.accuracy), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
-    chosen = t[t["chosen"]]
+        ax.annotate(str(int(r.step)), (100 * r.ratio, r.accuracy), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    chosen = t[t["chosen"].astype(bool)]
     if len(chosen):
-        ax.axvline(100 * float(chosen["ratio"].iloc[0]), color="tab:green", ls="--",
-                   label=f"chosen {100 * float(chosen['ratio'].iloc[0]):g}%")
+        c = float(chosen["ratio"].iloc[0])
+        ax.axvline(100 * c, color="tab:green", ls=":", lw=1.5, label=f"chosen: {100 * c:g}%")
     ax.set_xlabel("pruned FFN neurons (%)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title or "pruning ratio search (numbers: evaluation order)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} (labels: evaluation order)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_ylim(bottom=max(0.0, min(np.nanmin(t["accuracy"]), base - margin) - 0.05))
-    return _save(fig, path)
+    return fig
+
+
+def plot_search(table: pd.DataFrame, path: str | Path, margin: float | None,
+                title: str = "") -> Path:
+    """The ratio search (see :func:`search_figure`) written to a PNG."""
+    return _save(search_figure(table, margin, title or "pruning ratio search"), path)

@@ -52,20 +52,38 @@ class SuppressResult:
     png: Path | None
 
     def summary(self) -> pd.DataFrame:
-        """Per rate: skill (or mask) accuracy, random mean / min / max over seeds."""
-        t = self.table
-        base = t[t["selection"] == "none"]["accuracy"]
-        rows = []
-        for rate, g in t[t["selection"] != "none"].groupby("rate", sort=True):
-            chosen = g[g["selection"].isin(["skill", "mask"])]["accuracy"]
-            rnd = g[g["selection"] == "random"]["accuracy"]
-            rows.append({"rate": rate, "n_neurons": int(g["n_neurons"].iloc[0]),
-                         "baseline": float(base.iloc[0]) if len(base) else np.nan,
-                         "selected": float(chosen.iloc[0]) if len(chosen) else np.nan,
-                         "random_mean": float(rnd.mean()) if len(rnd) else np.nan,
-                         "random_min": float(rnd.min()) if len(rnd) else np.nan,
-                         "random_max": float(rnd.max()) if len(rnd) else np.nan})
-        return pd.DataFrame(rows)
+        """Per rate: see :func:`summarize_suppression`."""
+        return summarize_suppression(self.table)
+
+
+def summarize_suppression(table: pd.DataFrame) -> pd.DataFrame:
+    """Per ``(mode, rate)`` of a suppression table: ``baseline`` (no suppression),
+    ``selected`` (skill or mask accuracy), the random controls' ``random_mean``,
+    ``random_std`` (ddof 0), ``random_min``, ``random_max`` over ``seeds`` seeds, and
+    ``n_neurons`` suppressed."""
+    d = table.copy()
+    if "mode" not in d.columns:
+        d["mode"] = "zero"
+    rows = []
+    for mode, g in d.groupby("mode", sort=False):
+        base = g[g["selection"] == "none"]["accuracy"]
+        baseline = float(base.mean()) if len(base) else np.nan
+        sel = g[g["selection"].isin(["skill", "mask"])]
+        rnd = g[g["selection"] == "random"]
+        for rate in sorted(set(sel["rate"]) | set(rnd["rate"])):
+            s = sel[sel["rate"] == rate]
+            r = rnd[rnd["rate"] == rate]["accuracy"].to_numpy(np.float64)
+            nn = s["n_neurons"] if "n_neurons" in s.columns and len(s) else (
+                rnd[rnd["rate"] == rate]["n_neurons"] if "n_neurons" in rnd.columns else [])
+            rows.append({"mode": mode, "rate": float(rate), "baseline": baseline,
+                         "selected": float(s["accuracy"].mean()) if len(s) else np.nan,
+                         "random_mean": float(r.mean()) if r.size else np.nan,
+                         "random_std": float(r.std()) if r.size else np.nan,
+                         "random_min": float(r.min()) if r.size else np.nan,
+                         "random_max": float(r.max()) if r.size else np.nan,
+                         "seeds": int(r.size),
+                         "n_neurons": int(nn.iloc[0]) if len(nn) else None})
+    return pd.DataFrame(rows)
 
 
 def parse_rates(text: str | Sequence[float]) -> tuple[float, ...]:
