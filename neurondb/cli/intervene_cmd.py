@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
@@ -106,76 +105,44 @@ def prune(
                                     "prune_<ranking>)."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
-    """Remove FFN neurons (a mask, or the lowest-ranked RATIO of a ranking) and export."""
-    if search or evaluate:
-        _prune_scored(model, out, mask, store, ranking, ratio, fmt, mean_compensation,
-                      means_run, overwrite, search, margin, grid, data, split, prompt,
-                      max_examples, batch_size, latency_batch, name, device)
-        return
+    """Remove FFN neurons (a mask, or the lowest-ranked RATIO of a ranking) and export;
+    with --search, choose the ratio on validation data first."""
+    from rich.console import Console
+
+    console = Console()
     with one_line_errors():
-        from neurondb.arch import adapter_for
-        from neurondb.intervene import (
-            NeuronMask,
-            check_ratio,
-            export_pruned,
-            mask_from_ranking,
-            means_from_stats,
-            priority_from_ranking,
-            read_ranking,
-        )
-        from neurondb.intervene.automap import load_model
         from neurondb.intervene.errors import PruneError
+        from neurondb.intervene.job import PruneRequest, run_prune
 
-        if fmt not in ("compact", "zeroed"):
-            raise PruneError(f"--format must be compact or zeroed, not {fmt!r}")
-        if (mask is None) == (ranking is None):
-            raise PruneError("give either --mask FILE or --store STORE --ranking NAME --ratio R")
-        if ranking is not None and (store is None or ratio is None):
-            raise PruneError("--ranking needs --store STORE and --ratio R")
-        if mask is not None and ratio is not None:
-            raise PruneError("--ratio applies to --ranking; a --mask already lists the neurons")
-        if ratio is not None:
-            check_ratio(ratio)
-        if mean_compensation and store is None:
-            raise PruneError("--mean-compensation takes the neuron means from --store STORE")
-        if out.exists() and not overwrite:
-            raise PruneError(f"export directory {out} exists; pass --overwrite or choose "
-                             "another --out")
-
-        sel = NeuronMask.from_file(mask) if mask is not None else None
-        df = read_ranking(store, ranking) if ranking is not None else None
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         try:
-            net, tokenizer = load_model(model)
-        except OSError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PruneError(f"cannot load model {model!r}: {first}") from e
-        shape = adapter_for(net).shape(net)
-        priority = None
-        provenance: dict = {"model": model, "format": fmt}
-        if sel is not None:
-            provenance["mask_file"] = str(mask)
-        else:
-            sel = mask_from_ranking(df, ratio, shape,
-                                    meta={"store": str(store), "ranking": ranking})
-            priority = priority_from_ranking(df)
-            provenance.update(store=str(store), ranking=ranking, ratio=ratio)
-        means = None
-        if mean_compensation:
-            from neurondb import open_store
+            sizes = tuple(int(x) for x in latency_batch.split(",") if x.strip())
+        except ValueError:
+            raise PruneError(f"--latency-batch takes a comma list of integers, not "
+                             f"{latency_batch!r}") from None
+        req = PruneRequest(model=model, out=out, mask=mask, store=store, ranking=ranking,
+                           ratio=ratio, fmt=fmt, mean_compensation=mean_compensation,
+                           means_run=means_run, overwrite=overwrite, search=search,
+                           margin=margin, grid=grid, evaluate=evaluate, data=data, split=split,
+                           prompt=prompt, max_examples=max_examples, batch_size=batch_size,
+                           latency_batch=sizes, name=name, device=device)
 
-            with open_store(store) as st:
-                stats = st.stats(run=means_run, split=None if means_run else "train")
-            means = means_from_stats(stats)
-            provenance["means"] = {"store": str(store), "run": means_run or "train split"}
-        with warnings.catch_warnings():  # the keep-one rule is reported in the summary
-            warnings.filterwarnings("ignore", message="the mask selects every neuron")
-            report = export_pruned(net, tokenizer, sel, out, format=fmt, means=means,
-                                   priority=priority, provenance=provenance, mask_file=mask,
-                                   overwrite=overwrite, inplace=True)
-    _summary(report, model, out)
+        def log(step: int, r: float, acc: float, ok: bool) -> None:
+            what = "unpruned" if step == 0 else ("accepted" if ok else "rejected")
+            console.print(f"evaluation {step}: ratio {r:.2f} -> accuracy {acc:.4f} ({what})")
+
+        res = run_prune(req, log=log)
+    if res.search is not None:
+        found = res.search.search
+        console.print(f"chosen ratio {found.chosen_ratio:.2f}: the largest on the {grid:g} grid "
+                      f"within {margin:g} of {found.baseline_accuracy:.4f} "
+                      f"({len(found.table) - 1} evaluations)")
+    _summary(res.export, res.model_path, out)
+    if res.evaluation is not None:
+        _print_evaluation(console, res.evaluation, f"pruned vs unpruned on {data}:{split}")
+    for f in res.written:
+        console.print(f"wrote {f}")
+    if res.prompt_dir is not None:
+        console.print(f"the prompt is in {res.prompt_dir}")
 
 
 def _print_evaluation(console, ev, title: str) -> None:
@@ -193,123 +160,6 @@ def _print_evaluation(console, ev, title: str) -> None:
                   f"{r.latency_ms:.1f}",
                   f"{sp.get(r.batch_size, float('nan')):.2f}x" if r.model == "pruned" else "")
     console.print(t)
-
-
-def _prune_scored(model, out, mask, store, ranking, ratio, fmt, mean_compensation, means_run,
-                  overwrite, search, margin, grid, data, split, prompt, max_examples,
-                  batch_size, latency_batch, name, device) -> None:
-    """``--search`` (ratio search + export + evaluation) or ``--evaluate`` (export + evaluation)."""
-    from rich.console import Console
-
-    console = Console()
-    with one_line_errors():
-        from neurondb.intervene import (
-            NeuronMask,
-            check_ratio,
-            export_pruned,
-            mask_from_ranking,
-            means_from_stats,
-            priority_from_ranking,
-            read_ranking,
-        )
-        from neurondb.intervene.errors import PruneError
-        from neurondb.intervene.scoring import check_full_model, prepare_scorer
-        from neurondb.intervene.search import (
-            check_margin,
-            evaluate_export,
-            export_prompt,
-            prune_with_search,
-            ratio_grid,
-        )
-        from neurondb.store.reader import open_store
-
-        if fmt not in ("compact", "zeroed"):
-            raise PruneError(f"--format must be compact or zeroed, not {fmt!r}")
-        if data is None:
-            raise PruneError("--search and --evaluate score the model on labelled data: add "
-                             "--data DATA (and --prompt DIR when the model needs one)")
-        if search:
-            if mask is not None or ratio is not None:
-                raise PruneError("--search chooses the ratio itself: give --store STORE "
-                                 "--ranking NAME, without --mask or --ratio")
-            if store is None or ranking is None:
-                raise PruneError("--search needs --store STORE --ranking NAME")
-            check_margin(margin)
-            ratio_grid(grid)
-        elif (mask is None) == (ranking is None):
-            raise PruneError("give either --mask FILE or --store STORE --ranking NAME --ratio R")
-        if ranking is not None and store is None:
-            raise PruneError("--ranking needs --store STORE")
-        if not search and ranking is not None and ratio is None:
-            raise PruneError("--ranking needs --ratio R (or --search)")
-        if ratio is not None:
-            check_ratio(ratio)
-        if mean_compensation and store is None:
-            raise PruneError("--mean-compensation takes the neuron means from --store STORE")
-        if out.exists() and not overwrite:
-            raise PruneError(f"export directory {out} exists; pass --overwrite or choose "
-                             "another --out")
-        try:
-            sizes = tuple(int(x) for x in latency_batch.split(",") if x.strip())
-        except ValueError:
-            raise PruneError(f"--latency-batch takes a comma list of integers, not "
-                             f"{latency_batch!r}") from None
-        st = open_store(store) if store is not None else None
-        df = read_ranking(store, ranking) if ranking is not None else None
-        scorer = prepare_scorer(model, data, prompt=prompt, split=split,
-                                max_examples=max_examples, batch_size=batch_size, device=device)
-        check_full_model(scorer.lm, "pruning by a mask or ranking of the full model")
-        means = None
-        if mean_compensation:
-            means = means_from_stats(st.stats(run=means_run,
-                                              split=None if means_run else "train"))
-        prov = {"model": model or scorer.lm.name, "store": None if store is None else str(store),
-                "ranking": ranking, "format": fmt,
-                "prompt": None if prompt is None else str(prompt)}
-        if search:
-            res_name = name or f"prune_{ranking}"
-
-            def log(step: int, r: float, acc: float, ok: bool) -> None:
-                what = "unpruned" if step == 0 else ("accepted" if ok else "rejected")
-                console.print(f"evaluation {step}: ratio {r:.2f} -> accuracy {acc:.4f} ({what})")
-
-            outcome = prune_with_search(scorer, df, out, margin=margin, grid_step=grid, fmt=fmt,
-                                        means=means, store=st, name=res_name, provenance=prov,
-                                        batch_sizes=sizes, overwrite=overwrite, log=log)
-            report, ev = outcome.export, outcome.evaluation
-            console.print(f"chosen ratio {outcome.search.chosen_ratio:.2f}: the largest on the "
-                          f"{grid:g} grid within {margin:g} of {outcome.search.baseline_accuracy:.4f}"
-                          f" ({len(outcome.search.table) - 1} evaluations)")
-        else:
-            shape = scorer.shape()
-            if mask is not None:
-                sel, priority = NeuronMask.from_file(mask), None
-                prov["mask_file"] = str(mask)
-            else:
-                sel = mask_from_ranking(df, ratio, shape, meta={"store": str(store),
-                                                                "ranking": ranking})
-                priority = priority_from_ranking(df)
-                prov["ratio"] = ratio
-            report = export_pruned(scorer.lm.model, scorer.lm.tokenizer, sel, out, format=fmt,
-                                   means=means, priority=priority, provenance=prov,
-                                   mask_file=mask, overwrite=overwrite)
-            if scorer.prompt is not None:
-                import copy
-
-                from neurondb.intervene.export import load_pruned
-
-                export_prompt(copy.deepcopy(scorer.prompt), out,
-                              load_pruned(out, model_class=type(scorer.lm.model)))
-            ev = evaluate_export(scorer, out, report.prune.ratio, sizes)
-            outcome = None
-    _summary(report, scorer.lm.name, out)
-    _print_evaluation(console, ev, f"pruned vs unpruned on {data}:{split}")
-    if outcome is not None:
-        for f in (outcome.search_path, outcome.eval_path, outcome.png):
-            if f:
-                console.print(f"wrote {f}")
-    if scorer.prompt is not None:
-        console.print(f"the prompt is in {out / 'prompt'}")
 
 
 def register(app: typer.Typer) -> None:
