@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neurondb-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo walkthrough test lint bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	$(VENV)/bin/neurondb demo --out demo_out --overwrite
+
+walkthrough: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/walkthrough.sh
 
 test: setup

@@ -233,11 +233,12 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
         search_path = write_result(store, "pruning", name, res.table, rmeta, overwrite=True)
         png = plot_search(res.table, search_path.with_suffix(".png"), margin)
     if res.chosen_ratio is None:
-        first = res.table[res.table["step"] == 1]
-        got = f"{first['accuracy'].iloc[0]:.4f}" if len(first) else "?"
+        tried = res.table[res.table["step"] > 0].sort_values("ratio")
+        got = (f" (the smallest tried, ratio {tried['ratio'].iloc[0]:g}, gave "
+               f"{tried['accuracy'].iloc[0]:.4f})" if len(tried) else "")
         raise PruneError(f"no ratio on the {grid_step:g} grid keeps accuracy within {margin:g} "
-                         f"of the unpruned {res.baseline_accuracy:.4f} (ratio {grid_step:g} "
-                         f"gave {got}); raise --margin or use another ranking")
+                         f"of the unpruned {res.baseline_accuracy:.4f}{got}; raise --margin or "
+                         "use another ranking")
     assert res.mask is not None
     report = export_pruned(scorer.lm.model, scorer.lm.tokenizer, res.mask, out, format=fmt,
                            means=means, priority=priority_from_ranking(ranking),
