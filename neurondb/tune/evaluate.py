@@ -62,15 +62,17 @@ def check_prompt(lm: LoadedModel, prompt: SoftPrompt) -> None:
 
 def readout_for(lm: LoadedModel, prompt: SoftPrompt | None, template: str | Template | None = None,
                 verbalizer: list[str] | None = None, max_length: int | None = None) -> Readout:
-    """The readout a prompt was tuned with (template/verbalizer/pool from its meta), with
-    ``template``/``verbalizer`` overriding; ``{text}`` when nothing says otherwise."""
+    """The readout a prompt was tuned with (template/verbalizer/pool/text token limit from its
+    meta), with ``template``/``verbalizer``/``max_length`` overriding; ``{text}`` when nothing
+    says otherwise."""
     meta = prompt.meta if prompt is not None else {}
     tmpl = template or meta.get("template") or "{text}"
     verb = verbalizer if verbalizer is not None else meta.get("verbalizer")
     n_head = int(prompt.head_weight.shape[0]) if prompt is not None and prompt.has_head else None
     pool = prompt.pool if prompt is not None else "mask"
     return make_readout(lm, tmpl, verb, prompt.n_tokens if prompt is not None else 0,
-                        n_head_classes=n_head, pool=pool, max_length=max_length)
+                        n_head_classes=n_head, pool=pool,
+                        max_length=max_length or (prompt.max_length if prompt else None))
 
 
 def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,

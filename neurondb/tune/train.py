@@ -195,7 +195,8 @@ class PromptTuner:
 
     def _adopt_prompt(self, cfg: TuneConfig) -> None:
         """Start from a tuned prompt (knowledge condensation: re-tune the prompt of the full
-        model on its pruned export). Its length, head, pool, readout and template are kept."""
+        model on its pruned export). Its length, head, pool, readout, template and text token
+        limit are kept."""
         from neurondb.extract.prompt import load_prompt
 
         sp = load_prompt(cfg.from_prompt)
@@ -205,6 +206,7 @@ class PromptTuner:
         cfg.pool = sp.pool
         cfg.template = cfg.template or meta.get("template")
         cfg.verbalizer = cfg.verbalizer or meta.get("verbalizer")
+        cfg.max_length = cfg.max_length or sp.max_length
         if sp.has_head:
             cfg.readout = "head"
         elif cfg.readout == "auto" and meta.get("readout"):

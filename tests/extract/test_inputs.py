@@ -39,6 +39,22 @@ def test_long_text_is_shortened_and_keeps_the_mask(tmp_path, tiny_path):
     st.close()
 
 
+def test_local_datasets_under_one_task_get_their_own_run_names(tmp_path, tiny_path, sentiment_dir):
+    """--task sst2 on two local directories (SST-2 and an adversarial copy) makes two runs named
+    after the directories, not one name that collides."""
+    adv = tmp_path / "adv_sst2"
+    adv.mkdir()
+    (adv / "validation.parquet").write_bytes((sentiment_dir / "validation.parquet").read_bytes())
+    store = tmp_path / "s"
+    for data in (sentiment_dir, adv):
+        st = neurondb.extract(str(tiny_path("bert")), str(data), store, task="sst2",
+                              positions="mask", max_examples=4, progress=False)
+        st.close()
+    with neurondb.open(store) as st:
+        names = sorted(r.run for r in st.runs())
+    assert names == sorted([f"{sentiment_dir.name}-validation", "adv_sst2-validation"])
+
+
 def test_string_labels_and_jsonl_csv(tmp_path):
     import pandas as pd
 

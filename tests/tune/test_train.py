@@ -181,3 +181,32 @@ def test_tune_prompt_writes_one_directory_per_seed(sharp_path, sentiment_dir, tm
     assert dirs == [tmp_path / "o" / "seed-5", tmp_path / "o" / "seed-7"]
     assert [load_prompt(d).meta["seed"] for d in dirs] == [5, 7]
     assert not any(p.name.startswith(".") for p in (tmp_path / "o").iterdir())
+
+
+def test_the_tuned_text_limit_carries_to_extract_evaluation_and_scoring(sharp_path, sentiment_dir,
+                                                                        tmp_path):
+    """A prompt tuned on inputs cut to 8 tokens ([CLS] text It was [MASK] . [SEP]: two words of
+    the 3-5 word sentences) is extracted, evaluated and scored on inputs cut the same way when
+    no --max-length is given."""
+    from neurondb.intervene.scoring import prepare_scorer
+    from neurondb.tune.evaluate import readout_for
+
+    tuner = _tuner(sharp_path("lm"), sentiment_dir, tmp_path / "short", epochs=2, max_length=8)
+    tuned = tuner.train(1)
+    d = tuner.save(tuned)
+    sp = load_prompt(d)
+    assert sp.max_length == 8
+    assert readout_for(tuner.lm, sp).encoder.max_length == 8
+    assert readout_for(tuner.lm, sp, max_length=9).encoder.max_length == 9  # an explicit limit wins
+    scorer = prepare_scorer(None, str(sentiment_dir), prompt=d, lm=tuner.lm)
+    assert scorer.readout.encoder.max_length == 8
+    np.testing.assert_array_equal(evaluate(tuner.lm, sp, scorer.data).predictions,
+                                  tuned.evaluation.predictions)
+    st = neurondb.extract(str(tuner.cfg.model), str(sentiment_dir), tmp_path / "s",
+                          prompt=str(d), positions="mask", dtype="float32", progress=False)
+    assert st.run().max_length == 8
+    assert st.examples().to_pandas()["n_tokens"].max() <= 4 + 8  # prompt + the cut input
+    ex = st.examples(split="validation").to_pandas().sort_values("example_id")
+    np.testing.assert_allclose(np.stack(ex["label_logits"].to_numpy()),
+                               tuned.evaluation.logits, atol=1e-5, rtol=0)
+    st.close()
