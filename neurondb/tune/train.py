@@ -251,6 +251,14 @@ class PromptTuner:
             self.initial_evaluation = evaluate(lm, live, self.eval_data, readout=ro,
                                                batch_size=cfg.eval_batch_size,
                                                check_model=False)
+        best: tuple | None = None  # (accuracy, -loss, epoch, prompt, head_w, head_b, evaluation)
+        if self.initial_evaluation is not None:
+            # the starting prompt competes as epoch 0: re-tuning never returns a prompt that
+            # scores worse on the validation split than the one it started from
+            ie = self.initial_evaluation
+            best = (ie.accuracy, -ie.loss, 0, prompt.detach().clone(),
+                    None if head_w is None else head_w.detach().clone(),
+                    None if head_b is None else head_b.detach().clone(), ie)
         rng = np.random.default_rng(seed)
         data = self.train_data
         labels_all = torch.as_tensor(data.labels)
@@ -258,7 +266,6 @@ class PromptTuner:
         steps = math.ceil(n / cfg.batch_size)
         task = rep.task(f"seed {seed}", total=steps * cfg.epochs)
         records: list[EpochRecord] = []
-        best: tuple | None = None  # (accuracy, -loss, epoch, prompt, head_w, head_b, evaluation)
         stale = 0
         for epoch in range(1, cfg.epochs + 1):
             te = time.perf_counter()
@@ -400,7 +407,10 @@ class PromptTuner:
                 out.append(self.save(tuned))
                 acc = tuned.prompt.meta["best_eval_accuracy"]
                 before = (tuned.prompt.meta.get("from_prompt") or {}).get("eval_accuracy_before")
-                rep.info(f"seed {seed}: kept epoch {tuned.best_epoch} of {len(tuned.records)}"
+                kept = (f"kept the starting prompt (no epoch of {len(tuned.records)} beat it)"
+                        if tuned.best_epoch == 0 else
+                        f"kept epoch {tuned.best_epoch} of {len(tuned.records)}")
+                rep.info(f"seed {seed}: {kept}"
                          + (f", validation accuracy {before:.4f} before re-tuning"
                             if before is not None else "")
                          + (f", validation accuracy {acc:.4f}" if acc is not None else "")

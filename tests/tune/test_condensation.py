@@ -52,6 +52,31 @@ def test_retuning_on_the_export_recovers_accuracy(pruned, tmp_path):
     assert sc.evaluate().accuracy == after
 
 
+def test_the_starting_prompt_is_kept_when_no_epoch_beats_it(pruned, tmp_path):
+    """Re-tuning the planted model's own (perfect) prompt on training labels that are flipped:
+    every epoch scores worse on the true validation labels, so the start is kept as epoch 0,
+    bit for bit."""
+    import pandas as pd
+
+    planted, _ = pruned
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    for split in ("train", "validation"):
+        (src,) = planted.data_dir.glob(f"{split}.*")
+        df = pd.read_parquet(src) if src.suffix == ".parquet" else pd.read_json(src, lines=True)
+        if split == "train":
+            df["label"] = 1 - df["label"]
+        df.to_parquet(flipped / f"{split}.parquet", index=False)
+    start = load_prompt(planted.prompt_dir)
+    dirs = tune_prompt(str(planted.model_dir), str(flipped), tmp_path / "kept",
+                       from_prompt=planted.prompt_dir, seeds=(1,), epochs=3, patience=0,
+                       lr=0.5, head_lr=0.5, device="cpu", progress=False)
+    meta = json.loads((dirs[0] / PROMPT_JSON).read_text())
+    assert meta["best_epoch"] == 0 and meta["epochs_run"] == 3
+    assert meta["best_eval_accuracy"] == meta["from_prompt"]["eval_accuracy_before"] == 1.0
+    assert load_prompt(dirs[0]).sha256 == start.sha256
+
+
 def test_cli_reports_before_and_after(pruned, tmp_path):
     planted, export = pruned
     r = runner.invoke(app, ["tune", str(export), str(planted.data_dir), "--from-prompt",
