@@ -89,7 +89,9 @@ class DemoSummary:
         if a:
             lines.append(f"attribution (pruning ranking, {a['examples']} training sentences): "
                          f"top {a['top_neuron']}; top 5% of neurons by layer "
-                         f"{a['top5_by_layer']}")
+                         f"{a['top5_by_layer']}; against the skill ranking: Spearman "
+                         f"{a['spearman_vs_skill']:.3f} (mean over layers), top-5% overlap "
+                         f"{a['top5_overlap_vs_skill']:.3f}")
         p = self.pruning
         if p.get("error"):
             lines.append(f"pruning: {p['error']}")
@@ -151,6 +153,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
     from neurondb.intervene.selection import read_ranking
     from neurondb.intervene.suppress import SuppressResult, suppress
     from neurondb.query.attribution import attribution
+    from neurondb.query.compare import correlate
     from neurondb.query.predictivity import predictivity
     from neurondb.tune.train import tune_prompt
 
@@ -220,6 +223,11 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
                           f"{int(top['neuron'].iloc[0])}",
             "top5_by_layer": {int(k): int(v) for k, v in
                               top.iloc[:n5].groupby("layer").size().items()}}
+        # are the skill neurons the ones pruning keeps? Spearman per layer, and top-5 % overlap
+        cmp = correlate(store, ["skill", "attribution"], name="skill-vs-attribution",
+                        overwrite=True)
+        summary.attribution["spearman_vs_skill"] = cmp.mean
+        summary.attribution["top5_overlap_vs_skill"] = float(cmp.overlap.iloc[0, -1])
 
     with timer.step("prune", "search the pruning ratio, export, reload and time the model"):
         scorer = prepare_scorer(cfg.model, cfg.data, prompt=best["dir"],

@@ -33,6 +33,9 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path, tiny_path, sentiment_dir):
     attr = pd.read_parquet(store / "results" / "rankings" / "attribution.parquet")
     assert (attr.method == "attribution").all() and (attr.scope == "global").all()
     assert s.attribution["examples"] == cfg.attribution_examples
+    cor = pd.read_parquet(store / "results" / "correlations" / "skill-vs-attribution.parquet")
+    pair = cor[(cor.a == "skill") & (cor.b == "attribution")]
+    assert s.attribution["spearman_vs_skill"] == pytest.approx(pair.spearman.mean())
     search = pd.read_parquet(store / "results" / "pruning" / "attribution.parquet")
     assert s.pruning["ratio"] == search[search.chosen].ratio.iloc[0]
     assert s.pruning["evaluations"] == len(search) - 1
