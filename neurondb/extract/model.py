@@ -96,7 +96,19 @@ def auto_readout(config, has_head: bool) -> str:
         return "seq2seq"
     if arch.endswith("ForSequenceClassification"):
         return "classifier"
+    if not arch and _decoder_only(config):
+        # no architectures recorded (a GGUF file, a config built in code): a decoder-only
+        # family is a causal LM (GGUF files carry the LM head)
+        return "causal"
     return "none"
+
+
+def _decoder_only(config) -> bool:
+    try:
+        stacks = adapter_for(config).stacks
+    except UnsupportedModelError:
+        return False
+    return [s.name for s in stacks] == ["decoder"]
 
 
 def _auto_class(readout: str, config):

@@ -72,6 +72,22 @@ def test_offline_alias_locates_the_shipped_file_without_importing_its_package(tm
     assert resolve_model_name(str(tmp_path)) == str(tmp_path)  # not an alias
 
 
+def test_auto_readout_of_a_config_without_architectures():
+    """A GGUF file's config records no architectures: a decoder-only family is read as a causal
+    LM, an encoder stays without a readout, recorded architectures decide as before."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig, T5Config
+
+    from neurondb.extract.model import auto_readout
+
+    assert LlamaConfig().architectures is None
+    assert auto_readout(LlamaConfig(), has_head=False) == "causal"
+    assert auto_readout(GPT2Config(), has_head=False) == "causal"
+    assert auto_readout(T5Config(), has_head=False) == "seq2seq"
+    assert auto_readout(BertConfig(), has_head=False) == "none"
+    assert auto_readout(LlamaConfig(architectures=["LlamaModel"]), has_head=False) == "none"
+    assert auto_readout(LlamaConfig(), has_head=True) == "head"
+
+
 def test_string_labels_and_jsonl_csv(tmp_path):
     import pandas as pd
 
