@@ -388,7 +388,7 @@ class Replication:
             ax.plot(g.layer, g["top1%"], marker="o", label=ds.name)
         ax.set_xlabel("layer")
         ax.set_ylabel("mean predictivity of the top 1% neurons")
-        ax.set_title(f"Where the skill neurons are ({self.model_name}, prompt positions)")
+        ax.set_title(f"Where the skill neurons are ({self.model_name}, slots {self.a.slots})")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(self.figs / "predictivity_by_layer.png", dpi=120)
@@ -493,7 +493,7 @@ class Replication:
         self.summary["suppress"] = self.supp.to_dict("records")
         plt = plt_module()
         n = len(self.datasets)
-        fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.2), sharey=True)
+        fig, axes = plt.subplots(1, n, figsize=(max(3.0 * n, 5.5), 3.2), sharey=True)
         for ax, ds in zip(np.atleast_1d(axes), self.datasets):
             g = self.supp[self.supp.dataset == ds.name]
             ax.plot(g["rate %"], g["skill"], "o-", color="C3", label="skill neurons")

@@ -27,11 +27,13 @@ def heatmap(matrix: pd.DataFrame | Sequence[tuple[str, pd.DataFrame]], path: str
     size = min(2.0 + 0.6 * n, 14.0)
     fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
     im = None
-    for ax, (t, m) in zip(axes[0], panels):
+    for k, (ax, (t, m)) in enumerate(zip(axes[0], panels)):
         vals = m.to_numpy(dtype=float)
         im = ax.imshow(vals, vmin=vmin, vmax=vmax, cmap="coolwarm")
         ax.set_xticks(range(len(m.columns)), [str(c) for c in m.columns], rotation=45, ha="right")
         ax.set_yticks(range(len(m.index)), [str(c) for c in m.index])
+        if k > 0 and list(m.index) == list(panels[0][1].index):
+            ax.tick_params(labelleft=False)  # the row names are the first panel's
         ax.set_title(t)
         if vals.shape[0] <= 12 and vals.shape[1] <= 12:
             for (i, j), v in np.ndenumerate(vals):
