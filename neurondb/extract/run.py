@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 
 from neurondb.extract.capture import FFNCapture
-from neurondb.extract.data import LoadedData, load_data
+from neurondb.extract.data import LoadedData, check_distinct_splits, load_data
 from neurondb.extract.dist import Dist
 from neurondb.extract.encode import Encoder, parse_positions, resolve_positions
 from neurondb.extract.errors import ExtractError
@@ -161,6 +161,7 @@ class _Extraction:
                               require_labels=need_labels)
         self.stats_data = None
         if cfg.stats_split:
+            check_distinct_splits(cfg.data, cfg.split, cfg.stats_split, "--stats-split")
             self.stats_data = load_data(cfg.data, cfg.stats_split, cfg.data_config,
                                         cfg.text_fields, cfg.label_field, cfg.max_examples,
                                         self.task, require_labels=need_labels)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurondb.extract.data import LoadedData, load_data
+from neurondb.extract.data import LoadedData, check_distinct_splits, load_data
 from neurondb.extract.model import LoadedModel, auto_readout, load_config, load_model
 from neurondb.extract.prompt import SoftPrompt
 from neurondb.extract.templates import PRESETS
@@ -165,6 +165,8 @@ class PromptTuner:
         if readout == "none":
             raise TuneError("--readout none gives no labels to tune on; use auto or head")
         self.train_data = self._load(cfg.split, cfg.max_examples)
+        if cfg.eval_split:
+            check_distinct_splits(cfg.data, cfg.split, cfg.eval_split, "--eval-split")
         self.eval_data = (self._load(cfg.eval_split, cfg.max_eval_examples or cfg.max_examples)
                           if cfg.eval_split else None)
         self.lm: LoadedModel = load_model(cfg.model, readout, cfg.device)

@@ -115,3 +115,11 @@ def test_prompt_for_another_model(tmp_path, tiny_path, sentiment_dir):
     pdir = SoftPrompt(torch.zeros(3, 64)).save(tmp_path / "p")
     _fails(tmp_path / "s", "made for another model", str(tiny_path("bert")), str(sentiment_dir),
            prompt=str(pdir), template=TEMPLATE, verbalizer=["bad", "good"])
+
+
+def test_stats_split_of_a_single_file(tmp_path, tiny_path, sentiment_dir):
+    """One file has no splits: --stats-split would compute the baseline on the evaluated rows."""
+    f = str(sentiment_dir / "validation.parquet")
+    msg = _fails(tmp_path / "s", "is one file", str(tiny_path("bert")), f, split="validation",
+                 stats_split="train", template=TEMPLATE, verbalizer=["bad", "good"])
+    assert "--stats-split 'train'" in msg and "one <split>" in msg

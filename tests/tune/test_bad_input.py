@@ -117,3 +117,14 @@ def test_head_needs_a_mask_to_pool_at(tmp_path, tiny_path, sentiment_dir):
         _tune(tiny_path("bert", head="base"), sentiment_dir, tmp_path / "o", template="{text}",
               verbalizer=None)
     _one_line(e)
+
+
+def test_eval_split_of_a_single_file(tmp_path, tiny_path, sentiment_dir):
+    """Early stopping on a single file would score the training rows themselves."""
+    with pytest.raises(ExtractError, match="--eval-split 'validation' would read the same") as e:
+        _tune(tiny_path("bert"), sentiment_dir / "train.parquet", tmp_path / "o")
+    _one_line(e)
+    assert not (tmp_path / "o").exists()
+    # without an eval split the one file is fine
+    assert _tune(tiny_path("bert"), sentiment_dir / "train.parquet", tmp_path / "o",
+                 eval_split=None)
