@@ -147,7 +147,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
     """Run every step; write ``OUT/report.html``, ``OUT/summary.json``; return the summary."""
     import neurondb
     from neurondb.extract.prompt import PROMPT_JSON
-    from neurondb.intervene.errors import PruneError
+    from neurondb.intervene.errors import NoAcceptableRatioError
     from neurondb.intervene.scoring import prepare_scorer
     from neurondb.intervene.search import prune_with_search, speedups
     from neurondb.intervene.selection import read_ranking
@@ -241,9 +241,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
                                 "ranking": "attribution", "prompt": best["dir"]},
                     log=lambda s, r, a, ok: say(f"   evaluation {s}: ratio {r:.2f} -> accuracy "
                                                 f"{a:.4f} ({'accepted' if ok else 'rejected'})"))
-            except PruneError as e:  # no acceptable ratio: a finding, not a crash
-                if "no ratio" not in str(e):
-                    raise
+            except NoAcceptableRatioError as e:  # a finding, not a crash
                 say(f"   {e}")
                 summary.pruning = {"error": str(e), "margin": cfg.margin}
                 outcome = None

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from neurondb.demo import DemoConfig, run_demo
-from neurondb.intervene.errors import PruneError
+from neurondb.intervene.errors import NoAcceptableRatioError, PruneError
 
 
 def test_demo_end_to_end_on_a_tiny_model(tmp_path, tiny_path, sentiment_dir):
@@ -63,7 +63,7 @@ def test_demo_reports_a_search_without_acceptable_ratio(tmp_path, tiny_path, sen
     import neurondb.intervene.search as search
 
     def no_ratio(*a, **k):
-        raise PruneError("no ratio on the 0.05 grid keeps accuracy within 0.01 of the unpruned "
+        raise NoAcceptableRatioError("no ratio on the 0.05 grid keeps accuracy within 0.01 of the unpruned "
                          "0.9000; raise --margin or use another ranking")
 
     monkeypatch.setattr(search, "prune_with_search", no_ratio)

@@ -11,5 +11,9 @@ class PruneError(NeurondbError):
     """A pruning request that cannot be carried out as asked (bad ratio, missing means, ...)."""
 
 
+class NoAcceptableRatioError(PruneError):
+    """The ratio search found no grid ratio within the margin (the search table is written)."""
+
+
 class ExportError(NeurondbError):
     """An export directory that exists, or an export that cannot be written or read back."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.intervene.errors import PruneError
+from neurondb.intervene.errors import NoAcceptableRatioError, PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import replace_neurons
 from neurondb.intervene.scoring import Scorer
@@ -213,8 +213,8 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
                       ) -> PruneSearchOutcome:
     """Search the ratio, export the chosen pruning to ``out`` (with the prompt), load it back
     and evaluate it; write ``pruning/<name>`` and ``pruned_eval/<name>`` (+ a PNG) to
-    ``store`` when given. Raises :class:`PruneError` (after writing the search table) when no
-    grid ratio stays within the margin."""
+    ``store`` when given. Raises :class:`NoAcceptableRatioError` (a :class:`PruneError`, after
+    writing the search table) when no grid ratio stays within the margin."""
     from neurondb.intervene.export import export_pruned, load_pruned
     from neurondb.intervene.plots import plot_search
     from neurondb.query.results import check_absent, write_result
@@ -236,7 +236,7 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
         tried = res.table[res.table["step"] > 0].sort_values("ratio")
         got = (f" (the smallest tried, ratio {tried['ratio'].iloc[0]:g}, gave "
                f"{tried['accuracy'].iloc[0]:.4f})" if len(tried) else "")
-        raise PruneError(f"no ratio on the {grid_step:g} grid keeps accuracy within {margin:g} "
+        raise NoAcceptableRatioError(f"no ratio on the {grid_step:g} grid keeps accuracy within {margin:g} "
                          f"of the unpruned {res.baseline_accuracy:.4f}{got}; raise --margin or "
                          "use another ranking")
     assert res.mask is not None

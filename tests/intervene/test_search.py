@@ -15,6 +15,7 @@ from neurondb.intervene import PruneError, mask_from_ranking
 from neurondb.intervene.scoring import prepare_scorer
 from neurondb.intervene.search import (
     evaluate_export,
+    prune_with_search,
     pruning_mask,
     ratio_grid,
     score_pruned_by_zeroing,
@@ -192,3 +193,12 @@ def test_evaluate_export_times_both_models(planted, scorer, tmp_path):
     sp = speedups(ev)
     assert sp[4] == pytest.approx(ev.latency_ms.iloc[0] / ev.latency_ms.iloc[1])
     assert ev.file_bytes.iloc[1] < ev.file_bytes.iloc[0]
+
+
+def test_no_acceptable_ratio_is_its_own_error(scorer, tmp_path):
+    """Callers (the demo) tell "no ratio fits" from other pruning errors by its type."""
+    from neurondb.intervene.errors import NoAcceptableRatioError
+
+    with pytest.raises(NoAcceptableRatioError, match="no ratio on the 0.05 grid") as e:
+        prune_with_search(scorer, _ranking(95), tmp_path / "none", margin=0.01)
+    assert isinstance(e.value, PruneError) and not (tmp_path / "none").exists()
