@@ -28,7 +28,9 @@ DATA = "movie_reviews"
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. ``train``/``validation``: examples used from each split."""
+    """Sizes of the demo. ``train``: training sentences for prompt tuning; ``validation``:
+    validation sentences (early stopping, extraction, suppression, pruning), and the number of
+    training sentences captured as running statistics (one ``max_examples`` for both splits)."""
 
     out: Path = Path("demo_out")
     model: str = MODEL
@@ -182,7 +184,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
     summary.store = str(store)
     evals, trains = [], []
     with timer.step("extract", f"extract {cfg.validation} validation sentences per token and "
-                    f"{cfg.train} training sentences as running statistics, per prompt"):
+                    f"{cfg.validation} training sentences as running statistics, per prompt"):
         for d in dirs:
             st = neurondb.extract(cfg.model, cfg.data, store, prompt=str(d), split="validation",
                                   stats_split="train", max_examples=cfg.validation,
