@@ -13,8 +13,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from neurondb.errors import UsageError
 
-class UnsupportedModelError(ValueError):
+
+class UnsupportedModelError(UsageError):
     """Raised for a model whose FFN no adapter knows."""
 
 

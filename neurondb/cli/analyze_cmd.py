@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from neurondb.errors import UsageError
 from neurondb.cli.errors import one_line_errors
 
 WITH_HELP = "Open another store together with STORE (repeatable)."
@@ -82,7 +83,7 @@ def rank_command(
 
     with one_line_errors():
         if global_ and per_layer:
-            raise ValueError("--global and --per-layer exclude each other")
+            raise UsageError("--global and --per-layer exclude each other")
         st = _open(store, also)
         scope = "global" if global_ else "layer" if per_layer else None
         if method == "predictivity":

@@ -41,12 +41,13 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Console entry point: a NeurondbError is one line on stderr and exit code 2."""
-    from neurondb.store.errors import NeurondbError
+    from neurondb.cli.errors import print_error
+    from neurondb.errors import NeurondbError
 
     try:
         app()
     except NeurondbError as e:
-        typer.echo(f"error: {e}", err=True)
+        print_error(e)
         sys.exit(2)
 
 

@@ -1,4 +1,8 @@
-"""How CLI commands turn library errors into one-line messages."""
+"""How CLI commands turn neurondb's own errors into one-line messages.
+
+Only :class:`neurondb.errors.NeurondbError` is caught: any other exception is a bug and
+shows as a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,19 @@ import sys
 
 import typer
 
-from neurondb.store.errors import NeurondbError
+from neurondb.errors import NeurondbError, one_line
+
+
+def print_error(e: BaseException) -> None:
+    msg = one_line(str(e).strip().strip("'\"")) or type(e).__name__
+    typer.echo(f"error: {msg}", err=True)
 
 
 @contextlib.contextmanager
 def one_line_errors():
-    """Print a NeurondbError (or a ValueError from argument checks) as ``error: ...``; exit 2."""
+    """Print a NeurondbError as ``error: ...`` and exit 2; anything else propagates."""
     try:
         yield
-    except (NeurondbError, ValueError, FileNotFoundError, KeyError) as e:
-        msg = str(e).strip().strip("'\"").splitlines()[0] if str(e).strip() else type(e).__name__
-        typer.echo(f"error: {msg}", err=True)
+    except NeurondbError as e:
+        print_error(e)
         sys.exit(2)

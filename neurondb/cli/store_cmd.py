@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from neurondb.errors import UsageError
 from neurondb.cli.errors import one_line_errors
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -69,9 +70,9 @@ def query_command(
 
     with one_line_errors():
         if fmt not in FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
         if fmt == "parquet" and output is None:
-            raise ValueError("--format parquet needs --output FILE")
+            raise UsageError("--format parquet needs --output FILE")
         st = neurondb.open(store, *(also or []), partial=partial, verify=not no_verify)
         arrow = st.connection.arrow(sql)
         _emit(arrow, fmt, output, limit)
@@ -133,7 +134,7 @@ def verify_command(store: Path = typer.Argument(..., help="Store directory.")) -
 
     with one_line_errors():
         if not (store / "manifest.json").exists():
-            raise ValueError(f"{store} is not a neurondb store (no manifest.json)")
+            raise UsageError(f"{store} is not a neurondb store (no manifest.json)")
         rep = verify_store(store)
     for note in rep.notes:
         typer.echo(f"note: {note}")

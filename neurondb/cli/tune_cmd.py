@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from neurondb.errors import UsageError
 from neurondb.cli.errors import one_line_errors
 from neurondb.tune import defaults
 
@@ -14,9 +15,9 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
     try:
         out = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise ValueError(f"{flag} takes a comma list of integers, not {text!r}") from None
+        raise UsageError(f"{flag} takes a comma list of integers, not {text!r}") from None
     if not out:
-        raise ValueError(f"{flag} takes a comma list of integers, not {text!r}")
+        raise UsageError(f"{flag} takes a comma list of integers, not {text!r}")
     return out
 
 

@@ -1,7 +1,3 @@
-"""Extraction errors: one line naming the problem and the fix."""
+"""Re-exports of :mod:`neurondb.errors` (the one home of neurondb's errors)."""
 
-from neurondb.store.errors import NeurondbError
-
-
-class ExtractError(NeurondbError):
-    """Bad input to an extraction (model, data, template, prompt, output directory)."""
+from neurondb.errors import ExtractError, InputDecodeError  # noqa: F401

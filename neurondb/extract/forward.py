@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from neurondb.errors import UsageError
 from neurondb.extract.encode import Batch
 from neurondb.extract.model import LoadedModel
 from neurondb.extract.prompt import SoftPrompt
@@ -75,7 +76,7 @@ def label_logits(lm: LoadedModel, outputs, batch: Batch, verb_ids: list[int] | N
             pos = torch.as_tensor(batch.mask_tok_pos if pool == "mask" else
                                   [P] * len(batch.lengths), device=dev)
             if (pos < 0).any():
-                raise ValueError("the head reads the <mask> position but an example has none")
+                raise UsageError("the head reads the <mask> position but an example has none")
             vec = hs[torch.arange(hs.shape[0], device=dev), pos]
         out = vec.float() @ w.to(dev).float().T
         return out + b.to(dev).float() if b is not None else out
@@ -97,4 +98,4 @@ def target_value(logits: torch.Tensor, labels: torch.Tensor, target: str) -> tor
         return logits[rows, logits.argmax(-1)]
     if target == "loss":
         return torch.log_softmax(logits, -1)[rows, labels]
-    raise ValueError(f"grad target must be one of {', '.join(GRAD_TARGETS)}")
+    raise UsageError(f"grad target must be one of {', '.join(GRAD_TARGETS)}")

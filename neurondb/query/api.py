@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from neurondb.errors import UsageError
 from neurondb.store.reader import Store
 
 METHODS = ("predictivity", "attribution", "activation", "gradient", "random")
@@ -30,4 +31,4 @@ def rank(store: Store | str | Path, method: str = "predictivity", **kw) -> pd.Da
         from neurondb.query.attribution import random_ranking
 
         return random_ranking(store, **kw)
-    raise ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, select_slots
 from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
@@ -103,7 +104,7 @@ def _row_selection(lay: RunLayout, slots: Sequence[str] | str | None,
                          "attribution needs a run written by `neurondb extract`")
     if max_examples is not None:
         if max_examples < 1:
-            raise ValueError(f"--examples must be at least 1, not {max_examples}")
+            raise UsageError(f"--examples must be at least 1, not {max_examples}")
         allowed = seg_ex[:max_examples]
         keep &= np.isin(lay.ex_idx, allowed)
     return keep
@@ -170,11 +171,11 @@ def attribution(store: Store | str | Path, runs: str | Sequence[str], *, method:
     """
     store = as_store(store)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise UsageError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if token_agg not in TOKEN_AGGS:
-        raise ValueError(f"token aggregation must be one of {', '.join(TOKEN_AGGS)}, not {token_agg!r}")
+        raise UsageError(f"token aggregation must be one of {', '.join(TOKEN_AGGS)}, not {token_agg!r}")
     if abs_when not in ABS_WHEN:
-        raise ValueError(f"abs must be 'token' or 'after', not {abs_when!r}")
+        raise UsageError(f"abs must be 'token' or 'after', not {abs_when!r}")
     check_scope(scope)
     infos = resolve_runs(store, runs, mode="tokens", what="run")
     for info in infos:

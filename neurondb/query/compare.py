@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import split_names
 from neurondb.query.rankings import check_same_shape, load_ranking, ranking_vectors
@@ -64,9 +65,9 @@ def compare_vectors(va: dict[tuple[str, int], np.ndarray], vb: dict[tuple[str, i
 
 def _check_fraction(fraction: float, k: int | None) -> None:
     if k is None and not 0 < fraction <= 1:
-        raise ValueError(f"--top must be a fraction in (0, 1], not {fraction}")
+        raise UsageError(f"--top must be a fraction in (0, 1], not {fraction}")
     if k is not None and k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise UsageError(f"k must be at least 1, not {k}")
 
 
 def compare_rankings(store: Store | str | Path, a: str, b: str, fraction: float = 0.05,

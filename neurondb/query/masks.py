@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import UsageError
 from neurondb.query.compare import round_half_up, top_k_indices
 from neurondb.query.rankings import check_scope, load_ranking, ranking_vectors
 from neurondb.query.results import as_store, check_absent, write_result
@@ -26,7 +27,7 @@ def select_top(vecs: dict[tuple[str, int], np.ndarray], fraction: float, scope: 
     ``(stack, layer, neuron)``; NaN scores are never preferred.
     """
     if not 0 < fraction <= 1:
-        raise ValueError(f"--fraction must be in (0, 1], not {fraction}")
+        raise UsageError(f"--fraction must be in (0, 1], not {fraction}")
     check_scope(scope)
     keys = list(vecs)
     if scope == "layer":

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
 from neurondb.query.results import as_store, check_absent, write_result
@@ -45,7 +46,7 @@ def layer_groups(n_layers: int, groups: str | int) -> list[tuple[int, int]]:
         return [(0, n_layers - 1)]
     g = int(groups)
     if g < 1:
-        raise ValueError(f"layer group size must be at least 1, not {g}")
+        raise UsageError(f"layer group size must be at least 1, not {g}")
     return [(s, min(s + g, n_layers) - 1) for s in range(0, n_layers, g)]
 
 
@@ -136,7 +137,7 @@ def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, s
     slot, mode``) and, if ``png``, heatmaps (one panel per layer group)."""
     store = as_store(store)
     if mode not in MODES:
-        raise ValueError(f"mode must be 'examples' or 'mean', not {mode!r}")
+        raise UsageError(f"mode must be 'examples' or 'mean', not {mode!r}")
     infos = resolve_runs(store, runs, mode="tokens", what="run")
     names = [i.run for i in infos]
     if len(names) < 2 or len(set(names)) != len(names):

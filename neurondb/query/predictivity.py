@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import UsageError
 from neurondb.query.baseline import Baseline, load_baseline, run_shape
 from neurondb.query.counting import count_above
 from neurondb.query.errors import QueryError
@@ -212,9 +213,9 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
     store = as_store(store)
     tstore = store if train_store is None else as_store(train_store)
     if over_prompts not in OVER_PROMPTS:
-        raise ValueError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
+        raise UsageError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
     if over_classes not in OVER_CLASSES:
-        raise ValueError(f"over_classes must be 'mean' or 'max', not {over_classes!r}")
+        raise UsageError(f"over_classes must be 'mean' or 'max', not {over_classes!r}")
     check_scope(scope)
     evals = resolve_runs(store, eval, mode="tokens", what="evaluation run")
     trains = resolve_runs(tstore, train, what="training run")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import UsageError
 from neurondb.arch.adapter import ModelShape
 from neurondb.query.errors import QueryError
 from neurondb.query.results import read_result, write_result
@@ -23,7 +24,7 @@ SCOPES = ("layer", "global")
 
 def check_scope(scope: str) -> str:
     if scope not in SCOPES:
-        raise ValueError(f"scope must be 'layer' or 'global', not {scope!r}")
+        raise UsageError(f"scope must be 'layer' or 'global', not {scope!r}")
     return scope
 
 

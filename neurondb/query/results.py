@@ -19,23 +19,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neurondb.query.errors import QueryError
+from neurondb.store.kinds import RESULT_KINDS, TABLES, result_kind  # noqa: F401
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.reader import Store, open_store
 
-TABLES = ("rankings", "correlations", "overlaps", "masks", "suppression", "pruning",
-          "pruned_eval", "transfers")
 META_KEY = b"neurondb"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}$")
-_SINGULAR = {"rankings": "ranking", "correlations": "correlation", "overlaps": "overlap",
-             "masks": "mask", "suppression": "suppression result", "pruning": "ratio search",
-             "pruned_eval": "pruned evaluation", "transfers": "transfer table"}
-_HINTS = {"rankings": "make one with `neurondb rank`", "masks": "make one with `neurondb mask`",
-          "correlations": "make one with `neurondb correlate`",
-          "overlaps": "make one with `neurondb overlap`",
-          "suppression": "make one with `neurondb suppress`",
-          "pruning": "make one with `neurondb prune --search`",
-          "pruned_eval": "make one with `neurondb prune --search` (or --evaluate)",
-          "transfers": "make one with `neurondb transfer --store`"}
+
+
+def _singular(table: str) -> str:
+    k = RESULT_KINDS.get(table)
+    return k.singular if k else table
 
 
 def as_store(store: Store | str | Path) -> Store:
@@ -46,7 +40,7 @@ def as_store(store: Store | str | Path) -> Store:
 def check_name(name: str, table: str = "rankings") -> str:
     """A result name is a file stem: letters, digits and ``_ . = + -``, at most 128 characters."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise QueryError(f"{_SINGULAR.get(table, table)} name {name!r} is not allowed: use letters, "
+        raise QueryError(f"{_singular(table)} name {name!r} is not allowed: use letters, "
                          "digits and _ . = + - (at most 128 characters, not starting with a symbol)")
     return name
 
@@ -60,8 +54,7 @@ def default_name(prefix: str, runs: list[str] | tuple[str, ...] = ()) -> str:
 
 def result_path(store: Store, table: str, name: str) -> Path:
     """Where result ``name`` of ``table`` is written (in the first store opened)."""
-    if table not in TABLES:
-        raise ValueError(f"unknown result table {table!r} (tables: {', '.join(TABLES)})")
+    result_kind(table)
     return store.results_dir / table / f"{check_name(name, table)}.parquet"
 
 
@@ -90,7 +83,7 @@ def check_absent(store: Store, table: str, name: str, overwrite: bool) -> Path:
     """The path to write ``name`` to; an error if it exists and ``overwrite`` is false."""
     path = result_path(store, table, name)
     if path.exists() and not overwrite:
-        what = _SINGULAR[table]
+        what = _singular(table)
         raise QueryError(f"{what} {name!r} already exists in {path.parent}; choose another name "
                          "(--name) or replace it (--overwrite)")
     return path
@@ -131,8 +124,8 @@ def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.Da
     path = find_result(store, table, name)
     if path is None:
         have = ", ".join(list_results(store, table)) or "none"
-        what = _SINGULAR[table]
-        hint = _HINTS[table]
+        what = _singular(table)
+        hint = result_kind(table).hint
         raise QueryError(f"no {what} named {name!r} in the store ({table}: {have}); {hint}")
     t = pq.read_table(path)
     meta = json.loads((t.schema.metadata or {}).get(META_KEY, b"{}"))

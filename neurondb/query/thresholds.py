@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from neurondb.errors import UsageError
 
 
 def floor_float32(base: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ class Thresholds:
         elif storage == "bfloat16":
             u = floor_bfloat16_bits(base)
         else:
-            raise ValueError(f"unknown storage dtype {storage!r}")
+            raise UsageError(f"unknown storage dtype {storage!r}")
         m = np.where(u < 0x8000, np.uint16(0x8000), np.uint16(0xFFFF)).astype(np.uint16)
         return cls(storage, m, (u ^ m).astype(np.uint16))
 

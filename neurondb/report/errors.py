@@ -1,9 +1,3 @@
-"""Errors of the report: one line that names the problem and the fix."""
+"""Re-exports of :mod:`neurondb.errors` (the one home of neurondb's errors)."""
 
-from __future__ import annotations
-
-from neurondb.store.errors import NeurondbError
-
-
-class ReportError(NeurondbError):
-    """The report cannot be made as asked (a missing prompt directory, an unwritable path)."""
+from neurondb.errors import ReportError  # noqa: F401

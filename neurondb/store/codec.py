@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from neurondb.errors import UsageError
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
 
 def check_dtype(name: str) -> str:
     if name not in STORAGE_DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, not {name!r}")
+        raise UsageError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, not {name!r}")
     return name
 
 

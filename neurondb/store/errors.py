@@ -1,9 +1,10 @@
-"""Errors with one-line messages that name the problem and the fix."""
+"""Re-exports of :mod:`neurondb.errors` (the one home of neurondb's errors)."""
 
-
-class NeurondbError(Exception):
-    """Base class: its message is shown to CLI users as a single line."""
-
-
-class StoreError(NeurondbError):
-    """A store is missing, malformed, or does not fit the request."""
+from neurondb.errors import (  # noqa: F401
+    LockedError,
+    NeurondbError,
+    ProvenanceError,
+    StoreError,
+    StoreIOError,
+    UsageError,
+)

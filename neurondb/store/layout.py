@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 from pathlib import Path
+
+from neurondb.store.io import atomic_write_json, atomic_write_text  # noqa: F401
 
 SCHEMA_VERSION = 1
 FORMAT = "neurondb-store"
@@ -52,18 +52,6 @@ def check_run_name(name: str) -> str:
 def tensor_key(stack: str, layer: int) -> str:
     """HDF5 dataset path of one (stack, layer)."""
     return f"{stack}/{layer:03d}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def free_bytes(path: Path) -> int:

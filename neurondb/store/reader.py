@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 
+from neurondb.errors import UsageError
 from neurondb.arch.adapter import ModelShape
 from neurondb.store.errors import StoreError
 from neurondb.store.layout import (
@@ -235,7 +236,7 @@ class Store:
         """The run's tensors of ``kind`` over all its shards."""
         info = self.run(run)
         if kind not in TENSOR_FILES:
-            raise ValueError(f"kind must be one of {', '.join(TENSOR_FILES)}")
+            raise UsageError(f"kind must be one of {', '.join(TENSOR_FILES)}")
         key = (info.run, kind)
         if key not in self._readers:
             files = self.shard_files(info.run, TENSOR_FILES[kind])

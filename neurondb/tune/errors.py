@@ -1,7 +1,3 @@
-"""Prompt-tuning errors: one line naming the problem and the fix."""
+"""Re-exports of :mod:`neurondb.errors` (the one home of neurondb's errors)."""
 
-from neurondb.extract.errors import ExtractError
-
-
-class TuneError(ExtractError):
-    """Bad input to prompt tuning, evaluation or transfer (data, labels, prompt, output)."""
+from neurondb.errors import TuneError  # noqa: F401
