@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from neurondb.errors import UsageError
 from neurondb.cli.errors import one_line_errors
+from neurondb.errors import UsageError
 
 WITH_HELP = "Open another store together with STORE (repeatable)."
 

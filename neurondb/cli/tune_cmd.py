@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from neurondb.errors import UsageError
 from neurondb.cli.errors import one_line_errors
+from neurondb.errors import UsageError
 from neurondb.tune import defaults
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.errors import UsageError
 from neurondb.arch.adapter import ModelShape
+from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.results import read_result, write_result
 from neurondb.store.reader import Store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from neurondb.errors import UsageError
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 
-from neurondb.errors import UsageError
 from neurondb.arch.adapter import ModelShape
+from neurondb.errors import UsageError
 from neurondb.store.errors import StoreError
 from neurondb.store.layout import (
     EXAMPLES,
