@@ -65,6 +65,18 @@ def rank_command(
     over_prompts: str = typer.Option("mean", "--over-prompts", help="mean or min over prompts."),
     over_classes: str = typer.Option("mean", "--over-classes", help="mean or max over classes "
                                      "(one-vs-rest, multi-class tasks)."),
+    multiclass: str = typer.Option("one-vs-rest", "--multiclass", help="Multi-class tasks: "
+                                   "one-vs-rest (one binary task per class) or subtasks "
+                                   "(Skill-Neuron's two balanced binary subtasks, union selection)."),
+    combine_order: str = typer.Option("classes-first", "--combine-order", help="classes-first "
+                                      "(combine classes per slot, then max over slots; default) or "
+                                      "slots-first (max over slots per class, then combine)."),
+    balance_seed: int | None = typer.Option(None, "--balance-seed", help="--multiclass subtasks: "
+                                            "draw the balanced samples with this seed (default: "
+                                            "the reference's first-examples rule)."),
+    exactness_check: bool = typer.Option(True, "--exactness-check/--no-exactness-check",
+                                         help="16-bit stores: count values within one storage "
+                                         "step of the baseline and warn (default on)."),
     slots: str | None = typer.Option(None, "--slots", help="Slots to use, glob patterns "
                                      "(e.g. 'prompt:*,mask'); default all captured."),
     stacks: list[str] | None = typer.Option(None, "--stack", help="Only this stack (repeatable)."),
@@ -79,9 +91,13 @@ def rank_command(
     show: int = typer.Option(5, "--show", help="Neurons shown per layer (global: in total x layers)."),
 ) -> None:
     """Rank every neuron by a method; the ranking is written to STORE/results/rankings/NAME."""
-    from neurondb.query import rank
+    import warnings
 
-    with one_line_errors():
+    from neurondb.query import rank
+    from neurondb.query.predictivity import ExactnessWarning
+
+    with one_line_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExactnessWarning)
         if global_ and per_layer:
             raise UsageError("--global and --per-layer exclude each other")
         st = _open(store, also)
@@ -89,7 +105,9 @@ def rank_command(
         if method == "predictivity":
             kw = dict(eval=eval_, train=train, train_store=train_store, over_prompts=over_prompts,
                       over_classes=over_classes, scope=scope or "layer", slots=slots,
-                      stacks=stacks, threads=threads)
+                      stacks=stacks, threads=threads, multiclass=multiclass,
+                      combine_order=combine_order, balance_seed=balance_seed,
+                      check_exactness=exactness_check)
         elif method in ("attribution", "activation", "gradient"):
             kw = dict(runs=eval_, token_agg=token_agg, abs_when=abs_when, target=target,
                       slots=slots, max_examples=examples, scope=scope or "global", stacks=stacks)
@@ -103,6 +121,8 @@ def rank_command(
             view = df.head(show * max(1, df.groupby(["stack", "layer"]).ngroups))
         _print(view, f"ranking {df.attrs['name']} ({method}, {df['scope'].iloc[0]}); "
                f"{len(df)} neurons", cols)
+        for w in caught:  # ExactnessWarning and any other, one line each on stderr
+            Console(stderr=True, soft_wrap=True).print(f"warning: {w.message}", markup=False)
         st.close()
 
 
@@ -111,6 +131,8 @@ def correlate_command(
     rankings: str = typer.Option(..., "--rankings", "-r", help="Two or more ranking names, comma-separated."),
     top: float = typer.Option(0.05, "--top", help="Fraction of each layer for the top-k overlap."),
     k: int | None = typer.Option(None, "-k", help="A fixed k for the top-k overlap instead of --top."),
+    count_rule: str = typer.Option("int", "--count-rule", help="How --top becomes k per layer: "
+                                   "int (int(p*d), the reference code's rule; default) or round."),
     png: Path | None = typer.Option(None, "--png", help="Write a heatmap of the Spearman matrix."),
     name: str | None = typer.Option(None, "--name", help="Result name (default corr_A+B...)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
@@ -121,14 +143,18 @@ def correlate_command(
 
     with one_line_errors():
         st = _open(store, also)
-        res = correlate(st, rankings, fraction=top, k=k, name=name, png=png, overwrite=overwrite)
+        res = correlate(st, rankings, fraction=top, k=k, name=name, png=png, overwrite=overwrite,
+                        count_rule=count_rule)
         names = list(res.matrix.index)
         if len(names) == 2:
             per = res.table[(res.table["a"] == names[0]) & (res.table["b"] == names[1])]
-            _print(per, f"{names[0]} vs {names[1]}: mean Spearman {res.mean:.4f}",
+            _print(per, f"{names[0]} vs {names[1]}: mean Spearman {res.mean:.4f}, "
+                   f"mean p {res.mean_p:.4g}",
                    ["stack", "layer", "spearman", "p_value", "k", "topk_overlap"])
         m = res.matrix.reset_index(names="ranking")
         _print(m, "Spearman rho, mean over layers")
+        if res.p_matrix is not None:
+            _print(res.p_matrix.reset_index(names="ranking"), "Spearman p-value, mean over layers")
         o = res.overlap.reset_index(names="ranking")
         _print(o, "top-k overlap, mean over layers")
         if res.png:
@@ -170,6 +196,9 @@ def mask_command(
     fraction: float = typer.Option(0.05, "--fraction", help="Fraction of neurons to select (top)."),
     global_: bool = typer.Option(False, "--global", help="Top fraction of the whole model "
                                  "(default: of each layer)."),
+    count_rule: str = typer.Option("int", "--count-rule", help="How the fraction becomes a count: "
+                                   "int (int(p*d): 5% of 1536 = 76, the reference code's rule; "
+                                   "default) or round (nearest: 77)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the portable mask file here."),
     name: str | None = typer.Option(None, "--name", help="Mask name in the store."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a mask of the same name."),
@@ -181,7 +210,7 @@ def mask_command(
     with one_line_errors():
         st = _open(store, also)
         m = make_mask(st, ranking, fraction, scope="global" if global_ else "layer", name=name,
-                      out=out, overwrite=overwrite)
+                      out=out, overwrite=overwrite, count_rule=count_rule)
         hist = m.groupby(["stack", "layer"]).size().reset_index(name="neurons")
         _print(hist, f"mask {m.attrs['name']}: {len(m)} neurons from ranking {ranking}")
         if out is not None:

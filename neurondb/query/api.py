@@ -15,7 +15,9 @@ METHODS = ("predictivity", "attribution", "activation", "gradient", "random")
 def rank(store: Store | str | Path, method: str = "predictivity", **kw) -> pd.DataFrame:
     """Rank neurons by ``method`` and write the ranking; keyword arguments go to the method.
 
-    ``predictivity``: :func:`neurondb.query.predictivity.predictivity` (``eval``, ``train``, ...);
+    ``predictivity``: :func:`neurondb.query.predictivity.predictivity` (``eval``, ``train``,
+    ``multiclass``, ``combine_order``, ``balance_seed``, ``check_exactness``, ...; see
+    ``docs/CONVENTIONS.md`` for the reference code's conventions and the defaults);
     ``attribution``/``activation``/``gradient``: :func:`neurondb.query.attribution.attribution`
     (``runs``, ...); ``random``: :func:`neurondb.query.attribution.random_ranking` (``seed``).
     """

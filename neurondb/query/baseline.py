@@ -7,7 +7,7 @@ in float64). Either way it is ``mean(stack, layer)`` ``[S, d_ff]`` over the slot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +52,8 @@ class Baseline:
 
     ``slots[stack]``: slot names; ``counts[stack]``: ``[S]`` rows per slot;
     ``mean(stack, layer)``: float64 ``[S, d_ff]`` (computed on first use for tokens runs).
+    ``subset``: a description when the baseline covers only some examples or classes (the
+    subtasks of ``multiclass="subtasks"``), else None.
     """
 
     store: Store
@@ -62,6 +64,8 @@ class Baseline:
     _stats: RunningStats | None = None
     _slot_idx: dict[str, np.ndarray] = field(default_factory=dict)
     _cache: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    _mean_fn: Callable[[str, int], np.ndarray] | None = None
+    subset: str | None = None
 
     @property
     def run(self) -> str:
@@ -70,7 +74,9 @@ class Baseline:
     def mean(self, stack: str, layer: int) -> np.ndarray:
         key = (stack, layer)
         if key not in self._cache:
-            if self._stats is not None:
+            if self._mean_fn is not None:
+                self._cache[key] = self._mean_fn(stack, layer)
+            elif self._stats is not None:
                 self._cache[key] = self._stats.mean(stack, layer)
             else:
                 sums = slot_sums(self.store, self.info, stack, layer, self._slot_idx[stack],
@@ -98,6 +104,50 @@ def load_baseline(store: Store, info: RunInfo, stacks: Sequence[str] | None = No
         counts[stack] = lay.slot_counts().astype(np.float64)
         idx[stack] = lay.slot_idx
     return Baseline(store, info, shape, slots, counts, _slot_idx=idx)
+
+
+def subset_baseline(store: Store, info: RunInfo, keep: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                    sides: dict[int, int], what: str,
+                    stacks: Sequence[str] | None = None) -> Baseline:
+    """The baseline of some of training run ``info``'s examples (a binary subtask's data).
+
+    Tokens runs: ``keep(example_ids, labels)`` -> bool ``[n_examples]`` chooses the examples
+    (e.g. a balanced sample) and the mean is taken over their rows exactly. Stats runs keep
+    only per-class sums, so single examples cannot be chosen: the mean weights each side of
+    the subtask (``sides``: ``{class: 0 or 1}``) by one half and the classes within a side by
+    their counts, the expectation of a balanced sample's mean. ``what``: recorded as
+    :attr:`Baseline.subset` (with the stats-run caveat).
+    """
+    shape = run_shape(store, info.run)
+    if info.mode == "stats":
+        st = store.stats(run=info.run)
+        use = [s for s in (stacks or st.widths) if s in st.widths]
+        slots = {s: list(st.slots[s]) for s in use}
+        counts, weights = {}, {}
+        for s in use:
+            lc = st.label_count[s]                       # [n_labels, S] rows per class and slot
+            cls = [c for c in sides if c < lc.shape[0]]
+            counts[s] = sum(lc[c] for c in cls)
+            n_c = {c: lc[c] for c in cls}
+            side_n = {b: sum(n_c[c] for c in cls if sides[c] == b) for b in (0, 1)}
+            with np.errstate(invalid="ignore", divide="ignore"):
+                weights[s] = {c: np.nan_to_num(0.5 * n_c[c] / side_n[sides[c]])[:, None] for c in cls}
+
+        def mean(stack: str, layer: int) -> np.ndarray:
+            lm = st.label_mean(stack, layer)
+            return sum(w * lm[c] for c, w in weights[stack].items())
+
+        return Baseline(store, info, shape, slots, counts, _mean_fn=mean,
+                        subset=f"{what} (stats run: each side weighted 1/2, classes by count)")
+    slots, counts, idx = {}, {}, {}
+    for stack in run_stacks(store, info, stacks):
+        lay = load_layout(store, info, stack)
+        ok = np.asarray(keep(lay.example_ids, lay.labels), bool)
+        row_ok = ok[lay.ex_idx]
+        slots[stack] = lay.slots
+        idx[stack] = np.where(row_ok, lay.slot_idx, -1)
+        counts[stack] = np.bincount(lay.slot_idx[row_ok], minlength=len(lay.slots)).astype(np.float64)
+    return Baseline(store, info, shape, slots, counts, _slot_idx=idx, subset=what)
 
 
 def running_stats_from_tokens(store: Store, run: str, chunk_rows: int | None = None) -> RunningStats:

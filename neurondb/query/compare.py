@@ -3,9 +3,11 @@
 For two rankings of the same shape, per ``(stack, layer)``: Spearman's rho between the score
 vectors with its p-value (``scipy.stats.spearmanr``; the reported figure is the mean over
 layers, the per-layer values are kept), and ``|top_k(A) & top_k(B)| / k`` with
-``k = round(fraction * d_ff)`` (or a fixed ``k``). Over many rankings the pairwise figures form
-a matrix, returned as a table, written to ``results/correlations/<name>.parquet`` and drawn as
-a heatmap.
+``k = int(fraction * d_ff)`` (the references' count rule; ``count_rule="round"`` rounds to the
+nearest) or a fixed ``k``. Over many rankings the pairwise figures form a matrix, returned as a
+table, written to ``results/correlations/<name>.parquet`` and drawn as a heatmap. As
+Robust-Neurons reports, both rho and the p-value are also given as means over layers
+(:attr:`Correlation.p_matrix`, :attr:`Correlation.mean_p`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,28 @@ import pandas as pd
 from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import split_names
-from neurondb.query.rankings import check_same_shape, load_ranking, ranking_vectors
+from neurondb.query.rankings import (
+    DEFAULT_COUNT_RULE,
+    check_count_rule,
+    check_same_shape,
+    fraction_count,
+    load_ranking,
+    ranking_vectors,
+)
 from neurondb.query.results import as_store, check_absent, write_result
 from neurondb.store.reader import Store
 
 
 def round_half_up(x: float) -> int:
+    """``floor(x + 0.5)`` (kept for callers; counts from fractions use
+    :func:`neurondb.query.rankings.fraction_count`)."""
     return int(math.floor(x + 0.5))
+
+
+def _num(x: float) -> float | None:
+    """A JSON-safe float (None for NaN)."""
+    x = float(x)
+    return None if math.isnan(x) else x
 
 
 def top_k_indices(score: np.ndarray, k: int) -> np.ndarray:
@@ -49,13 +66,19 @@ def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def compare_vectors(va: dict[tuple[str, int], np.ndarray], vb: dict[tuple[str, int], np.ndarray],
-                    fraction: float = 0.05, k: int | None = None) -> pd.DataFrame:
-    """Per ``(stack, layer)``: ``spearman, p_value, n, k, topk_overlap`` of two score sets."""
+                    fraction: float = 0.05, k: int | None = None,
+                    count_rule: str = DEFAULT_COUNT_RULE) -> pd.DataFrame:
+    """Per ``(stack, layer)``: ``spearman, p_value, n, k, topk_overlap`` of two score sets.
+
+    ``k``: fixed, or ``fraction_count(fraction, d_ff, count_rule)`` per layer (``int(p·d)`` by
+    default); a layer whose ``k`` is 0 has a NaN overlap.
+    """
+    check_count_rule(count_rule)
     rows = []
     for key in va:
         a, b = va[key], vb[key]
         rho, p = spearman(a, b)
-        kk = k if k is not None else round_half_up(fraction * a.size)
+        kk = k if k is not None else fraction_count(fraction, a.size, count_rule)
         kk = max(0, min(kk, a.size))
         ov = (np.intersect1d(top_k_indices(a, kk), top_k_indices(b, kk)).size / kk) if kk else np.nan
         rows.append({"stack": key[0], "layer": key[1], "spearman": rho, "p_value": p,
@@ -71,16 +94,20 @@ def _check_fraction(fraction: float, k: int | None) -> None:
 
 
 def compare_rankings(store: Store | str | Path, a: str, b: str, fraction: float = 0.05,
-                     k: int | None = None) -> pd.DataFrame:
-    """Per-layer Spearman (with p-value) and top-k overlap of rankings ``a`` and ``b``."""
+                     k: int | None = None, count_rule: str = DEFAULT_COUNT_RULE) -> pd.DataFrame:
+    """Per-layer Spearman (with p-value) and top-k overlap of rankings ``a`` and ``b``.
+
+    The frame's ``attrs`` hold ``mean_spearman`` and ``mean_p_value`` (means over layers)."""
     store = as_store(store)
     _check_fraction(fraction, k)
     da, _ = load_ranking(store, a)
     db, _ = load_ranking(store, b)
     check_same_shape(a, da, b, db)
-    out = compare_vectors(ranking_vectors(da), ranking_vectors(db), fraction, k)
+    out = compare_vectors(ranking_vectors(da), ranking_vectors(db), fraction, k, count_rule)
     out.insert(0, "b", b)
     out.insert(0, "a", a)
+    out.attrs["mean_spearman"] = float(out["spearman"].mean())
+    out.attrs["mean_p_value"] = float(out["p_value"].mean())
     return out
 
 
@@ -90,7 +117,8 @@ class Correlation:
 
     ``table``: one row per ordered pair ``(a, b)`` and ``(stack, layer)``;
     ``matrix``: mean over layers of Spearman's rho (``names x names``, diagonal 1);
-    ``overlap``: mean over layers of the top-k overlap; ``png``: the heatmap, if drawn.
+    ``overlap``: mean over layers of the top-k overlap; ``p_matrix``: mean over layers of the
+    p-value (diagonal 0), the figure Robust-Neurons reports beside rho; ``png``: the heatmap.
     """
 
     table: pd.DataFrame
@@ -98,6 +126,7 @@ class Correlation:
     overlap: pd.DataFrame
     name: str | None = None
     png: Path | None = None
+    p_matrix: pd.DataFrame | None = None
 
     @property
     def mean(self) -> float:
@@ -105,15 +134,23 @@ class Correlation:
         names = list(self.matrix.index)
         return float(self.matrix.loc[names[0], names[-1]])
 
+    @property
+    def mean_p(self) -> float:
+        """Mean over layers of the p-value for a comparison of two rankings."""
+        names = list(self.matrix.index)
+        return float(self.p_matrix.loc[names[0], names[-1]]) if self.p_matrix is not None else float("nan")
+
 
 def correlate(store: Store | str | Path, rankings: str | Sequence[str], *, fraction: float = 0.05,
               k: int | None = None, name: str | None = None, png: str | Path | None = None,
-              overwrite: bool = False, write: bool = True) -> Correlation:
+              overwrite: bool = False, write: bool = True,
+              count_rule: str = DEFAULT_COUNT_RULE) -> Correlation:
     """Compare every pair of ``rankings`` (two or more names, same shape).
 
     Writes ``results/correlations/<name>.parquet`` (columns ``a, b, stack, layer, spearman,
-    p_value, n, k, topk_overlap``; both orders of each pair) and, if ``png``, a heatmap of the
-    mean Spearman matrix.
+    p_value, n, k, topk_overlap``; both orders of each pair; the provenance holds the means
+    over layers of rho and p per pair) and, if ``png``, a heatmap of the mean Spearman matrix.
+    ``count_rule``: how ``fraction`` becomes ``k`` per layer (``int`` default, or ``round``).
     """
     store = as_store(store)
     names = split_names(rankings)
@@ -132,26 +169,33 @@ def correlate(store: Store | str | Path, rankings: str | Sequence[str], *, fract
     parts = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            t = compare_vectors(vecs[a], vecs[b], fraction, k)
+            t = compare_vectors(vecs[a], vecs[b], fraction, k, count_rule)
             for x, y in ((a, b), (b, a)):
                 part = t.copy()
                 part.insert(0, "b", y)
                 part.insert(0, "a", x)
                 parts.append(part)
     table = pd.concat(parts, ignore_index=True)
-    mean = table.groupby(["a", "b"])[["spearman", "topk_overlap"]].mean()
+    mean = table.groupby(["a", "b"])[["spearman", "topk_overlap", "p_value"]].mean()
     matrix = pd.DataFrame(1.0, index=names, columns=names)
     overlap = pd.DataFrame(1.0, index=names, columns=names)
+    p_matrix = pd.DataFrame(0.0, index=names, columns=names)
     for (a, b), row in mean.iterrows():
         matrix.loc[a, b] = row["spearman"]
         overlap.loc[a, b] = row["topk_overlap"]
-    out = Correlation(table=table, matrix=matrix, overlap=overlap, name=name)
+        p_matrix.loc[a, b] = row["p_value"]
+    out = Correlation(table=table, matrix=matrix, overlap=overlap, name=name, p_matrix=p_matrix)
     if png is not None:
         from neurondb.query.plots import heatmap
 
         out.png = heatmap(matrix, png, title="Spearman rho (mean over layers)", vmin=-1.0, vmax=1.0)
     if write:
         write_result(store, "correlations", name, table,
-                     {"rankings": names, "fraction": None if k is not None else fraction, "k": k},
+                     {"rankings": names, "fraction": None if k is not None else fraction, "k": k,
+                      "count_rule": count_rule,
+                      "mean_over_layers": [{"a": a, "b": b, "spearman": _num(r["spearman"]),
+                                            "p_value": _num(r["p_value"]),
+                                            "topk_overlap": _num(r["topk_overlap"])}
+                                           for (a, b), r in mean.iterrows()]},
                      overwrite=overwrite)
     return out

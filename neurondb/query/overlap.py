@@ -5,7 +5,10 @@ Binarize ``h > 0`` at one slot (default: the first position after the prompt, ``
 flatten, and take the cosine of the two binary vectors: ``|A & B| / sqrt(|A| |B|)``.
 
 * ``mode="examples"`` (default): the vector runs over (example, neuron) pairs of the examples
-  both runs captured (matched by ``example_id``): prompts compared on the same data.
+  both runs captured (matched by ``example_id``): prompts compared on the same data. The runs
+  must hold the same examples: the same dataset (its recorded fingerprint, or name and config
+  where a run has none) and example ids of which one run's contain the other's; otherwise the
+  comparison is refused (:func:`check_same_examples`) and ``mode="mean"`` is the way.
 * ``mode="mean"``: the mean activation over each run's examples, then ``> 0``: one vector per
   run, so runs of different datasets compare.
 
@@ -27,6 +30,7 @@ from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
 from neurondb.query.results import as_store, check_absent, write_result
 from neurondb.store.reader import Store
+from neurondb.store.run import RunInfo
 
 MODES = ("examples", "mean")
 DEFAULT_SLOTS = ("mask", "first")
@@ -58,6 +62,32 @@ def default_slot(lay: RunLayout, n_prompt: int) -> str:
     raise QueryError(f"run {lay.run!r} captured no mask/first position (slots: "
                      f"{', '.join(lay.slots[:6])}{' ...' if len(lay.slots) > 6 else ''}); "
                      "name one with --slot")
+
+
+def check_same_examples(a: RunInfo, b: RunInfo, ids_a: np.ndarray | None = None,
+                        ids_b: np.ndarray | None = None) -> None:
+    """Refuse (one-line :class:`QueryError`) an examples-mode comparison of runs that do not
+    hold the same examples: another dataset (fingerprint, or name/config where a run records
+    no fingerprint), or example ids of which neither run's contain the other's."""
+    both_fp = bool(a.dataset_fingerprint) and bool(b.dataset_fingerprint)
+    same = (a.dataset_fingerprint == b.dataset_fingerprint if both_fp
+            else (a.dataset, a.dataset_config or "") == (b.dataset, b.dataset_config or ""))
+    if not same:
+        what = (f"dataset fingerprints {a.dataset_fingerprint[:12]} and {b.dataset_fingerprint[:12]}"
+                if both_fp else f"datasets {a.dataset!r} and {b.dataset!r}")
+        raise QueryError(f"runs {a.run!r} and {b.run!r} hold different data ({what}, splits "
+                         f"{a.split!r} and {b.split!r}); --mode examples compares the same "
+                         "examples row by row, use --mode mean to compare different datasets")
+    if ids_a is None or ids_b is None:
+        return
+    common = np.intersect1d(ids_a, ids_b)
+    if common.size == 0:
+        raise QueryError(f"runs {a.run!r} and {b.run!r} share no example; compare different "
+                         "datasets with --mode mean")
+    if common.size not in (np.unique(ids_a).size, np.unique(ids_b).size):
+        raise QueryError(f"runs {a.run!r} and {b.run!r} share only {common.size} of their "
+                         f"{np.unique(ids_a).size} and {np.unique(ids_b).size} example ids; "
+                         "--mode examples needs the same examples, use --mode mean")
 
 
 @dataclass
@@ -145,6 +175,10 @@ def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, s
     name = name or ("on_" + "+".join(names))[:128]
     if write:
         check_absent(store, "overlaps", name, overwrite)
+    if mode == "examples":
+        for i, a in enumerate(infos):
+            for b in infos[i + 1:]:
+                check_same_examples(a, b)
     shape = store.shape
     rows = []
     matrices: dict[str, pd.DataFrame] = {}
@@ -154,6 +188,10 @@ def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, s
             lay = load_layout(store, info, stack)
             s = slot or default_slot(lay, info.n_prompt)
             bits[info.run] = run_bits(store, lay, s, mode, shape.n_layers(stack))
+        if mode == "examples":
+            for i, a in enumerate(infos):
+                for b in infos[i + 1:]:
+                    check_same_examples(a, b, bits[a.run].example_ids, bits[b.run].example_ids)
         for first, last in layer_groups(shape.n_layers(stack), groups):
             label = f"{stack}:{first}-{last}"
             m = pd.DataFrame(1.0, index=names, columns=names)

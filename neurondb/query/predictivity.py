@@ -7,9 +7,34 @@ For one prompt ``k`` (an evaluation run, with the baseline of its training run):
 3. ``pred[l,t,i] = max(acc, 1 - acc)``; 4. ``pred_k[l,i] = max_t pred[l,t,i]``;
 5. over prompts, ``mean_k`` (default) or ``min_k``; 6. rank per layer (default) or globally.
 
-Multi-class (C > 2 classes present): one-vs-rest per class ``c`` (``acc_c`` with ``y == c``),
-``pred = mean_c pred_c`` (default) or ``max_c``, taken per slot before step 4.
+Multi-class (C > 2 classes present), ``multiclass="one-vs-rest"`` (default): one binary task
+per class ``c`` (``acc_c`` with ``y == c``), combined by ``pred = mean_c pred_c`` (default) or
+``max_c``. ``combine_order`` says where: ``"classes-first"`` (default) combines the classes at
+each slot and then takes the max over slots, so a neuron's score, slot and accuracy all refer
+to one position; ``"slots-first"`` takes each class's max over slots and then combines (the
+order Skill-Neuron's code uses: ``acc.max(axis=2)`` over positions within each task). The
+default stays ``classes-first`` because it keeps every reported figure at a single position and
+keeps the rankings made before the option existed; for a binary task both orders are the same.
+
+``multiclass="subtasks"`` is Skill-Neuron's scheme (``src/helper/binarize.py``) for 3 and 4
+classes: two binary subtasks, ``pn`` (the two outer classes: 0 vs 2 of 3, 1 vs 3 of 4) and
+``neu`` (class 1 of 3, 2 of 4, vs the rest), each on a class-balanced sample of the training
+and of the evaluation examples, each with its own baseline and predictivity. The ranking's
+``score`` is the larger of the two; ``score_pn`` and ``score_neu`` are kept and masks select
+the references' union (:func:`neurondb.query.masks.union_top`). Balancing: ``balance_seed=None``
+is the reference's own rule, the first ``min(n_0, n_1) - 1`` examples of each side in example
+order (``binarize.balance`` counts ``cnt < ths`` after incrementing); an integer draws
+``min(n_0, n_1)`` of each side at random with that seed.
+
 Binary tasks use the higher class index as positive (``y == 1`` for labels 0/1).
+
+Exactness (16-bit stores): a value rounded to float16/bfloat16 lands on the other side of the
+float64 baseline than the model's value only if it is stored as one of the two storage values
+around the baseline (:func:`neurondb.query.thresholds.storage_bracket`). Those are counted per
+neuron (column ``near_base``, the max over slots, prompts and subtasks of the labelled rows
+stored there); a neuron with more than one such row can have an accuracy that differs from a
+float32 capture by more than one example, and then an :class:`ExactnessWarning` is raised and
+the counts are recorded in the ranking's provenance (``exactness``). float32 stores are exact.
 
 Everything comes from counts ``G[c,t,i]`` = rows of class ``c`` at slot ``t`` with
 ``h > base`` (:func:`neurondb.query.counting.count_above`) and ``N[c,t]`` = rows of class ``c``
@@ -20,6 +45,7 @@ at slot ``t``: ``acc_c = (G_c + (N - N_c) - (G - G_c)) / N`` with ``G = sum_c G_
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from neurondb.errors import UsageError
-from neurondb.query.baseline import Baseline, load_baseline, run_shape
+from neurondb.query.baseline import Baseline, load_baseline, run_shape, subset_baseline
 from neurondb.query.counting import count_above
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import (
@@ -44,11 +70,53 @@ from neurondb.query.layout import (
 from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
 from neurondb.query.rawtensor import RawLayer
 from neurondb.query.results import as_store, check_absent, default_name
-from neurondb.query.thresholds import Thresholds
+from neurondb.query.thresholds import Thresholds, storage_bracket
+from neurondb.store.codec import is_compact
 from neurondb.store.reader import Store
 
 OVER_PROMPTS = ("mean", "min")
 OVER_CLASSES = ("mean", "max")
+MULTICLASS = ("one-vs-rest", "subtasks")
+COMBINE_ORDERS = ("classes-first", "slots-first")
+# Skill-Neuron's binarize.py: (name, {class: binary label}) of the two subtasks of C classes.
+SUBTASKS: dict[int, tuple[tuple[str, dict[int, int]], ...]] = {
+    3: (("pn", {0: 0, 2: 1}), ("neu", {0: 0, 1: 1, 2: 0})),
+    4: (("pn", {1: 0, 3: 1}), ("neu", {0: 0, 1: 0, 2: 1, 3: 0})),
+}
+
+
+class ExactnessWarning(UserWarning):
+    """Predictivity from 16-bit activations may differ from a float32 capture."""
+
+
+def subtask_labels(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """Binary subtask label per example (0/1), -1 for classes outside the subtask."""
+    out = np.full(len(labels), -1, np.int64)
+    for c, b in mapping.items():
+        out[np.asarray(labels) == c] = b
+    return out
+
+
+def balance_examples(example_ids: np.ndarray, y: np.ndarray, seed: int | None = None) -> np.ndarray:
+    """bool ``[n]``: a class-balanced sample of the examples with ``y`` 0/1 (-1: left out).
+
+    ``seed=None``: Skill-Neuron's ``balance`` exactly: in example-id order, keep each example
+    while its class's running count (incremented first) is below ``min(n_0, n_1)``, i.e. the
+    first ``min(n_0, n_1) - 1`` of each class. An integer: ``min(n_0, n_1)`` of each class
+    drawn without replacement by ``numpy.random.default_rng(seed)`` (class 0 first).
+    """
+    y = np.asarray(y)
+    order = np.argsort(np.asarray(example_ids), kind="stable")
+    ths = min(int((y == 0).sum()), int((y == 1).sum()))
+    keep = np.zeros(len(y), bool)
+    rng = np.random.default_rng(seed) if seed is not None else None
+    for b in (0, 1):
+        cand = order[y[order] == b]
+        if rng is None:
+            keep[cand[:max(ths - 1, 0)]] = True
+        else:
+            keep[rng.choice(cand, size=ths, replace=False)] = True
+    return keep
 
 
 def default_threads() -> int:
@@ -109,13 +177,21 @@ class PromptResult:
     slot: np.ndarray
     acc: np.ndarray
     cls: np.ndarray
+    near: np.ndarray | None = None
+    move: np.ndarray | None = None
 
 
-def peak_over_slots(sa: SlotAccuracy, slots: list[str]) -> PromptResult:
+def peak_over_slots(sa: SlotAccuracy, slots: list[str], order: str = "classes-first",
+                    over_classes: str = "mean") -> PromptResult:
     """SPEC §2 step 4: max over slots (first slot on ties), with the accuracy at the peak.
 
-    The accuracy reported is that of the task (class) with the highest predictivity at the peak.
+    ``order="classes-first"``: the max over slots of ``sa.pred`` (classes already combined per
+    slot); the accuracy reported is that of the task (class) with the highest predictivity at
+    the peak. ``order="slots-first"``: each task's max over slots, then ``over_classes`` over
+    tasks; slot, accuracy and class are those of the task with the highest peak.
     """
+    if order == "slots-first" and len(sa.tasks) > 1:
+        return _peak_slots_first(sa, slots, over_classes)
     d = sa.pred.shape[1]
     t = np.argmax(np.nan_to_num(sa.pred, nan=-1.0), axis=0)
     cols = np.arange(d)
@@ -124,6 +200,27 @@ def peak_over_slots(sa: SlotAccuracy, slots: list[str]) -> PromptResult:
     best = np.argmax(np.maximum(acc_t, 1.0 - acc_t), axis=0)
     return PromptResult(pred=pred, slot=np.asarray(slots, dtype=object)[t],
                         acc=acc_t[best, cols], cls=np.asarray(sa.tasks)[best])
+
+
+def _peak_slots_first(sa: SlotAccuracy, slots: list[str], over_classes: str) -> PromptResult:
+    d = sa.acc.shape[2]
+    cols = np.arange(d)
+    pred_c = np.maximum(sa.acc, 1.0 - sa.acc)                          # [T, S, d]
+    t_c = np.argmax(np.nan_to_num(pred_c, nan=-1.0), axis=1)            # [T, d]
+    peak_c = np.take_along_axis(pred_c, t_c[:, None, :], axis=1)[:, 0]  # [T, d]
+    pred = peak_c.mean(0) if over_classes == "mean" else peak_c.max(0)
+    best = np.argmax(np.nan_to_num(peak_c, nan=-1.0), axis=0)
+    t = t_c[best, cols]
+    return PromptResult(pred=pred, slot=np.asarray(slots, dtype=object)[t],
+                        acc=sa.acc[best, t, cols], cls=np.asarray(sa.tasks)[best])
+
+
+def class_slot_counts(lay: RunLayout, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """``[n_classes, S]`` rows per class (``classes`` per example, -1 left out) and slot."""
+    y = np.asarray(classes)[lay.ex_idx]
+    ok = y >= 0
+    flat = y[ok] * len(lay.slots) + lay.slot_idx[ok]
+    return np.bincount(flat, minlength=n_classes * len(lay.slots)).reshape(n_classes, len(lay.slots))
 
 
 def _check_compatible(base: Baseline, ev_store: Store, lay: RunLayout, want: list[str]) -> None:
@@ -148,8 +245,16 @@ def _check_compatible(base: Baseline, ev_store: Store, lay: RunLayout, want: lis
 
 def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, want: list[str],
                  classes: np.ndarray, present: list[int], over_classes: str, layer: int,
-                 threads: int) -> PromptResult:
-    """Predictivity of one prompt for one ``(stack, layer)`` (SPEC §2 steps 1–4)."""
+                 threads: int, order: str = "classes-first",
+                 check_exactness: bool = True) -> PromptResult:
+    """Predictivity of one prompt for one ``(stack, layer)`` (SPEC §2 steps 1–4).
+
+    ``classes``: class per example of ``lay`` (-1: not counted); ``present``: the classes
+    counted. With 16-bit storage and ``check_exactness``, the result also holds ``near``
+    (``[d]``, labelled rows stored within one storage step of the baseline, max over slots)
+    and ``move`` (``[d]``, that count over the slot's labelled rows: the most the accuracy
+    can differ from a float32 capture).
+    """
     stack = lay.stack
     bidx = base.slot_index(stack)
     mean = base.mean(stack, layer)
@@ -160,17 +265,31 @@ def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, want: list[str
     if np.isnan(thr_base[sel]).any():
         raise QueryError(f"baseline run {base.run!r} has NaN means in {stack} layer {layer}; "
                          "re-capture the training split")
-    N = lay.class_slot_counts()[:, sel]
+    n_cls = max(len(lay.label_names), int(np.max(classes, initial=-1)) + 1)
+    N = class_slot_counts(lay, classes, n_cls)[:, sel]
+    near = None
     with RawLayer(ev_store, lay.run, stack, layer) as raw:
         thr = Thresholds.from_base(thr_base, raw.storage)
         if len(present) == 2:
-            A = count_above(raw, thr, lay, classes, len(lay.label_names), threads=threads,
-                            positive=present[-1])
+            A = count_above(raw, thr, lay, classes, n_cls, threads=threads, positive=present[-1])
             sa = accuracy_from_agreement(A[sel], N[present].sum(0), present[-1])
         else:
-            G = count_above(raw, thr, lay, classes, len(lay.label_names), threads=threads)
+            G = count_above(raw, thr, lay, classes, n_cls, threads=threads)
             sa = accuracy_from_counts(G[:, sel], N, present, over_classes)
-    return peak_over_slots(sa, want)
+        if check_exactness and is_compact(raw.storage):
+            below, hi = storage_bracket(thr_base, raw.storage)
+            c_lo = count_above(raw, Thresholds.from_base(below, raw.storage), lay, classes, n_cls,
+                               threads=threads).sum(0)
+            c_hi = count_above(raw, Thresholds.from_base(hi, raw.storage), lay, classes, n_cls,
+                               threads=threads).sum(0)
+            near = (c_lo - c_hi)[sel]
+    res = peak_over_slots(sa, want, order, over_classes)
+    if near is not None:
+        n_rows = N[present].sum(0).astype(np.float64)[:, None]
+        res.near = near.max(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res.move = np.nan_to_num(near / n_rows).max(0)
+    return res
 
 
 def _map_layers(fn, layers: range, threads: int) -> list:
@@ -195,20 +314,39 @@ def _eval_classes(lay: RunLayout) -> tuple[np.ndarray, list[int]]:
     return classes, present
 
 
+def _subtask_specs(multiclass: str, class_names: list[str], run: str
+                   ) -> list[tuple[str | None, dict[int, int] | None]]:
+    if multiclass == "one-vs-rest":
+        return [(None, None)]
+    n = len(class_names)
+    if n not in SUBTASKS:
+        raise QueryError(f"--multiclass subtasks is Skill-Neuron's scheme for 3 or 4 classes; run "
+                         f"{run!r} has {n} ({', '.join(class_names[:6])}); use --multiclass one-vs-rest")
+    return [(name, dict(m)) for name, m in SUBTASKS[n]]
+
+
 def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: str | Sequence[str] = "train",
                  *, train_store: Store | str | Path | None = None, over_prompts: str = "mean",
                  over_classes: str = "mean", scope: str = "layer",
                  slots: str | Sequence[str] | None = None, stacks: Sequence[str] | None = None,
                  name: str | None = None, overwrite: bool = False, write: bool = True,
-                 threads: int | None = None) -> pd.DataFrame:
+                 threads: int | None = None, multiclass: str = "one-vs-rest",
+                 combine_order: str = "classes-first", balance_seed: int | None = None,
+                 check_exactness: bool = True) -> pd.DataFrame:
     """Rank neurons by skill-neuron predictivity; writes ``results/rankings/<name>.parquet``.
 
     ``eval``/``train``: run or split names (comma-separated or a list); several evaluation runs
     are several prompts (or seeds), paired with the training runs in order, or all with one
     training run. ``train_store``: where the training runs are (default: ``store``), so one
     dataset's baselines can score another's runs. ``slots``: glob patterns of slots to use
-    (default all captured). Returns the ranking: ``method, stack, layer, neuron, score, rank,
-    scope, slot, accuracy, excitatory, class, per_prompt, per_prompt_slot``.
+    (default all captured). ``multiclass``: ``one-vs-rest`` (default) or ``subtasks``
+    (Skill-Neuron's two balanced binary subtasks, ``balance_seed`` as in
+    :func:`balance_examples`); ``combine_order``: ``classes-first`` (default) or
+    ``slots-first`` (see the module docstring). ``check_exactness``: count, for 16-bit stores,
+    the values within one storage step of the baseline and warn (:class:`ExactnessWarning`).
+    Returns the ranking: ``method, stack, layer, neuron, score, rank, scope, slot, accuracy,
+    excitatory, class, per_prompt, per_prompt_slot, near_base`` (and ``score_pn, score_neu``
+    for subtasks).
     """
     store = as_store(store)
     tstore = store if train_store is None else as_store(train_store)
@@ -216,6 +354,11 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
         raise UsageError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
     if over_classes not in OVER_CLASSES:
         raise UsageError(f"over_classes must be 'mean' or 'max', not {over_classes!r}")
+    if multiclass not in MULTICLASS:
+        raise UsageError(f"--multiclass must be one of {', '.join(MULTICLASS)}, not {multiclass!r}")
+    if combine_order not in COMBINE_ORDERS:
+        raise UsageError(f"--combine-order must be one of {', '.join(COMBINE_ORDERS)}, "
+                         f"not {combine_order!r}")
     check_scope(scope)
     evals = resolve_runs(store, eval, mode="tokens", what="evaluation run")
     trains = resolve_runs(tstore, train, what="training run")
@@ -229,14 +372,13 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
         check_absent(store, "rankings", name, overwrite)
     threads = threads or default_threads()
 
-    baselines: dict[str, Baseline] = {}
-    per: dict[tuple[str, int], list[PromptResult]] = {}
+    baselines: dict[tuple[str, str | None], Baseline] = {}
+    per: dict[tuple[str | None, str, int], list[PromptResult]] = {}
     used_slots: dict[str, list[str]] = {}
     n_examples, class_names = [], None
+    variants: list[str | None] = [None]
+    subtask_meta: list[dict] = []
     for ev, tr in zip(evals, trains):
-        if tr.run not in baselines:
-            baselines[tr.run] = load_baseline(tstore, tr, stacks)
-        base = baselines[tr.run]
         ev_stacks = run_stacks(store, ev, stacks)
         for stack in ev_stacks:
             lay = load_layout(store, ev, stack)
@@ -244,7 +386,6 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
             if not want:
                 raise QueryError(f"no captured slot of run {ev.run!r} ({', '.join(lay.slots[:5])}"
                                  f"{' ...' if len(lay.slots) > 5 else ''}) matches --slots {slots!r}")
-            _check_compatible(base, store, lay, want)
             classes, present = _eval_classes(lay)
             if len(present) < 2:
                 only = lay.label_names[present[0]] if present else "none"
@@ -253,39 +394,126 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
                                  "classes, evaluate on a split with both labels")
             class_names = lay.label_names
             used_slots.setdefault(stack, want)
+            specs = _subtask_specs(multiclass, class_names, ev.run)
+            variants = [v for v, _ in specs]
             layers = range(run_shape(store, ev.run).n_layers(stack))
             store.tensor(ev.run)  # open the shared readers before any thread does
-            job = partial(prompt_layer, store, base, lay, want, classes, present, over_classes)
-            for layer, res in zip(layers, _map_layers(job, layers, threads)):
-                per.setdefault((stack, layer), []).append(res)
+            for variant, mapping in specs:
+                key = (tr.run, variant)
+                if key not in baselines:
+                    if mapping is None:
+                        baselines[key] = load_baseline(tstore, tr, stacks)
+                    else:
+                        def keep(ids, labels, m=mapping):
+                            return balance_examples(ids, subtask_labels(labels, m), balance_seed)
+                        baselines[key] = subset_baseline(
+                            tstore, tr, keep, mapping, f"subtask {variant}: classes "
+                            f"{sorted(mapping)} as {[mapping[c] for c in sorted(mapping)]}, balanced",
+                            stacks)
+                base = baselines[key]
+                _check_compatible(base, store, lay, want)
+                if mapping is None:
+                    cls_v, present_v = classes, present
+                else:
+                    y = subtask_labels(lay.labels, mapping)
+                    seen = np.zeros(len(y), bool)
+                    seen[np.unique(lay.ex_idx)] = True
+                    y = np.where(seen, y, -1)
+                    cls_v = np.where(balance_examples(lay.example_ids, y, balance_seed), y, -1)
+                    present_v = sorted(int(c) for c in np.unique(cls_v) if c >= 0)
+                    if len(present_v) < 2:
+                        raise QueryError(f"subtask {variant} of run {ev.run!r} has too few examples "
+                                         "of one side to balance; evaluate on more examples")
+                    if stack == ev_stacks[0] and len(subtask_meta) < len(specs):
+                        subtask_meta.append({"name": variant, "classes": {
+                            class_names[c]: b for c, b in mapping.items() if c < len(class_names)},
+                            "baseline": base.subset, "n_eval_examples": int((cls_v >= 0).sum())})
+                job = partial(prompt_layer, store, base, lay, want, cls_v, present_v, over_classes,
+                              order=combine_order, check_exactness=check_exactness)
+                for layer, res in zip(layers, _map_layers(job, layers, threads)):
+                    per.setdefault((variant, stack, layer), []).append(res)
         n_examples.append(int(np.unique(lay.ex_idx).size))
     n_prompts = len(evals)
     for key, res in per.items():
         if len(res) != n_prompts:
-            raise QueryError(f"{key[0]} layer {key[1]} was captured by {len(res)} of the "
+            raise QueryError(f"{key[1]} layer {key[2]} was captured by {len(res)} of the "
                              f"{n_prompts} evaluation runs; use runs of the same capture")
 
-    scores, extra = {}, {}
-    for key, res in per.items():
-        P = np.stack([r.pred for r in res])
-        score = P.mean(0) if over_prompts == "mean" else P.min(0)
-        kb = np.argmax(np.nan_to_num(P, nan=-1.0), axis=0)
-        cols = np.arange(P.shape[1])
-        slot_k = np.stack([r.slot for r in res])
-        acc_k = np.stack([r.acc for r in res])
-        cls_k = np.stack([r.cls for r in res])
-        acc = acc_k[kb, cols]
-        scores[key] = score
-        extra[key] = {
-            "slot": slot_k[kb, cols].astype(str),
-            "accuracy": acc,
-            "excitatory": acc > 0.5,
-            "class": np.asarray(class_names, dtype=object)[cls_k[kb, cols]].astype(str),
-            "per_prompt": list(P.T),
-            "per_prompt_slot": [list(map(str, s)) for s in slot_k.T],
-        }
+    def aggregate(variant: str | None) -> tuple[dict, dict, dict, dict]:
+        scores, extra, near, move = {}, {}, {}, {}
+        for (v, stack, layer), res in per.items():
+            if v != variant:
+                continue
+            key = (stack, layer)
+            P = np.stack([r.pred for r in res])
+            score = P.mean(0) if over_prompts == "mean" else P.min(0)
+            kb = np.argmax(np.nan_to_num(P, nan=-1.0), axis=0)
+            cols = np.arange(P.shape[1])
+            slot_k = np.stack([r.slot for r in res])
+            acc_k = np.stack([r.acc for r in res])
+            cls_k = np.stack([r.cls for r in res])
+            acc = acc_k[kb, cols]
+            scores[key] = score
+            cls_name = (np.asarray(class_names, dtype=object)[cls_k[kb, cols]].astype(str)
+                        if variant is None else np.full(P.shape[1], variant, dtype=object).astype(str))
+            extra[key] = {
+                "slot": slot_k[kb, cols].astype(str),
+                "accuracy": acc,
+                "excitatory": acc > 0.5,
+                "class": cls_name,
+                "per_prompt": list(P.T),
+                "per_prompt_slot": [list(map(str, s)) for s in slot_k.T],
+            }
+            near[key] = (np.max([r.near for r in res], 0) if res[0].near is not None
+                         else np.zeros(P.shape[1], np.int64))
+            move[key] = (np.max([r.move for r in res], 0) if res[0].move is not None
+                         else np.zeros(P.shape[1]))
+        return scores, extra, near, move
+
+    parts = {v: aggregate(v) for v in variants}
+    if variants == [None]:
+        scores, extra, near, move = parts[None]
+    else:
+        keys = list(parts[variants[0]][0])
+        scores, extra, near, move = {}, {}, {}, {}
+        for key in keys:
+            sv = np.stack([parts[v][0][key] for v in variants])          # [2, d]
+            best = np.argmax(np.nan_to_num(sv, nan=-1.0), axis=0)
+            cols = np.arange(sv.shape[1])
+            scores[key] = sv[best, cols]
+            ex = {}
+            for col in parts[variants[0]][1][key]:
+                vals = [parts[v][1][key][col] for v in variants]
+                if isinstance(vals[0], list):
+                    ex[col] = [vals[b][i] for i, b in enumerate(best)]
+                else:
+                    ex[col] = np.stack(vals)[best, cols]
+            for i, v in enumerate(variants):
+                ex[f"score_{v}"] = sv[i]
+            extra[key] = ex
+            near[key] = np.max([parts[v][2][key] for v in variants], 0)
+            move[key] = np.max([parts[v][3][key] for v in variants], 0)
+    for key in extra:
+        extra[key]["near_base"] = np.asarray(near[key], np.int64)
+    storages = sorted({e.dtype for e in evals})
+    checked = check_exactness and any(is_compact(d) for d in storages)
+    all_near = np.concatenate([near[k] for k in near]) if near else np.zeros(0, np.int64)
+    all_move = np.concatenate([move[k] for k in move]) if move else np.zeros(0)
+    at_risk = int((all_near > 1).sum())
+    exactness = {"storage": storages, "checked": bool(checked),
+                 "n_neurons_near_base": at_risk, "max_near_base": int(all_near.max(initial=0)),
+                 "max_accuracy_move": float(all_move.max(initial=0.0))}
+    if at_risk:
+        warnings.warn(
+            f"predictivity from {'/'.join(storages)} activations: {at_risk} of {all_near.size} "
+            f"neurons have more than one evaluation value within one storage step of their "
+            f"baseline, so their accuracy may differ from a float32 capture by up to "
+            f"{exactness['max_accuracy_move']:.3f} ({exactness['max_near_base']} examples); "
+            "re-extract with --dtype float32 or measure with bench/exactness.py",
+            ExactnessWarning, stacklevel=2)
     shape = run_shape(store, evals[0].run)
     df = ranking_frame("predictivity", scores, scope, extra, stack_order=list(shape.stacks))
+    df.attrs["exactness"] = exactness
     if write:
         meta = {
             "method": "predictivity", "eval": [e.run for e in evals], "train": [t.run for t in trains],
@@ -294,7 +522,11 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
             "over_classes": over_classes, "scope": scope, "slots": split_names(slots) or None,
             "slots_used": used_slots, "classes": class_names, "n_examples": n_examples,
             "prompts": [e.prompt_hash for e in evals], "shape": shape.to_dict(),
+            "multiclass": multiclass, "combine_order": combine_order,
+            "balance_seed": balance_seed, "exactness": exactness,
         }
+        if multiclass == "subtasks":
+            meta["subtasks"] = subtask_meta
         save_ranking(store, name, df, meta, overwrite)
     df.attrs["name"] = name
     return df

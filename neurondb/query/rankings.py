@@ -8,6 +8,7 @@ score, within each ``(stack, layer)`` when ``scope == "layer"`` and over all neu
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,34 @@ from neurondb.query.results import read_result, write_result
 from neurondb.store.reader import Store
 
 SCOPES = ("layer", "global")
+# How a fraction ``p`` of ``n`` neurons becomes a count (SPEC §2 step 6):
+# ``int``: ``int(p * n)``, truncation, as both reference implementations do (Skill-Neuron's
+# ``finfo``: ``range(int(p*3072))``; Robust-Neurons the same), 5 % of 1,536 = 76; the default.
+# ``round``: the nearest integer, halves up (``floor(p * n + 0.5)``), 5 % of 1,536 = 77.
+COUNT_RULES = ("int", "round")
+DEFAULT_COUNT_RULE = "int"
+
+
+def check_count_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`COUNT_RULES`, else a one-line :class:`UsageError`."""
+    if rule not in COUNT_RULES:
+        raise UsageError(f"count rule must be one of {', '.join(COUNT_RULES)} (int: int(p*d) as "
+                         f"the reference code; round: nearest), not {rule!r}")
+    return rule
+
+
+def fraction_count(fraction: float, n: int, rule: str = DEFAULT_COUNT_RULE) -> int:
+    """Number of neurons in the top ``fraction`` of ``n``: the one place a count is derived
+    from a fraction (masks, top-k overlap, union selections).
+
+    ``rule="int"``: ``int(fraction * n)`` computed in Python floats exactly as the references
+    do (so it inherits their float products: ``int(0.29 * 100) == 28``); ``rule="round"``:
+    ``floor(fraction * n + 0.5)``. The result is clipped to ``[0, n]``.
+    """
+    check_count_rule(rule)
+    x = float(fraction) * int(n)
+    k = int(x) if rule == "int" else int(math.floor(x + 0.5))
+    return max(0, min(k, int(n)))
 
 
 def check_scope(scope: str) -> str:

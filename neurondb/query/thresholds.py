@@ -94,3 +94,41 @@ class Thresholds:
         if self.mask is None:
             return bits > self.thr[slot_rows]
         return (bits ^ self.mask[slot_rows]) > self.thr[slot_rows]
+
+
+def _bits_value(u: np.ndarray, storage: str) -> np.ndarray:
+    """float64 values of 16-bit storage patterns ``u`` (``uint16``)."""
+    u = np.asarray(u, np.uint16)
+    if storage == "float16":
+        return u.view(np.float16).astype(np.float64)
+    return (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def _step(u: np.ndarray, up: bool) -> np.ndarray:
+    """The next (``up``) or previous 16-bit sign-magnitude pattern in value order."""
+    u = np.asarray(u, np.uint16).astype(np.int32)
+    neg = u >= 0x8000
+    zero = (u & 0x7FFF) == 0
+    out = np.where(neg == up, u - 1, u + 1)   # up: +1 on positives, -1 on negatives' magnitude
+    out = np.where(zero, 0x0001 if up else 0x8001, out)
+    return out.astype(np.uint16)
+
+
+def storage_bracket(base: np.ndarray, storage: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two stored values that can sit on the wrong side of ``base`` after rounding.
+
+    A value ``h`` rounded to the 16-bit ``storage`` lands on the other side of ``base`` than
+    the unrounded ``h`` only if it is stored as ``lo = floor_F(base)`` (true ``h`` above) or
+    ``hi``, the next ``F`` value above ``lo`` (true ``h`` at or below): the values within one
+    storage step (ulp) of the baseline. Returns ``(below, hi)`` float64 ``[S, d]`` with
+    ``below`` the ``F`` value under ``lo``, so ``below < h <= hi`` counts exactly the stored
+    values in ``{lo, hi}``; both are ``F`` values, so :meth:`Thresholds.from_base` takes
+    them exactly. float32 storage has no bracket (raises).
+    """
+    if storage == "float16":
+        u = floor_float16_bits(base)
+    elif storage == "bfloat16":
+        u = floor_bfloat16_bits(base)
+    else:
+        raise UsageError(f"storage {storage!r} keeps the model's values; no rounding bracket")
+    return _bits_value(_step(u, up=False), storage), _bits_value(_step(u, up=True), storage)

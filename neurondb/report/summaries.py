@@ -21,9 +21,11 @@ TOP_MIN = 10
 
 
 def top_count(total: int, fraction: float = TOP_FRACTION, minimum: int = TOP_MIN) -> int:
-    """Neurons in the top ``fraction`` of ``total``: ``floor(fraction * total + 0.5)``, at
-    least ``minimum`` (and at most ``total``)."""
-    return min(total, max(minimum, int(math.floor(fraction * total + 0.5))))
+    """Neurons in the top ``fraction`` of ``total`` by the default count rule
+    (:func:`neurondb.query.rankings.fraction_count`), at least ``minimum`` (at most ``total``)."""
+    from neurondb.query.rankings import fraction_count
+
+    return min(total, max(minimum, fraction_count(fraction, total)))
 
 
 def _score_order(frame: pd.DataFrame) -> np.ndarray:

@@ -43,7 +43,7 @@ def test_per_layer_mask(mstore, tmp_path):
 
 
 def test_global_mask(mstore):
-    m = make_mask(mstore, "r", 0.05, scope="global", name="g")
+    m = make_mask(mstore, "r", 0.05, scope="global", name="g", count_rule="round")
     allv = np.concatenate([v for v in mstore.scores.values()])
     assert len(m) == 5  # 0.05 * 90 = 4.5, rounded half up
     assert np.isclose(np.sort(m["score"])[::-1], np.sort(allv)[::-1][:len(m)]).all()
