@@ -17,7 +17,7 @@ FORMATS = ("table", "csv", "json", "parquet")
 def info_command(
     store: Path = typer.Argument(..., help="Store directory."),
     partial: bool = typer.Option(False, "--partial", help="Also list runs still being extracted."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the integrity check."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Read a store that failed its integrity check (what is intact; says what it leaves out)."),
 ) -> None:
     """Show a store's model, runs, sizes and the SQL views it offers."""
     import neurondb
@@ -52,6 +52,7 @@ def info_command(
         con.print("[bold]SQL views[/bold]: " + "; ".join(f"{k}({', '.join(v)})" for k, v in views.items()))
         con.print("[bold]table macros[/bold]: activations(run, split, stack, layer, neuron|neurons), "
                   "gradients(...)")
+        _left_out(st)
         st.close()
 
 
@@ -76,6 +77,7 @@ def query_command(
         st = neurondb.open(store, *(also or []), partial=partial, verify=not no_verify)
         arrow = st.connection.arrow(sql)
         _emit(arrow, fmt, output, limit)
+        _left_out(st)  # after the answer, so that its first lines stay the answer
         st.close()
 
 
@@ -128,23 +130,69 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
-def verify_command(store: Path = typer.Argument(..., help="Store directory.")) -> None:
-    """Check every shard: checksums, HDF5 and Parquet row counts. Exit 1 when damaged."""
+def _left_out(st) -> None:
+    """With --no-verify: say on stderr what was left out as damaged or missing."""
+    import sys
+
+    sys.stdout.flush()  # the answer first
+    for line in getattr(st, "left_out", []):
+        typer.echo(f"note: left out (--no-verify): {line}", err=True)
+
+
+def verify_command(
+    store: Path = typer.Argument(..., help="Store directory."),
+    repair: bool = typer.Option(False, "--repair", help="First remove what dead writers left "
+                                "(temporary files, partial shards, stale locks; never committed "
+                                "data), then verify."),
+) -> None:
+    """Check everything: checksums of every file, HDF5 and Parquet row counts, missing runs,
+    shards and results. Prints each problem; exit 1 when damaged, 0 when OK."""
     from neurondb.store.verify import verify_store
 
     with one_line_errors():
-        if not (store / "manifest.json").exists():
-            raise UsageError(f"{store} is not a neurondb store (no manifest.json)")
+        store = Path(store)
+        if not store.is_dir():
+            raise UsageError(f"{store} is not a directory; give the store's directory")
+        if not any((store / n).exists() for n in ("manifest.json", "runs", "catalog", "results")):
+            raise UsageError(f"{store} is not a neurondb store (no manifest.json, runs/ or "
+                             "catalog/)")
+        if repair:
+            for line in _repair(store):
+                typer.echo(f"repair: {line}")
         rep = verify_store(store)
     for note in rep.notes:
         typer.echo(f"note: {note}")
     for p in rep.problems:
         typer.echo(f"problem: {p}")
+    where = []
+    if rep.damaged:
+        where.append(f"{len(rep.damaged)} shard(s)")
+    if rep.damaged_runs:
+        where.append(f"run(s) {', '.join(rep.damaged_runs)}")
+    if rep.damaged_results:
+        where.append(f"result(s) {', '.join(rep.damaged_results)}")
     typer.echo(f"{'OK' if rep.ok else 'DAMAGED'}: {rep.checked_files} files, "
                f"{rep.checked_bytes / 1e6:,.1f} MB checked, {len(rep.problems)} problem(s)"
-               + (f" in {len(rep.damaged)} shard(s)" if rep.damaged else ""))
+               + (f" in {'; '.join(where)}" if where else ""))
     if not rep.ok:
+        typer.echo("fix: each problem names its fix; `neurondb query/info --no-verify` reads what "
+                   "is intact meanwhile")
         raise typer.Exit(1)
+
+
+def _repair(store: Path) -> list[str]:
+    """``neurondb.store.repair.repair(root)``: what it removed, one line each."""
+    try:
+        from neurondb.store.repair import repair
+    except ModuleNotFoundError as e:
+        if e.name != "neurondb.store.repair":
+            raise
+        from neurondb.errors import StoreError
+
+        raise StoreError("`neurondb verify --repair` is not available in this build "
+                         "(neurondb.store.repair is missing); re-extract the damaged runs "
+                         "instead") from e
+    return [str(x) for x in repair(store)]
 
 
 def register(app: typer.Typer) -> None:

@@ -46,9 +46,15 @@ def run_entry(root: str | Path, run: str) -> dict | None:
     return read_json(p) if p.exists() else None
 
 
+def run_entry_exists(root: str | Path, run: str) -> bool:
+    """Whether the catalog records ``run`` (without reading the entry)."""
+    return _run_entry(Path(root), run).exists()
+
+
 def recorded_runs(root: str | Path) -> list[str]:
     d = Path(root) / CATALOG_DIR / "runs"
-    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+    return sorted(p.stem for p in d.glob("*.json") if not p.name.startswith(".")) \
+        if d.is_dir() else []
 
 
 def forget_run(root: str | Path, run: str) -> None:
@@ -77,4 +83,5 @@ def recorded_results(root: str | Path) -> list[tuple[str, str]]:
     d = Path(root) / CATALOG_DIR / "results"
     if not d.is_dir():
         return []
-    return sorted((t.name, p.stem) for t in d.iterdir() if t.is_dir() for p in t.glob("*.json"))
+    return sorted((t.name, p.stem) for t in d.iterdir() if t.is_dir()
+                  for p in t.glob("*.json") if not p.name.startswith("."))

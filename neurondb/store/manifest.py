@@ -1,4 +1,12 @@
-"""The store manifest: schema version, the model's identity and shape, library versions."""
+"""The store manifest: schema version, the model's identity and shape, library versions.
+
+A manifest cannot hold the sha256 of its own file, so it holds the sha256 of its own content:
+``checksum`` is the hex sha256 of the canonical JSON (sorted keys, no whitespace) of every
+other field, checked on every read. Whitespace changes are harmless; any change to a value,
+key or the checksum itself is caught. ``catalog: 1`` says the store records every committed
+run and result in ``catalog/`` (so a run or result without an entry is damage, not an older
+store). Manifests written before these fields are accepted as they are.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,17 @@ from pathlib import Path
 
 from neurondb.arch.adapter import ModelShape
 from neurondb.store.errors import StoreError
+from neurondb.store.io import describe_os_error
 from neurondb.store.layout import FORMAT, MANIFEST, SCHEMA_VERSION, atomic_write_json
+
+CHECKSUM = "checksum"
+
+
+def content_checksum(d: dict) -> str:
+    """Hex sha256 of the canonical JSON of ``d`` without its ``checksum`` field."""
+    body = {k: v for k, v in d.items() if k != CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -83,29 +101,59 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     libraries: dict[str, str] = field(default_factory=dict)
+    #: 1 when the store records its runs and results in ``catalog/`` (0: an older store).
+    catalog: int = 1
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "schema_version": self.schema_version, "created": self.created,
-                "model": self.model.to_dict(), "libraries": self.libraries}
+        d = {"format": FORMAT, "schema_version": self.schema_version, "created": self.created,
+             "model": self.model.to_dict(), "libraries": self.libraries}
+        if self.catalog:
+            d["catalog"] = self.catalog
+        return d
 
     def write(self, root: Path) -> None:
-        atomic_write_json(Path(root) / MANIFEST, self.to_dict())
+        d = self.to_dict()
+        d[CHECKSUM] = content_checksum(d)
+        atomic_write_json(Path(root) / MANIFEST, d)
 
     @classmethod
     def read(cls, root: Path) -> Manifest:
+        """Read and check ``ROOT/manifest.json``; any damage is a one-line StoreError naming
+        the file and the fix."""
         path = Path(root) / MANIFEST
         if not path.exists():
             raise StoreError(f"{root} is not a neurondb store (no {MANIFEST}); "
                              "create one with `neurondb extract ... --out DIR`")
+        damaged = (f"the store's manifest is damaged: restore {MANIFEST} from a copy (or "
+                   "re-extract the store); `neurondb verify` lists what else is damaged")
         try:
-            d = json.loads(path.read_text())
+            raw = path.read_bytes()
+        except OSError as e:
+            raise StoreError(describe_os_error(e, path)) from e
+        try:
+            d = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise StoreError(f"{path} is not valid JSON (not UTF-8 at byte {e.start}); "
+                             f"{damaged}") from e
         except json.JSONDecodeError as e:
-            raise StoreError(f"{path} is not valid JSON ({e.msg}); the store is damaged") from e
-        if d.get("format") != FORMAT:
+            raise StoreError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
+                             f"{damaged}") from e
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise StoreError(f"{path} is not a neurondb manifest")
-        if int(d.get("schema_version", -1)) > SCHEMA_VERSION:
+        if CHECKSUM in d and d[CHECKSUM] != content_checksum(d):
+            raise StoreError(f"{path} does not match its checksum (changed or corrupted); "
+                             f"{damaged}")
+        try:
+            version = int(d.get("schema_version", -1))
+        except (TypeError, ValueError):
+            version = -1
+        if version > SCHEMA_VERSION:
             raise StoreError(f"{root} has schema version {d['schema_version']}, newer than this "
                              f"neurondb reads ({SCHEMA_VERSION}); upgrade neurondb")
-        return cls(model=ModelIdentity.from_dict(d["model"]),
-                   schema_version=int(d["schema_version"]), created=d.get("created", ""),
-                   libraries=d.get("libraries", {}))
+        try:
+            return cls(model=ModelIdentity.from_dict(d["model"]), schema_version=version,
+                       created=d.get("created", ""), libraries=d.get("libraries", {}),
+                       catalog=int(d.get("catalog", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"{path} lacks a valid model entry ({type(e).__name__}: {e}); "
+                             f"{damaged}") from e

@@ -44,6 +44,8 @@ class Store:
                  verify: bool = True):
         self.partial = partial
         self.skip_damaged = not verify
+        #: with ``verify=False``: what was left out as damaged or missing (one line each)
+        self.left_out: list[str] = []
         if not paths:
             raise StoreError("no store given")
         self.roots = [Path(p).absolute() for p in paths]
@@ -64,8 +66,15 @@ class Store:
 
     # -- runs ------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Re-scan the run directories (complete runs only)."""
+        """Re-scan the run directories (complete runs only).
+
+        With ``verify=False`` a run whose own files are damaged or gone is left out (and
+        said so in :attr:`left_out`); damaged shards are left out by :meth:`shards`.
+        """
+        from neurondb.store.verify import read_run_info
+
         runs: dict[str, tuple[Path, RunInfo]] = {}
+        left_out: list[str] = []
         for root in self.roots:
             rdir = root / RUNS_DIR
             if not rdir.exists():
@@ -74,10 +83,13 @@ class Store:
                 if d.name.startswith(PARTIAL_PREFIX) or not (d / RUN_JSON).exists():
                     continue
                 try:
-                    info = RunInfo.from_dict(json.loads((d / RUN_JSON).read_text()))
-                except json.JSONDecodeError as e:
-                    raise StoreError(f"{d / RUN_JSON} is damaged ({e.msg}); run `neurondb verify "
-                                     f"{root}`") from e
+                    info = read_run_info(d)
+                except StoreError as e:
+                    if not self.skip_damaged:
+                        raise StoreError(f"{e}; or open with --no-verify to read the other "
+                                         "runs") from e
+                    left_out.append(f"run {d.name}: {e}")
+                    continue
                 if info.status != "complete" and not self.partial:
                     continue
                 info.store = root.name
@@ -90,6 +102,36 @@ class Store:
         for r in self._readers.values():
             r.close()
         self._readers = {}
+        if self.skip_damaged:
+            self._leave_out_damaged(left_out)
+
+    def _leave_out_damaged(self, left_out: list[str]) -> None:
+        """``verify=False``: drop runs whose own files are damaged or gone (by the open-time
+        check and the last ``verify``) and record in :attr:`left_out` what was left out."""
+        from neurondb.store.verify import damaged_runs, last_verification, quick_findings
+
+        for f in quick_findings(self):
+            if f.whole_run and f.run in self._runs:
+                del self._runs[f.run]
+            if f.shard is None:
+                left_out.append(f"run {f.run}: {f.msg}" if f.run else f.msg)
+            else:
+                left_out.append(f"shard {f.shard.name} of run {f.run}: {f.msg}")
+        for root in self.roots:
+            try:
+                last = last_verification(root) or {}
+            except StoreError:
+                last = {}
+            for shard in last.get("damaged") or []:
+                p = Path(shard)
+                if len(p.parents) >= 3 and p.parents[1].name in self._runs:
+                    left_out.append(f"shard {p.name} of run {p.parents[1].name}: damaged at "
+                                    f"the last `neurondb verify` ({last.get('time')})")
+            for run in sorted(damaged_runs(root)):
+                if run in self._runs and self._runs[run][0] == root:
+                    del self._runs[run]
+                    left_out.append(f"run {run}: damaged at the last `neurondb verify`")
+        self.left_out = list(dict.fromkeys(left_out))
 
     @property
     def manifest(self) -> Manifest:
@@ -162,13 +204,15 @@ class Store:
         """``(directory, ShardInfo)`` of the run's complete shards, in chunk order."""
         name = self.run(run).run
         if name not in self._shards:
+            from neurondb.store.verify import read_shard_info
+
             dirs = shard_dirs(self.run_dir(name))
             if self.skip_damaged:
                 from neurondb.store.verify import damaged_shards
 
                 bad = damaged_shards(self.root_of(name), dirs)
                 dirs = [p for p in dirs if str(p) not in bad]
-            self._shards[name] = [(p, ShardInfo.read(p)) for p in dirs]
+            self._shards[name] = [(p, read_shard_info(p)) for p in dirs]
         return self._shards[name]
 
     def row_offsets(self, run: str, stack: str) -> list[int]:
@@ -186,7 +230,7 @@ class Store:
         files = self.shard_files(run, name)
         if not files:
             raise StoreError(f"run {run!r} has no {name} (mode {self.run(run).mode})")
-        tables = [pq.read_table(f, **kw) for f in files]
+        tables = [_read_parquet(f, run, **kw) for f in files]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def examples(self, run: str | None = None, split: str | None = None) -> pa.Table:
@@ -205,7 +249,7 @@ class Store:
             f = p / ROWS
             if not f.exists():
                 continue
-            t = pq.read_table(f, filters=[("stack", "=", stack)])
+            t = _read_parquet(f, info.run, filters=[("stack", "=", stack)])
             if off:
                 i = t.schema.get_field_index("row")
                 t = t.set_column(i, "row", pa.compute.add(t.column("row"), off))
@@ -226,9 +270,9 @@ class Store:
         if not files:
             raise StoreError(f"run {info.run!r} holds per-token tensors, not running statistics; "
                              "use neurondb.query.running_stats_from_tokens or --stats-split")
-        st = RunningStats.load(files[0])
+        st = _load_stats(files[0], info.run)
         for f in files[1:]:
-            st.merge(RunningStats.load(f))
+            st.merge(_load_stats(f, info.run))
         return st
 
     # -- tensors ---------------------------------------------------------------------
@@ -246,8 +290,11 @@ class Store:
                 raise StoreError(f"run {info.run!r} has no {kind}; {hint}")
             try:
                 self._readers[key] = TensorSet(files)
-            except OSError as e:
-                raise StoreError(f"a {kind} file of run {info.run!r} cannot be read ({e}); the "
+            except StoreError:
+                raise
+            except Exception as e:  # h5py raises OSError, KeyError, ValueError on damage
+                raise StoreError(f"a {kind} file of run {info.run!r} cannot be read "
+                                 f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the "
                                  "file is damaged: run `neurondb verify` and re-extract") from e
         return self._readers[key]
 
@@ -258,7 +305,13 @@ class Store:
         info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack, info.run)
         self._check_layer(stack, layer, info.run)
-        return self.tensor(info.run, kind).read(stack, layer, rows, neurons)
+        ts = self.tensor(info.run, kind)
+        try:
+            return ts.read(stack, layer, rows, neurons)
+        except (StoreError, UsageError, IndexError):
+            raise
+        except (OSError, KeyError, RuntimeError) as e:  # h5py on a damaged file
+            raise _damaged_tensor(kind, info.run, e) from e
 
     def gradients(self, layer: int, **kw) -> np.ndarray:
         return self.activations(layer, kind="gradients", **kw)
@@ -271,7 +324,13 @@ class Store:
         info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack, info.run)
         self._check_layer(stack, layer, info.run)
-        yield from self.tensor(info.run, kind).iter_chunks(stack, layer, chunk_rows, neurons)
+        ts = self.tensor(info.run, kind)
+        try:
+            yield from ts.iter_chunks(stack, layer, chunk_rows, neurons)
+        except (StoreError, UsageError, IndexError):
+            raise
+        except (OSError, KeyError, RuntimeError) as e:  # h5py on a damaged file
+            raise _damaged_tensor(kind, info.run, e) from e
 
     def _check_layer(self, stack: str, layer: int, run: str | None = None) -> None:
         n = (self.shape_of(run) if run is not None else self.shape).n_layers(stack)
@@ -307,11 +366,44 @@ class Store:
         self.close()
 
 
+def _damaged(f: Path, run: str, e: Exception) -> StoreError:
+    return StoreError(f"{f} of run {run!r} cannot be read ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())[:200]}); the file is damaged: run `neurondb "
+                      "verify` and re-extract the run")
+
+
+def _damaged_tensor(kind: str, run: str, e: Exception) -> StoreError:
+    return StoreError(f"the {kind} of run {run!r} cannot be read ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())[:200]}); a file is damaged: run `neurondb "
+                      "verify` and re-extract the run")
+
+
+def _read_parquet(f: Path, run: str, **kw) -> pa.Table:
+    """``pq.read_table`` whose failure on a damaged file is a one-line StoreError."""
+    try:
+        return pq.read_table(f, **kw)
+    except Exception as e:  # ArrowInvalid, OSError, ... whatever the damage makes it raise
+        raise _damaged(f, run, e) from e
+
+
+def _load_stats(f: Path, run: str) -> RunningStats:
+    try:
+        return RunningStats.load(f)
+    except StoreError:
+        raise
+    except Exception as e:
+        raise _damaged(f, run, e) from e
+
+
 def open_store(*paths: str | Path, partial: bool = False, verify: bool = True) -> Store:
     """Open one store, or several as one (``neurondb.open(a, b)``).
 
-    ``partial=True`` also shows runs still being extracted (complete shards only);
-    ``verify=False`` skips the quick integrity check (sizes and the last verification).
+    ``partial=True`` also shows runs still being extracted (complete shards only).
+    Opening checks that every committed run and shard is present with its recorded sizes
+    (and the small files' checksums) and that the last ``verify`` found no damage; any
+    problem is a one-line StoreError naming the run, the file and the fix.
+    ``verify=False`` (``--no-verify``) reads what is intact instead, knowingly: damaged or
+    missing runs and shards are left out and listed in ``store.left_out``.
     """
     flat: list[str | Path] = []
     for p in paths:
