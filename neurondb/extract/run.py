@@ -1,4 +1,11 @@
-"""``neurondb.extract``: run a model over a dataset and record FFN neurons into a store."""
+"""``neurondb.extract``: run a model over a dataset and record FFN neurons into a store.
+
+Concurrency: an extraction holds the writer lock of every run it writes (``run_lock``) for its
+whole duration, so a second writer of the same run is refused at once with the holder named;
+different runs of one store extract at the same time. Creating or checking the manifest and
+beginning a run happen under the store lock, so two processes creating the same new store
+agree on one manifest. On an error an extraction removes only what it created itself.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +39,9 @@ from neurondb.extract.progress import Reporter
 from neurondb.extract.prompt import SoftPrompt, load_prompt
 from neurondb.extract.templates import PRESETS, Template
 from neurondb.extract.writer import BackgroundWriter, HostCopy
+from neurondb.store import catalog, locks
 from neurondb.store.codec import check_dtype, numpy_storage_dtype
+from neurondb.store.io import leftover_pid, os_errors, remove_dead_leftovers
 from neurondb.store.layout import MANIFEST, RUN_JSON, RUNS_DIR, check_run_name, free_bytes
 from neurondb.store.manifest import Manifest, ModelIdentity, library_versions, model_fingerprint
 from neurondb.store.reader import Store
@@ -102,11 +111,19 @@ def _data_tag(data: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem) or "data"
 
 
+def _being_created(out: Path) -> bool:
+    """Whether directory ``out`` (with no manifest) holds only what a store's creation leaves
+    before its manifest is in: the lock folder and temporary files of a writer (one creating
+    the store right now, or one killed while creating it)."""
+    return all(p.name == locks.LOCKS_DIR or leftover_pid(p.name) is not None
+               for p in out.iterdir())
+
+
 def _check_out_dir(out: Path) -> bool:
     """True when ``out`` already holds a store; an error for a non-empty non-store dir."""
     if (out / MANIFEST).exists():
         return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or not _being_created(out)):
         raise ExtractError(f"--out {out} exists and is not a neurondb store; choose a new directory")
     return False
 
@@ -256,6 +273,8 @@ class _Extraction:
         d = self.out / RUNS_DIR / name
         if not d.exists() or self.cfg.overwrite:
             return "new"
+        if not (d / RUN_JSON).exists() and not completed_chunks(self.out, name):
+            return "new"  # a writer was stopped between creating the directory and run.json
         try:
             old = RunInfo.from_dict(json.loads((d / RUN_JSON).read_text()))
         except (OSError, json.JSONDecodeError):
@@ -267,6 +286,8 @@ class _Extraction:
             if diff:
                 raise ExtractError(f"run {name!r} already exists in {self.out}; pass --overwrite "
                                    "or --run NAME")
+            if catalog.run_entry(self.out, name) is None:
+                return "resume"  # stopped before its catalog entry: completing it is idempotent
             return "complete"
         if diff:
             k = diff[0]
@@ -330,34 +351,31 @@ class _Extraction:
                                "lower --max-examples, capture fewer --positions or use --dtype float16")
         dist.barrier()  # every rank validated its inputs before anything is written
         created = not self.out.exists()
+        self._made: list[Path] = []  # what this process created (removed again on an error)
         infos = [self._info(d, mode, name, self._config(d, mode))
                  for (d, mode, name) in self.jobs]
         try:
-            if dist.is_main:
-                self.out.mkdir(parents=True, exist_ok=True)
-                if not self.existing:
-                    Manifest(model=self.identity, libraries=library_versions()).write(self.out)
-                for info in infos:
-                    d = self.out / RUNS_DIR / info.run
-                    if self.cfg.overwrite and d.exists():
-                        shutil.rmtree(d)
-                    remove_partials(d)
-                    begin_run(self.out, info)
-            dist.barrier()
-            for (data, _mode, _name), lengths, info in zip(self.jobs, lens, infos):
-                self._capture_run(data, lengths, info, rep)
-                dist.barrier()
-                if dist.is_main:
-                    finalize_run(self.out, info)
-                    acc = f", accuracy {info.accuracy:.4f}" if info.accuracy is not None else ""
-                    rep.info(f"run {info.run}: {info.n_examples} examples, "
-                             f"{sum(info.n_rows.values())} rows ({info.mode}){acc}, "
-                             f"{info.seconds:.1f} s")
-                dist.barrier()
+            with contextlib.ExitStack() as held:  # the run locks, released last
+                try:
+                    if dist.is_main:
+                        lens, infos = self._lock_and_begin(held, rep, lens, infos)
+                    dist.barrier()
+                    for (data, _mode, _name), lengths, info in zip(self.jobs, lens, infos):
+                        self._capture_run(data, lengths, info, rep)
+                        dist.barrier()
+                        if dist.is_main:
+                            finalize_run(self.out, info)
+                            acc = (f", accuracy {info.accuracy:.4f}"
+                                   if info.accuracy is not None else "")
+                            rep.info(f"run {info.run}: {info.n_examples} examples, "
+                                     f"{sum(info.n_rows.values())} rows ({info.mode}){acc}, "
+                                     f"{info.seconds:.1f} s")
+                        dist.barrier()
+                except BaseException:
+                    if dist.is_main:
+                        self._clean_up(created)
+                    raise
         except BaseException as e:
-            if created and dist.is_main and not any(
-                    completed_chunks(self.out, i.run) for i in infos):
-                shutil.rmtree(self.out, ignore_errors=True)  # nothing worth resuming
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                 raise ExtractError(f"the disk filled up while writing {self.out}; the complete "
                                    "shards are kept: free space and re-run the same command to "
@@ -367,6 +385,78 @@ class _Extraction:
             rep.close()
             dist.close()
         return Store([self.out])
+
+    def _lock_and_begin(self, held: contextlib.ExitStack, rep: Reporter, lens: list,
+                        infos: list[RunInfo]) -> tuple[list, list[RunInfo]]:
+        """Rank 0: take the writer lock of each run (kept in ``held`` until the extraction
+        ends), then under the store lock create or check the manifest, re-check each run's
+        state (another process may have written it meanwhile), remove dead writers' leftovers
+        and begin the runs. Returns the lengths and infos of the runs still to write."""
+        n_takeovers = len(locks.TAKEOVERS)
+        with os_errors(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+        for info in infos:
+            held.enter_context(locks.run_lock(self.out, info.run))
+        with locks.store_lock(self.out):
+            for msg in locks.TAKEOVERS[n_takeovers:]:
+                rep.info(msg)
+            if (self.out / MANIFEST).exists():
+                self._check_existing()
+            else:
+                _check_out_dir(self.out)  # nobody wrote anything else meanwhile
+                Manifest(model=self.identity, libraries=library_versions()).write(self.out)
+                self._made.append(self.out / MANIFEST)
+            with os_errors(self.out):
+                remove_dead_leftovers(self.out)
+                remove_dead_leftovers(locks.locks_dir(self.out))
+            states = [self._check_resume(i.run, i.config) for i in infos]
+            keep = [k for k, st in enumerate(states) if st != "complete"]
+            if not keep:
+                names = " and ".join(repr(i.run) for i in infos)
+                raise ExtractError(f"run {names} already exists in {self.out} (written by "
+                                   "another process meanwhile); pass --overwrite or --run NAME")
+            if len(keep) < len(infos) and self.dist.world_size > 1:
+                raise ExtractError(f"run {infos[states.index('complete')].run!r} was completed "
+                                   "by another process meanwhile; run the same command again")
+            self.jobs = [self.jobs[k] for k in keep]
+            lens, infos = [lens[k] for k in keep], [infos[k] for k in keep]
+            for info, st in zip(infos, [states[k] for k in keep]):
+                d = self.out / RUNS_DIR / info.run
+                with os_errors(d):
+                    if st == "new" and d.exists():
+                        # --overwrite, or a directory a killed writer left without run.json
+                        catalog.forget_run(self.out, info.run)
+                        shutil.rmtree(d)
+                    if not d.exists():
+                        self._made.append(d)
+                    remove_partials(d)
+                    begin_run(self.out, info)
+        return lens, infos
+
+    def _clean_up(self, created: bool) -> None:
+        """After an error: remove what this process created and nothing else. A run directory
+        it made is removed unless a shard was completed (kept to resume); a new store is
+        removed only when nobody else wrote into it or holds one of its locks."""
+        if not self.out.is_dir():
+            return
+        with contextlib.suppress(Exception):
+            with locks.store_lock(self.out, timeout=10.0):
+                for d in self._made:
+                    if d.name != MANIFEST and d.is_dir() and not completed_chunks(self.out, d.name):
+                        shutil.rmtree(d, ignore_errors=True)
+                manifest = self.out / MANIFEST
+                if not created or (manifest.exists() and manifest not in self._made):
+                    return  # the store was there before, or another process made it
+                runs = self.out / RUNS_DIR
+                if runs.is_dir() and not any(runs.iterdir()):
+                    runs.rmdir()
+                others = [p for p in self.out.iterdir()
+                          if p.name not in (MANIFEST, locks.LOCKS_DIR)
+                          and leftover_pid(p.name) is None]
+                ldir = locks.locks_dir(self.out)
+                busy = [p for p in ldir.glob("*.lock") if locks.is_locked(p)]
+                if not others and not busy:
+                    shutil.rmtree(self.out, ignore_errors=True)  # nothing worth resuming
 
     def _info(self, data: LoadedData, mode: str, name: str, config: dict) -> RunInfo:
         n_chunks = max(1, -(-len(data) // self.cfg.chunk_examples))

@@ -21,8 +21,8 @@ import copy
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,8 @@ from neurondb.intervene.channels import ops_for
 from neurondb.intervene.errors import ExportError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.prune import PruneReport, prune_model, tensor_bytes
+from neurondb.store.io import leftover_pid, pid_alive
+from neurondb.store.layout import PARTIAL_PREFIX
 
 MODELING_FILE = "modeling_neurondb_pruned.py"
 RECORD_FILE = "neurondb_prune.json"
@@ -162,6 +164,35 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
                           "directory; choose another --out")
 
 
+def _partial_dir(out: Path) -> Path:
+    """A new empty ``.partial-<name>.<random>-<pid>`` folder beside ``out``: the pid lets a
+    later export remove it once this process is dead (a killed export), never while it runs."""
+    while True:
+        p = out.with_name(f"{PARTIAL_PREFIX}{out.name}.{secrets.token_hex(4)}-{os.getpid()}")
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
+
+
+def remove_dead_exports(parent: str | Path) -> list[Path]:
+    """Remove the ``.partial-*-PID`` folders that killed exports left in ``parent`` (their pid
+    is no longer running); a live export's folder and any other file are never touched.
+    Returns what was removed."""
+    parent = Path(parent)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        pid = leftover_pid(p.name)
+        if (p.name.startswith(PARTIAL_PREFIX) and pid is not None and pid != os.getpid()
+                and p.is_dir() and not p.is_symlink() and not pid_alive(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def _copy_extra(extra_files, dest: Path, reserved: set[str]) -> list[str]:
     if not extra_files:
         return []
@@ -221,7 +252,8 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
     if auto_map:
         work.config.auto_map = auto_map
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_dead_exports(out.parent)
+    tmp = _partial_dir(out)
     try:
         work.save_pretrained(tmp)
         weights_bytes = safetensors_bytes(tmp)  # before extra files (a prompt may be one)
@@ -255,7 +287,7 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
         }
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         if out.exists():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            trash = out.with_name(f"{PARTIAL_PREFIX}{out.name}.old-{os.getpid()}")
             out.rename(trash)
             tmp.rename(out)
             shutil.rmtree(trash)

@@ -4,12 +4,17 @@ Every analysis writes one Parquet file per named result. The DuckDB connection e
 ``results/<table>/*.parquet`` as a view ``<table>`` (``union_by_name``), so results join with
 the run tables in SQL. Provenance (which store, runs and parameters made a result) is kept
 twice: as JSON in the Parquet schema metadata under ``neurondb`` and in a ``params`` column.
+
+Writers: a result is written under its own lock (``result_lock``) and the store lock; the name
+is checked again under the lock, so two writers of one name never both succeed (the second is
+refused, with the holder named while the first is still writing) and nothing is replaced
+unless ``overwrite``. Every written result is recorded in the store's catalog (size and
+sha256), and :func:`read_result` refuses a file that no longer matches its record.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -19,8 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neurondb.query.errors import QueryError
+from neurondb.store import catalog
+from neurondb.store.io import atomic_file, os_errors, remove_dead_leftovers, sha256_file
 from neurondb.store.kinds import RESULT_KINDS, TABLES, result_kind  # noqa: F401
 from neurondb.store.layout import RESULTS_DIR
+from neurondb.store.locks import result_lock, store_lock
 from neurondb.store.reader import Store, open_store
 
 META_KEY = b"neurondb"
@@ -94,7 +102,11 @@ def write_result(store: Store, table: str, name: str, df: pd.DataFrame, meta: di
     """Write ``df`` as ``results/<table>/<name>.parquet`` (tmp file + rename); returns the path.
 
     ``meta`` (JSON-able) goes into the schema metadata and, as a JSON string, a ``params``
-    column, so SQL can filter on it. A ``name`` column is added first.
+    column, so SQL can filter on it. A ``name`` column is added first. The write holds the
+    result's lock and the store lock: another process writing the same name at the same time
+    is refused (:class:`~neurondb.errors.LockedError` naming it), and a result that appeared
+    meanwhile is refused unless ``overwrite``. The file is recorded in the catalog, and dead
+    writers' temporary files in its folder are removed.
     """
     path = check_absent(store, table, name, overwrite)
     meta = {"name": name, "table": table, "store": str(store.path),
@@ -107,15 +119,34 @@ def write_result(store: Store, table: str, name: str, df: pd.DataFrame, meta: di
     out["params"] = params
     t = pa.Table.from_pandas(out, preserve_index=False)
     t = t.replace_schema_metadata({META_KEY: params.encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(t, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    root = store.path
+    with result_lock(root, table, name), store_lock(root):
+        path = check_absent(store, table, name, overwrite)  # again, now that we hold the lock
+        with os_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_leftovers(path.parent)
+            with atomic_file(path) as tmp:
+                pq.write_table(t, tmp, compression="zstd")
+            catalog.record_result(root, table, name, path)
     return path
+
+
+def _check_recorded(path: Path, table: str, name: str) -> None:
+    """Refuse a result file that differs from its catalog entry (size, then sha256)."""
+    root = path.parents[2]
+    entry = catalog.result_entry(root, table, name)
+    if entry is None:
+        return  # written before results were catalogued
+    with os_errors(path):
+        if path.stat().st_size != entry.get("bytes"):
+            what = "size"
+        elif sha256_file(path) != entry.get("sha256"):
+            what = "checksum"
+        else:
+            return
+    raise QueryError(f"{_singular(table)} file {path} does not match its catalog record "
+                     f"({what} differs): it was changed or damaged after it was written; "
+                     "run `neurondb verify` and re-create it with --overwrite")
 
 
 def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.DataFrame, dict]:
@@ -123,10 +154,17 @@ def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.Da
     store = as_store(store)
     path = find_result(store, table, name)
     if path is None:
+        for root in store.roots:
+            if catalog.result_entry(root, table, name) is not None:
+                raise QueryError(f"{_singular(table)} {name!r} is recorded in the catalog of "
+                                 f"{root} but its file {root / RESULTS_DIR / table / name}"
+                                 ".parquet is missing: the store is damaged; run `neurondb "
+                                 "verify` and re-create it with --overwrite")
         have = ", ".join(list_results(store, table)) or "none"
         what = _singular(table)
         hint = result_kind(table).hint
         raise QueryError(f"no {what} named {name!r} in the store ({table}: {have}); {hint}")
+    _check_recorded(path, table, name)
     t = pq.read_table(path)
     meta = json.loads((t.schema.metadata or {}).get(META_KEY, b"{}"))
     return t.to_pandas(), meta

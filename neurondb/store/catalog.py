@@ -29,12 +29,18 @@ def _result_entry(root: Path, table: str, name: str) -> Path:
     return Path(root) / CATALOG_DIR / "results" / table / f"{name}.json"
 
 
-def record_run(root: str | Path, run: str, files: list[Path], n_chunks: int) -> dict:
-    """Record a completed run: ``files`` (paths inside the run directory) and its shard count."""
+def record_run(root: str | Path, run: str, files: list[Path] | dict[str, Path],
+               n_chunks: int) -> dict:
+    """Record a completed run: its files and shard count.
+
+    ``files``: paths inside the run directory, or ``{name: path}`` where a file is recorded
+    under its final name from a temporary path (written before it is renamed into place).
+    """
     root = Path(root)
+    named = files if isinstance(files, dict) else {Path(f).name: Path(f) for f in files}
     entry = {"run": run, "n_chunks": int(n_chunks),
              "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "files": {Path(f).name: file_record(f) for f in files}}
+             "files": {name: file_record(f) for name, f in named.items()}}
     p = _run_entry(root, run)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(p, entry)

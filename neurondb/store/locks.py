@@ -26,8 +26,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from neurondb.errors import LockedError
-from neurondb.store.io import os_errors, pid_alive
+from neurondb.errors import LockedError, StoreIOError
+from neurondb.store.io import describe_os_error, os_errors, pid_alive
 
 LOCKS_DIR = ".locks"
 
@@ -94,13 +94,14 @@ def hold(lock_path: Path, what: str, timeout: float = 0.0) -> Iterator[Holder | 
         lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path), thread_local=False)
     try:
-        with os_errors(lock_path):
-            lock.acquire(timeout=timeout, poll_interval=0.05)
-    except Timeout:
+        lock.acquire(timeout=timeout, poll_interval=0.05)
+    except Timeout:  # before OSError: filelock's Timeout is a TimeoutError, an OSError
         h = read_holder(lock_path)
         who = h.describe() if h else "another process"
         raise LockedError(f"{what} is locked by {who}; wait for it to finish, or stop it "
                           f"(the lock is {lock_path})") from None
+    except OSError as e:
+        raise StoreIOError(describe_os_error(e, lock_path)) from e
     previous = read_holder(lock_path)
     taken_over = previous if previous is not None and not previous.alive() else None
     if taken_over is not None:
@@ -123,20 +124,32 @@ def locks_dir(root: str | Path) -> Path:
     return Path(root) / LOCKS_DIR
 
 
+def store_lock_path(root: str | Path) -> Path:
+    return locks_dir(root) / "store.lock"
+
+
+def run_lock_path(root: str | Path, run: str) -> Path:
+    return locks_dir(root) / f"run-{run}.lock"
+
+
+def result_lock_path(root: str | Path, table: str, name: str) -> Path:
+    return locks_dir(root) / f"result-{table}-{name}.lock"
+
+
 def store_lock(root: str | Path, timeout: float = 60.0):
     """The store-level lock (manifest, catalog, results): waits up to ``timeout`` seconds."""
-    return hold(locks_dir(root) / "store.lock", f"store {root}", timeout=timeout)
+    return hold(store_lock_path(root), f"store {root}", timeout=timeout)
 
 
 def run_lock(root: str | Path, run: str, timeout: float = 0.0):
     """The writer lock of run ``run``; refused at once if a live process holds it."""
-    return hold(locks_dir(root) / f"run-{run}.lock", f"run {run!r} of {root}", timeout=timeout)
+    return hold(run_lock_path(root, run), f"run {run!r} of {root}", timeout=timeout)
 
 
 def result_lock(root: str | Path, table: str, name: str, timeout: float = 0.0):
     """The lock of one named result while it is written."""
-    return hold(locks_dir(root) / f"result-{table}-{name}.lock",
-                f"{table} result {name!r} of {root}", timeout=timeout)
+    return hold(result_lock_path(root, table, name), f"{table} result {name!r} of {root}",
+                timeout=timeout)
 
 
 def is_locked(lock_path: Path) -> bool:

@@ -7,11 +7,15 @@ A run's examples are processed in a fixed order and cut into chunks; each chunk 
 chunk, an interrupted extraction resumes from the shards that exist, and several processes
 (ranks) write disjoint shards of one run. ``run.json`` says ``running`` until every shard is
 in, then ``complete``.
+
+Writers: one process writes a run at a time (``run_lock``, taken by the extraction); the
+store-level steps (creating the run directory, completing it and recording it in the catalog)
+run under the store lock. Leftovers (``.partial-*-PID`` shards, ``.NAME.tmp-PID`` files) are
+removed only when their writer process is dead, never a live writer's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +27,10 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from neurondb.store import catalog
 from neurondb.store.errors import StoreError
+from neurondb.store.io import atomic_file, read_json, remove_dead_leftovers
+from neurondb.store.io import sha256_file as sha256_file  # imported from here by others
 from neurondb.store.layout import (
     ACTIVATIONS,
     EXAMPLES,
@@ -41,6 +48,7 @@ from neurondb.store.layout import (
     check_run_name,
     shard_name,
 )
+from neurondb.store.locks import store_lock
 from neurondb.store.stats import RunningStats
 from neurondb.store.tensors import TensorWriter
 
@@ -129,20 +137,12 @@ class ShardInfo:
 
     @classmethod
     def read(cls, shard_dir: Path) -> ShardInfo:
+        d = read_json(Path(shard_dir) / SHARD_JSON)
         try:
-            d = json.loads((shard_dir / SHARD_JSON).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"{shard_dir / SHARD_JSON} is missing or damaged; run "
+            return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        except TypeError as e:
+            raise StoreError(f"{Path(shard_dir) / SHARD_JSON} is damaged (fields missing); run "
                              "`neurondb verify` and re-extract the run") from e
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(4 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_dir(root: Path, run: str) -> Path:
@@ -150,12 +150,14 @@ def run_dir(root: Path, run: str) -> Path:
 
 
 def begin_run(root: Path, info: RunInfo) -> Path:
-    """Create the run directory with ``run.json`` saying ``running`` (idempotent)."""
+    """Create the run directory with ``run.json`` saying ``running`` (idempotent), under the
+    store lock. The caller holds the run's writer lock."""
     check_run_name(info.run)
     d = run_dir(root, info.run)
-    (d / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-    info.status = "running"
-    atomic_write_json(d / RUN_JSON, info.to_dict())
+    with store_lock(root):
+        (d / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        info.status = "running"
+        atomic_write_json(d / RUN_JSON, info.to_dict())
     return d
 
 
@@ -176,13 +178,14 @@ def shard_dirs(run_path: Path) -> list[Path]:
     return sorted(p for p in sd.iterdir() if p.name.startswith("c") and (p / SHARD_JSON).exists())
 
 
-def remove_partials(run_path: Path) -> None:
-    """Drop shards an interrupted process left half written."""
-    sd = Path(run_path) / SHARDS_DIR
-    if sd.is_dir():
-        for p in sd.iterdir():
-            if p.name.startswith(PARTIAL_PREFIX):
-                shutil.rmtree(p, ignore_errors=True)
+def remove_partials(run_path: Path) -> list[Path]:
+    """Drop what dead processes left half written in a run: ``shards/.partial-*-PID`` shards
+    and ``.run.json.tmp-PID`` files. A live process's partial shard (another rank, another
+    writer) is never touched. Returns what was removed."""
+    run_path = Path(run_path)
+    removed = remove_dead_leftovers(run_path / SHARDS_DIR)
+    removed += remove_dead_leftovers(run_path)
+    return removed
 
 
 def finalize_run(root: Path, info: RunInfo) -> RunInfo:
@@ -204,8 +207,15 @@ def finalize_run(root: Path, info: RunInfo) -> RunInfo:
     if scored:
         info.accuracy = sum(s.n_correct for s in shards) / scored
     info.status = "complete"
-    pq.write_table(info.table(), d / RUN_TABLE)
-    atomic_write_json(d / RUN_JSON, info.to_dict())
+    with store_lock(root):
+        with atomic_file(d / RUN_TABLE) as tmp:
+            pq.write_table(info.table(), tmp)
+        # the catalog entry is written from run.json's final bytes before they are renamed
+        # into place, so no reader ever sees a complete run that the catalog does not record
+        with atomic_file(d / RUN_JSON) as tmp:
+            tmp.write_text(json.dumps(info.to_dict(), indent=2, default=str) + "\n")
+            catalog.record_run(root, info.run, {RUN_JSON: tmp, RUN_TABLE: d / RUN_TABLE},
+                               len(shards))
     return info
 
 
@@ -222,7 +232,7 @@ class ShardWriter:
         self.rank = rank
         self.final = self.run_path / SHARDS_DIR / shard_name(chunk)
         self.tmp = self.run_path / SHARDS_DIR / f"{PARTIAL_PREFIX}{shard_name(chunk)}-{os.getpid()}"
-        if self.tmp.exists():
+        if self.tmp.exists():  # our own (this pid's) earlier attempt at this chunk
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         self._writers: dict[str, pq.ParquetWriter] = {}
@@ -324,7 +334,9 @@ class RunWriter(ShardWriter):
         self.root = Path(root)
         d = run_dir(root, check_run_name(info.run))
         if d.exists():
-            shutil.rmtree(d)
+            with store_lock(root):
+                catalog.forget_run(root, info.run)
+                shutil.rmtree(d)
         info.n_chunks = 1
         begin_run(self.root, info)
         super().__init__(d, 0, info, widths, expected_rows)
