@@ -1,8 +1,9 @@
 """Extraction overhead against a plain ``model(**batch)`` loop over the same batches.
 
 Measured in one run (ratios; this machine is noisy, absolute times move):
-  * capture of prompt+mask positions into the store / plain forward   (goal <= 1.10)
-  * capture of all tokens / plain forward, and MB/s written
+  * capture of prompt+mask positions into the store / plain forward   (goal <= 1.10),
+    with the default storage dtype (float32) and with float16
+  * capture of all tokens / plain forward, and MB/s written (default float16, and float32)
   * capture of prompt+mask with --grad / plain forward                (goal <= 3.5)
   * peak RSS of an extraction for N and 4N examples (must not grow with N)
 
@@ -130,8 +131,12 @@ def main() -> None:
                                         template=TEMPLATE, prompt=prompt, progress=False,
                                         positions="prompt,mask", **common))
         n_tok = int(ref.encoder.lengths(ref.data.texts).sum()) + len(ref.data) * args.prompt_tokens
+        # the default storage dtype is float32 for prompt/mask and float16 for all positions
+        # (docs/CONVENTIONS.md); the other dtype of each is measured beside it
         modes = {"prompt,mask": dict(positions="prompt,mask"),
+                 "prompt,mask float16": dict(positions="prompt,mask", dtype="float16"),
                  "all": dict(positions="all"),
+                 "all float32": dict(positions="all", dtype="float32"),
                  "prompt,mask --grad": dict(positions="prompt,mask", grad=True)}
         times: dict[str, list[float]] = {"plain": []} | {m: [] for m in modes}
         sizes: dict[str, int] = {}
@@ -147,6 +152,7 @@ def main() -> None:
               f"{ref.shape.d_ff('encoder')}), data {data} [{split}], {len(ref.data)} examples, "
               f"{args.prompt_tokens} prompt tokens, batch {args.batch_size}, {n_tok} tokens, "
               f"torch threads {torch.get_num_threads()}, medians of {args.repeats}")
+        print("default storage dtype: float32 for prompt,mask; float16 for all")
         print(f"{'mode':<22}{'seconds':>10}{'tok/s':>10}{'x plain':>10}{'store MB':>10}{'MB/s':>10}")
         for k, v in med.items():
             mb = sizes.get(k, 0) / 1e6

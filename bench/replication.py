@@ -286,7 +286,7 @@ class Replication:
         neurondb.extract(self.a.model, data, self.store_path, split=split, task=task,
                          prompt=str(prompt), positions=self.a.positions,
                          stats_split="train" if stats else None, run=run,
-                         batch_size=self.a.batch_size, progress=False)
+                         batch_size=self.a.batch_size, dtype=self.a.dtype, progress=False)
 
     def stats_run(self, ds: str, seed: int) -> str:
         runs = self._runs()
@@ -709,6 +709,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
     p.add_argument("--lr", type=float, default=0.01, help="AdamW step of the prompt and the head")
     p.add_argument("--positions", default="prompt,mask", help="positions extracted")
+    p.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"],
+                   help="storage dtype (default: neurondb's, float32 for prompt,mask)")
     p.add_argument("--slots", default="prompt:*", help="slots the predictivity uses (the papers: "
                    "the prompt tokens)")
     p.add_argument("--rates", default="1,3,5,10,15", help="suppression rates, percent")

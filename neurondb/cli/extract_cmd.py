@@ -26,7 +26,7 @@ def extract_command(
     stats_split: str | None = typer.Option(None, "--stats-split", help="Also capture this split as running statistics only (baselines)."),
     grad: bool = typer.Option(False, "--grad", help="Also record gradients dF/dh of the target logit."),
     grad_target: str = typer.Option("gold", "--grad-target", help="gold (label word logit), pred, or loss (log-probability of the gold label)."),
-    dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16, bfloat16, float32."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float16, bfloat16, float32 (default: float32 when only some positions are captured, float16 with all)."),
     model_dtype: str | None = typer.Option(None, "--model-dtype", help="Load the model in float32, float16 or bfloat16."),
     max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each split."),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -37,15 +37,23 @@ def extract_command(
     chunk_examples: int = typer.Option(4096, "--chunk-examples", help="Examples per shard: the unit of atomic commits, resume and multi-process work."),
     device_map: str | None = typer.Option(None, "--device-map", help="Spread a large model over GPUs (e.g. 'auto'; needs accelerate)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of a csv/tsv/jsonl data file (e.g. latin-1, cp1252); undecodable bytes are an error naming the offset."),
+    drop_missing_text: bool = typer.Option(False, "--drop-missing-text", help="Skip rows whose text is missing (None/NaN) and print how many; without it such a row is an error naming it."),
 ) -> None:
     """Run MODEL over a dataset and record FFN neuron activations into a store.
 
     Re-running the same command after an interruption resumes from the last complete shard.
     Under torchrun / accelerate launch every rank writes its own shards of the same store.
     """
+    from neurondb.extract.data import DEFAULT_ENCODING, check_encoding
     from neurondb.extract.run import extract
 
     with one_line_errors():
+        decoding: dict = {}  # only when asked, so the defaults need nothing of extract()
+        if check_encoding(encoding) != check_encoding(DEFAULT_ENCODING):
+            decoding["encoding"] = encoding
+        if drop_missing_text:
+            decoding["drop_missing_text"] = True
         store = extract(
             model, data, out, split=split, data_config=data_config,
             text_fields=list(text_field) if text_field else None, label_field=label_field,
@@ -54,7 +62,8 @@ def extract_command(
             stats_split=stats_split, grad=grad, grad_target=grad_target, dtype=dtype,
             model_dtype=model_dtype, max_examples=max_examples, batch_size=batch_size,
             max_length=max_length, device=device, run=run, overwrite=overwrite,
-            chunk_examples=chunk_examples, device_map=device_map, progress=not quiet)
+            chunk_examples=chunk_examples, device_map=device_map, progress=not quiet,
+            **decoding)
         typer.echo(f"store: {store.path} ({len(store.runs())} runs); "
                    f"try: neurondb info {store.path}")
         store.close()

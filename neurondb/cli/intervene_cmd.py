@@ -104,6 +104,9 @@ def prune(
     name: str | None = typer.Option(None, "--name", help="Result name in the store (default: "
                                     "prune_<ranking>)."),
     device: str = typer.Option("auto", "--device"),
+    allow_foreign: bool = typer.Option(False, "--allow-foreign", help="Accept a ranking, mask "
+                                       "or means of another model (a deliberate cross-model "
+                                       "study); nothing is written into that model's store."),
 ) -> None:
     """Remove FFN neurons (a mask, or the lowest-ranked RATIO of a ranking) and export;
     with --search, choose the ratio on validation data first."""
@@ -124,7 +127,8 @@ def prune(
                            means_run=means_run, overwrite=overwrite, search=search,
                            margin=margin, grid=grid, evaluate=evaluate, data=data, split=split,
                            prompt=prompt, max_examples=max_examples, batch_size=batch_size,
-                           latency_batch=sizes, name=name, device=device)
+                           latency_batch=sizes, name=name, device=device,
+                           allow_foreign=allow_foreign)
 
         def log(step: int, r: float, acc: float, ok: bool) -> None:
             what = "unpruned" if step == 0 else ("accepted" if ok else "rejected")

@@ -36,6 +36,8 @@ def suppress_command(
     png: Path | None = typer.Option(None, "--png", help="Plot of accuracy vs rate (default with --store: STORE/results/suppression/<name>.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    allow_foreign: bool = typer.Option(False, "--allow-foreign", help="Accept a ranking, mask or means of another model (a deliberate cross-model study); results then go only to --results-store."),
+    results_store: Path | None = typer.Option(None, "--results-store", help="Store of MODEL to write the results to (default: --store when it is MODEL's)."),
 ) -> None:
     """Suppress the top RATE of a ranking (or a mask) and compare with random neurons."""
     from rich.console import Console
@@ -45,8 +47,9 @@ def suppress_command(
 
     with one_line_errors():
         res_name = name or _default_name(ranking, mask, data, split)
-        if png is None and store is not None:
-            png = store / "results" / "suppression" / f"{res_name}.png"
+        target = results_store or store
+        if png is None and target is not None:
+            png = target / "results" / "suppression" / f"{res_name}.png"
         res = suppress(model, data, prompt=prompt, split=split, store=store, ranking=ranking,
                        mask=mask, rates=rates, mode=mode, seeds=seeds, sigma=sigma,
                        means_run=means_run, readout=readout, template=template,
@@ -54,7 +57,8 @@ def suppress_command(
                        text_fields=list(text_field) if text_field else None,
                        label_field=label_field, max_examples=max_examples,
                        batch_size=batch_size, device=device, name=res_name, png=png,
-                       overwrite=overwrite, progress=not quiet)
+                       overwrite=overwrite, progress=not quiet, allow_foreign=allow_foreign,
+                       results_store=results_store)
     summary = res.summary()
     n = int(res.table["n"].iloc[0])
     table = Table(title=f"suppression ({mode}) on {data}:{split}, {n} examples")
@@ -72,6 +76,8 @@ def suppress_command(
         console.print(f"wrote {res.path}")
     if res.png:
         console.print(f"wrote {res.png}")
+    if res.note:
+        console.print(f"note: {res.note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,15 +5,22 @@ directory of ``<split>.<ext>`` files, a task preset's hub dataset, or the built-
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from neurondb.errors import InputDecodeError
 from neurondb.extract.errors import ExtractError
 from neurondb.extract.templates import PRESETS
+
+DEFAULT_ENCODING = "utf-8"
 
 LOCAL_EXTS = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
 TEXT_FIELD_GUESSES = (("text",), ("sentence",), ("sentence1", "sentence2"),
@@ -50,7 +57,39 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def _read_local(path: Path) -> pa.Table:
+def check_encoding(encoding: str) -> str:
+    """The codec name of ``encoding``; an unknown name is a one-line InputDecodeError."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError as e:
+        raise InputDecodeError(f"unknown --encoding {encoding!r}; use a Python codec name such "
+                               "as utf-8, latin-1 or cp1252") from e
+
+
+def _decode_error(path: Path, e: UnicodeDecodeError, encoding: str, where: str = "") -> InputDecodeError:
+    bad = e.object[e.start:e.start + 1].hex() if e.object else "?"
+    alt = "latin-1" if check_encoding(encoding) != "iso8859-1" else "cp1252"
+    return InputDecodeError(
+        f"{path} is not valid {encoding}{where}: byte 0x{bad} at byte offset {e.start} "
+        f"({e.reason}); re-save the file as UTF-8 or pass its encoding, e.g. --encoding {alt}")
+
+
+def _decoded_bytes(path: Path, encoding: str) -> bytes:
+    """The file's bytes as UTF-8 after strict decoding with ``encoding`` (a leading UTF-8 BOM
+    is dropped); an undecodable byte is an InputDecodeError naming its offset."""
+    raw = path.read_bytes()
+    codec = check_encoding(encoding)
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e, encoding) from e
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text.encode("utf-8")
+
+
+def _read_local(path: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
+    """Read a local data file; text files are decoded strictly with ``encoding``."""
     ext = path.suffix.lower()
     try:
         if ext == ".parquet":
@@ -62,12 +101,16 @@ def _read_local(path: Path) -> pa.Table:
 
             opts = pcsv.ParseOptions(delimiter="\t" if ext == ".tsv" else ",",
                                      quote_char=False if ext == ".tsv" else '"')
-            return pcsv.read_csv(path, parse_options=opts)
+            return pcsv.read_csv(io.BytesIO(_decoded_bytes(path, encoding)), parse_options=opts)
         if ext in (".jsonl", ".json"):
             import pandas as pd
 
-            return pa.Table.from_pandas(pd.read_json(path, lines=ext == ".jsonl"),
+            data = io.BytesIO(_decoded_bytes(path, encoding))
+            return pa.Table.from_pandas(pd.read_json(data, lines=ext == ".jsonl",
+                                                     encoding="utf-8"),
                                         preserve_index=False)
+    except InputDecodeError:
+        raise
     except (pa.ArrowInvalid, ValueError, OSError) as e:
         raise ExtractError(f"cannot read {path} ({str(e).splitlines()[0]}); check the file "
                            "is complete and of the format its extension says") from e
@@ -156,16 +199,46 @@ def _from_hub(name: str, config: str | None, split: str) -> tuple[pa.Table, str,
     return ds.data.table, getattr(ds, "_fingerprint", ""), names
 
 
+def _is_missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _text_values(values: list, path: str, column: str, encoding: str) -> list:
+    """Column values as ``str`` (None kept for missing); ``bytes`` are decoded strictly."""
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, (bytes, bytearray)):
+            try:
+                v = bytes(v).decode(check_encoding(encoding))
+            except UnicodeDecodeError as e:
+                raise _decode_error(Path(path), e, encoding,
+                                    f" (text field {column!r}, row {i}; offset within the "
+                                    "value)") from e
+        out.append(None if _is_missing(v) else str(v))
+    return out
+
+
 def load_data(data: str, split: str = "validation", config: str | None = None,
               text_fields: list[str] | None = None, label_field: str | None = "label",
               max_examples: int | None = None, preset: str | None = None,
-              require_labels: bool = True) -> LoadedData:
-    """Load one split. ``label_field=None`` means unlabelled (activations only)."""
+              require_labels: bool = True, encoding: str = DEFAULT_ENCODING,
+              drop_missing_text: bool = False) -> LoadedData:
+    """Load one split. ``label_field=None`` means unlabelled (activations only).
+
+    Text files are decoded strictly with ``encoding`` (an undecodable byte is an
+    :class:`InputDecodeError` naming the file and its byte offset). A missing text (None or
+    NaN) is refused naming its row, or with ``drop_missing_text`` the row is dropped and the
+    count printed to stderr (before ``max_examples`` is applied; ``idx`` keeps the row
+    number in the file). Both options change the dataset fingerprint when not the default.
+    """
     p = PRESETS.get(preset) if preset else None
     label_names: list[str] = list(p.labels) if p else []
+    codec = check_encoding(encoding)
     local = _resolve_local(data, split)
     if local is not None:
-        table, fp, name = _read_local(local), _sha256_file(local), str(local)
+        table, fp, name = _read_local(local, encoding), _sha256_file(local), str(local)
+        if codec != "utf-8":
+            fp += f":encoding={codec}"
     elif data == "movie_reviews":
         (table, fp), name = movie_reviews_table(split), "movie_reviews"
     else:
@@ -196,10 +269,30 @@ def load_data(data: str, split: str = "validation", config: str | None = None,
                                f"{', '.join(cols)}); pass --label-field F, or --readout none "
                                "for activations only")
         label_field = None
+    row_ids = np.arange(table.num_rows, dtype=np.int64)
+    texts_cols = [_text_values(table.column(f).to_pylist(), name, f, encoding) for f in fields]
+    missing = np.zeros(table.num_rows, dtype=bool)
+    for col in texts_cols:
+        missing |= np.fromiter((v is None for v in col), bool, count=len(col))
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        if not drop_missing_text:
+            f = next(f for f, col in zip(fields, texts_cols) if col[first] is None)
+            raise InputDecodeError(
+                f"{name}: text field {f!r} is missing (None/NaN) at row {first} "
+                f"({int(missing.sum())} rows in all); fill or remove those rows, or pass "
+                "--drop-missing-text to skip them")
+        keep = np.flatnonzero(~missing)
+        print(f"neurondb: dropped {int(missing.sum())} of {table.num_rows} rows of {name} "
+              f"({split}) whose text is missing (--drop-missing-text)", file=sys.stderr)
+        table = table.take(pa.array(keep))
+        row_ids = row_ids[keep]
+        texts_cols = [[col[i] for i in keep] for col in texts_cols]
+        fp += f":drop-missing-text={int(missing.sum())}"
     n = table.num_rows if max_examples is None else min(table.num_rows, max_examples)
     table = table.slice(0, n)
-    texts_cols = [["" if v is None else str(v) for v in table.column(f).to_pylist()]
-                  for f in fields]
+    row_ids = row_ids[:n]
+    texts_cols = [col[:n] for col in texts_cols]
     texts = [list(t) for t in zip(*texts_cols)] if texts_cols else [[] for _ in range(n)]
     if label_field is None:
         labels = np.full(n, -1, dtype=np.int64)
@@ -220,7 +313,7 @@ def load_data(data: str, split: str = "validation", config: str | None = None,
             labels = np.asarray([lookup[str(v)] for v in raw], dtype=np.int64)
             label_names = uniq
     idx = (np.asarray(table.column("idx").to_pylist(), dtype=np.int64)
-           if "idx" in cols else np.arange(n, dtype=np.int64))
+           if "idx" in cols else row_ids)
     return LoadedData(name=name, config=config, split=split, fingerprint=fp, text_fields=fields,
                       label_field=label_field, label_names=label_names, texts=texts,
                       labels=labels, idx=idx)

@@ -99,7 +99,22 @@ def _tensor_file(path: Path) -> torch.Tensor:
                                "named 'prompt'")
         return t[key]
     if ext in (".pt", ".pth", ".bin"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "Unsupported global" not in str(e) and "Unsupported class" not in str(e):
+                raise ExtractError(f"cannot read the prompt file {path} (not a torch.save "
+                                   "file); check it is complete, or use .safetensors") from e
+            raise ExtractError(
+                f"{path} holds pickled Python objects that neurondb will not load (loading "
+                "them could run code); save only the tensor: torch.save(prompt_tensor, path) or "
+                "safetensors.torch.save_file({'prompt': t}, 'prompt.safetensors')") from e
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ExtractError(f"cannot read the prompt file {path} ({first}); check it is a "
+                               "complete torch.save file of a [P, d_model] tensor") from e
         if isinstance(obj, dict):
             for key in ("prompt", "prompt_embeddings"):
                 if key in obj:

@@ -10,7 +10,6 @@ agree on one manifest. On an error an extraction removes only what it created it
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import shutil
@@ -37,10 +36,11 @@ from neurondb.extract.model import (
 )
 from neurondb.extract.progress import Reporter
 from neurondb.extract.prompt import SoftPrompt, load_prompt
+from neurondb.extract.size import bytes_to_write, extraction_bytes, plan_job
 from neurondb.extract.templates import PRESETS, Template
-from neurondb.extract.writer import BackgroundWriter, HostCopy
+from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
 from neurondb.store import catalog, locks
-from neurondb.store.codec import check_dtype, numpy_storage_dtype
+from neurondb.store.codec import check_dtype, default_storage_dtype
 from neurondb.store.io import leftover_pid, os_errors, remove_dead_leftovers
 from neurondb.store.layout import MANIFEST, RUN_JSON, RUNS_DIR, check_run_name, free_bytes
 from neurondb.store.manifest import Manifest, ModelIdentity, library_versions, model_fingerprint
@@ -77,7 +77,7 @@ class ExtractConfig:
     stats_split: str | None = None
     grad: bool = False
     grad_target: str = "gold"
-    dtype: str = "float16"
+    dtype: str | None = None  # None: default_storage_dtype(positions)
     model_dtype: str | None = None
     max_examples: int | None = None
     batch_size: int = 32
@@ -89,6 +89,8 @@ class ExtractConfig:
     chunk_examples: int = 4096
     device_map: str | None = None
     writer_thread: bool = True
+    encoding: str = "utf-8"
+    drop_missing_text: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -143,7 +145,6 @@ class _Extraction:
 
     def __init__(self, cfg: ExtractConfig):
         self.cfg = cfg
-        check_dtype(cfg.dtype)
         if cfg.grad_target not in GRAD_TARGETS:
             raise ExtractError(f"--grad-target must be one of {', '.join(GRAD_TARGETS)}")
         if cfg.batch_size < 1:
@@ -152,6 +153,9 @@ class _Extraction:
             raise ExtractError("--chunk-examples must be at least 1")
         self.dist = Dist.from_env()
         self.positions = parse_positions(cfg.positions)
+        #: storage dtype: as given, else float32 for slot-limited captures (exact predictivity)
+        #: and float16 when every token is captured (docs/CONVENTIONS.md)
+        self.dtype = check_dtype(cfg.dtype or default_storage_dtype(self.positions))
         self.out = Path(cfg.out)
         self.existing = _check_out_dir(self.out)
         self.task = _task_for(cfg)
@@ -175,13 +179,16 @@ class _Extraction:
         need_labels = cfg.readout != "none" or cfg.grad
         self.data = load_data(cfg.data, cfg.split, cfg.data_config, cfg.text_fields,
                               cfg.label_field, cfg.max_examples, self.task,
-                              require_labels=need_labels)
+                              require_labels=need_labels, encoding=cfg.encoding,
+                              drop_missing_text=cfg.drop_missing_text)
         self.stats_data = None
         if cfg.stats_split:
             check_distinct_splits(cfg.data, cfg.split, cfg.stats_split, "--stats-split")
             self.stats_data = load_data(cfg.data, cfg.stats_split, cfg.data_config,
                                         cfg.text_fields, cfg.label_field, cfg.max_examples,
-                                        self.task, require_labels=need_labels)
+                                        self.task, require_labels=need_labels,
+                                        encoding=cfg.encoding,
+                                        drop_missing_text=cfg.drop_missing_text)
         has_head = bool(self.prompt and self.prompt.has_head)
         self.lm: LoadedModel = load_model(cfg.model, cfg.readout, self.dist.device(cfg.device),
                                           cfg.model_dtype, has_head=has_head,
@@ -262,7 +269,7 @@ class _Extraction:
                 "label_field": data.label_field, "template": self.template.source,
                 "verbalizer": self.verb_words, "readout": self.lm.readout,
                 "prompt_hash": self.prompt.sha256 if self.prompt else None,
-                "positions": self.positions, "mode": mode, "dtype": c.dtype,
+                "positions": self.positions, "mode": mode, "dtype": self.dtype,
                 "grad": bool(c.grad and mode == "tokens"), "grad_target": c.grad_target,
                 "max_examples": c.max_examples, "max_length": self.max_length,
                 "batch_size": c.batch_size, "chunk_examples": c.chunk_examples}
@@ -319,16 +326,9 @@ class _Extraction:
         return rows
 
     def estimate_bytes(self, lengths: np.ndarray) -> int:
-        item = numpy_storage_dtype(self.cfg.dtype).itemsize
-        rows = self.expected_rows(lengths)
-        total = sum(r * sum(self.shape.widths[s]) * item for s, r in rows.items())
-        total *= 2 if self.cfg.grad else 1
-        return int(total + 200 * len(lengths) + 64 * int(lengths.sum()))
-
-    def estimate_stats_bytes(self) -> int:
-        P = self.encoder.n_prompt + 4
-        C = max(1, len(self.data.label_names))
-        return int(sum(sum(w) for w in self.shape.widths.values()) * P * 8 * (2 + C))
+        """Bytes of the tokens run over examples of these ``lengths``: all its shards and run
+        files, as :mod:`neurondb.extract.size` lays them out."""
+        return bytes_to_write(plan_job(self, self.data, lengths, "tokens"))
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> Store:
@@ -336,7 +336,9 @@ class _Extraction:
         rep = Reporter(self.cfg.progress and self.dist.is_main)
         dist = self.dist
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
-        need = self.estimate_bytes(lens[0]) + (self.estimate_stats_bytes() if self.stats_data else 0)
+        done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
+                for _, _, name in self.jobs]
+        total, need = extraction_bytes(self, lens, done)  # need: what is still to write
         free = free_bytes(self.out)
         rep.info(f"model {self.cfg.model} ({self.shape.family}, "
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
@@ -344,9 +346,11 @@ class _Extraction:
                  f"{f', {dist.world_size} ranks' if dist.world_size > 1 else ''}")
         rep.info(f"capturing {', '.join(self.positions)} of {len(self.data)} {self.data.split} "
                  f"examples{' with gradients' if self.cfg.grad else ''}; estimated store size "
-                 f"{need / 1e6:,.1f} MB ({free / 1e9:,.1f} GB free)")
+                 f"{total / 1e6:,.1f} MB"
+                 f"{f', {need / 1e6:,.1f} MB still to write' if need < total else ''}"
+                 f" ({free / 1e9:,.1f} GB free)")
         if need + DISK_MARGIN > free:
-            raise ExtractError(f"not enough disk for {self.out}: the store needs about "
+            raise ExtractError(f"not enough disk for {self.out}: the extraction still writes about "
                                f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; free space, "
                                "lower --max-examples, capture fewer --positions or use --dtype float16")
         dist.barrier()  # every rank validated its inputs before anything is written
@@ -376,10 +380,9 @@ class _Extraction:
                         self._clean_up(created)
                     raise
         except BaseException as e:
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                raise ExtractError(f"the disk filled up while writing {self.out}; the complete "
-                                   "shards are kept: free space and re-run the same command to "
-                                   "resume") from e
+            fault = write_fault(e, self.out)  # any OSError: one line with the path and errno
+            if fault is not None:
+                raise fault from e
             raise
         finally:
             rep.close()
@@ -474,7 +477,7 @@ class _Extraction:
             n_prompt=self.encoder.n_prompt, positions=self.positions,
             grad=self.cfg.grad and mode == "tokens",
             grad_target=self.cfg.grad_target if self.cfg.grad else None,
-            dtype=self.cfg.dtype, max_length=self.max_length, n_examples=len(data))
+            dtype=self.dtype, max_length=self.max_length, n_examples=len(data))
 
     def _capture_run(self, data: LoadedData, lengths: np.ndarray, info: RunInfo,
                      rep: Reporter) -> None:

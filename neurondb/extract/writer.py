@@ -1,21 +1,92 @@
 """A writer thread: host copies, encoding and file writes overlap the next forward pass.
 
 ``submit(fn, *args)`` queues work (bounded, so memory stays bounded by a few batches);
-errors raised in the thread are re-raised by the next ``submit``/``flush``.
+errors raised in the thread are re-raised by the next ``submit``/``flush``. An
+operating-system error there (a full disk, an I/O error) comes back as one
+:class:`WriteFaultError` line naming the file and the errno (see :func:`write_fault`).
 """
 
 from __future__ import annotations
 
+import errno as errno_mod
+import os
 import queue
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from neurondb.errors import ExtractError, StoreIOError
 from neurondb.store.codec import encode
+from neurondb.store.tensors import clean_os_error
 
 _STOP = object()
+_FULL = (errno_mod.ENOSPC, errno_mod.EDQUOT)
+
+
+class WriteFaultError(ExtractError, StoreIOError):
+    """An operating-system error (ENOSPC, EIO, ...) while an extraction writes its store; the
+    complete shards are kept and the same command resumes."""
+
+
+def _os_error_of(e: BaseException) -> tuple[OSError, str | None] | None:
+    """The OSError behind ``e`` (itself, or the cause of a StoreIOError) and its path."""
+    code = getattr(e, "errno", None)
+    if isinstance(e, StoreIOError) and isinstance(code, int):  # from tensors.tensor_io_error
+        return OSError(code, os.strerror(code), getattr(e, "filename", None)), \
+            getattr(e, "filename", None)
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError):
+            return cur, getattr(e, "filename", None) or cur.filename
+        cur = cur.__cause__
+    return None
+
+
+def write_fault(e: BaseException, where: str | Path) -> WriteFaultError | None:
+    """``e`` as a one-line :class:`WriteFaultError` naming the file (else ``where``) and the
+    errno, or None when ``e`` is not an operating-system error (a bug, an interrupt).
+
+    A full disk reads ``the disk filled up while writing PATH (ENOSPC, errno 28); ...``;
+    every other errno ``<strerror> (<NAME>, errno N) while writing PATH; ...``.
+    """
+    if isinstance(e, WriteFaultError):
+        return e
+    if not isinstance(e, (OSError, StoreIOError)):
+        return None
+    found = _os_error_of(e)
+    if found is None:
+        return None
+    os_err, path = found
+    path = path or str(where)
+    clean = clean_os_error(os_err, path)
+    code = clean.errno
+    name = errno_mod.errorcode.get(code, "EIO") if code else "unknown errno"
+    tag = f"{name}, errno {code}" if code else name
+    if code in _FULL:
+        msg = (f"the disk filled up while writing {path} ({tag}); the complete shards are kept: "
+               "free space and re-run the same command to resume")
+    else:
+        msg = (f"{clean.strerror} ({tag}) while writing {path}; the complete shards are kept: "
+               "check the disk, then re-run the same command to resume")
+    err = WriteFaultError(msg)
+    err.errno = code  # type: ignore[attr-defined]
+    err.filename = path  # type: ignore[attr-defined]
+    err.__cause__ = e
+    return err
+
+
+def _where(fn: Callable, args: tuple) -> str:
+    """The shard directory (``ShardWriter.tmp``) a queued job writes into, if it names one."""
+    for obj in (getattr(fn, "__self__", None), *args):
+        tmp = getattr(obj, "tmp", None)
+        if isinstance(tmp, (str, Path)):
+            return str(tmp)
+    return "the store"
 
 
 class BackgroundWriter:
@@ -38,7 +109,7 @@ class BackgroundWriter:
                     fn, args = item
                     fn(*args)
             except BaseException as e:  # surfaced to the main thread
-                self._error = e
+                self._error = write_fault(e, _where(*item)) or e
             finally:
                 self._q.task_done()
 
@@ -50,7 +121,13 @@ class BackgroundWriter:
     def submit(self, fn: Callable, *args) -> None:
         self._raise()
         if not self.threaded:
-            fn(*args)
+            try:
+                fn(*args)
+            except BaseException as e:
+                fault = write_fault(e, _where(fn, args))
+                if fault is None:
+                    raise
+                raise fault from e
             return
         self._q.put((fn, args))
 

@@ -59,6 +59,7 @@ class PruneRequest:
     latency_batch: tuple[int, ...] = (1, 32)
     name: str | None = None
     device: str = "auto"
+    allow_foreign: bool = False
 
     @property
     def scored(self) -> bool:
@@ -127,6 +128,29 @@ def _selection(req: PruneRequest, df: pd.DataFrame | None, shape):
     return sel, priority_from_ranking(df), {"ratio": req.ratio}
 
 
+def _check_provenance(req: PruneRequest, model, name: str) -> tuple[str, bool]:
+    """Refuse a ranking, mask or means of another model than ``model`` (the manifest's or the
+    mask's recorded fingerprint) unless ``req.allow_foreign``. Returns the model's fingerprint
+    and whether results may be written into ``req.store`` (it is this model's store)."""
+    from neurondb.intervene.provenance import (
+        check_mask,
+        check_store,
+        model_id,
+        result_store_ok,
+    )
+
+    used = model_id(model, name)
+    if req.ranking is not None:
+        check_store(req.store, used, f"ranking {req.ranking!r}", req.allow_foreign)
+    if req.mean_compensation:
+        what = f"means (running statistics of {req.means_run or 'the train split'})"
+        check_store(req.store, used, what, req.allow_foreign)
+    if req.mask is not None:
+        check_mask(NeuronMask.from_file(req.mask).meta, used, str(req.mask), req.allow_foreign)
+    own = req.store is not None and result_store_ok(req.store, used)
+    return used.fingerprint, own
+
+
 def run_prune(req: PruneRequest, log=None) -> PruneOutcome:
     """Run the job ``req`` asks for. ``log(step, ratio, accuracy, accepted)`` is called after
     every evaluation of a search."""
@@ -151,11 +175,15 @@ def run_prune(req: PruneRequest, log=None) -> PruneOutcome:
                             max_examples=req.max_examples, batch_size=req.batch_size,
                             device=req.device)
     check_full_model(scorer.lm, "pruning by a mask or ranking of the full model")
+    prov["model_fingerprint"], own_store = _check_provenance(req, scorer.lm.model, scorer.lm.name)
+    prov["allow_foreign"] = req.allow_foreign
     prov["prompt"] = None if req.prompt is None else str(req.prompt)
     if req.search:
         name = req.name or f"prune_{req.ranking}"
+        # results go only into a store of the model that computed them
         found = prune_with_search(scorer, df, req.out, margin=req.margin, grid_step=req.grid,
-                                  fmt=req.fmt, means=means, store=store, name=name,
+                                  fmt=req.fmt, means=means, store=store if own_store else None,
+                                  name=name,
                                   provenance=prov, batch_sizes=req.latency_batch,
                                   overwrite=req.overwrite, log=log)
         written = [p for p in (found.search_path, found.eval_path, found.png) if p]
@@ -188,6 +216,8 @@ def _plain(req: PruneRequest, df, means, prov: dict) -> PruneOutcome:
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PruneError(f"cannot load model {req.model!r}: {first}") from e
+    prov["model_fingerprint"], _ = _check_provenance(req, net, req.model)  # before pruning
+    prov["allow_foreign"] = req.allow_foreign
     sel, priority, extra = _selection(req, df, adapter_for(net).shape(net))
     with warnings.catch_warnings():  # the keep-one rule is reported in the summary
         warnings.filterwarnings("ignore", message="the mask selects every neuron")

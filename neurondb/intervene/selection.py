@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from neurondb.arch import ModelShape
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
+from neurondb.query.rankings import fraction_count
 from neurondb.store.errors import StoreError
 from neurondb.store.layout import RESULTS_DIR
 
@@ -102,7 +103,9 @@ def _select(df: pd.DataFrame, ratio: float, shape: ModelShape, scope: str | None
               if scope == "layer" else [_sorted(df)])
     parts = []
     for g in groups:
-        n = math.floor(r * len(g) + 0.5)
+        # a pruning/suppression ratio keeps the nearest count (Skeleton's ratio grid); the
+        # references' int(p * d) is the count rule of skill-neuron masks (neurondb mask)
+        n = fraction_count(r, len(g), "round")
         parts.append(g.iloc[:n] if end == "top" else g.iloc[len(g) - n:])
     return (pd.concat(parts) if parts else df.iloc[:0]), scope
 

@@ -50,6 +50,7 @@ class SuppressResult:
     table: pd.DataFrame
     path: Path | None
     png: Path | None
+    note: str | None = None
 
     def summary(self) -> pd.DataFrame:
         """Per rate: see :func:`summarize_suppression`."""
@@ -176,7 +177,8 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
              task: str | None = None, text_fields: list[str] | None = None,
              label_field: str = "label", max_examples: int | None = None, batch_size: int = 32,
              device: str = "auto", name: str | None = None, png: str | Path | None = None,
-             overwrite: bool = False, progress: bool = True) -> SuppressResult:
+             overwrite: bool = False, progress: bool = True, allow_foreign: bool = False,
+             results_store: str | Path | None = None) -> SuppressResult:
     """Suppression evaluation of MODEL on DATA (SPEC §5).
 
     Selections: the top ``rates`` of ``ranking`` in ``store`` (per layer or global, as the
@@ -185,7 +187,21 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
     takes the means from the store's running statistics (``means_run``, default the train
     split). Results go to ``STORE/results/suppression/<name>.parquet`` when ``store`` is given
     and, with ``png``, a plot of accuracy against rate.
+
+    Provenance: the ranking's and the means' store, and a mask file's recorded store or
+    fingerprint, must be of MODEL (the manifest's fingerprint); another model's is a
+    :class:`~neurondb.errors.ProvenanceError` naming both, unless ``allow_foreign``. Results
+    are written only into a store of MODEL: ``results_store`` when given (checked), else
+    ``store`` when it is MODEL's; a foreign store (allowed) gets nothing and ``note`` says so.
     """
+    from neurondb.errors import ProvenanceError
+    from neurondb.intervene.provenance import (
+        check_mask,
+        check_store,
+        model_id,
+        result_store_ok,
+        store_model,
+    )
     from neurondb.query.results import check_absent, write_result
     from neurondb.store.reader import open_store
 
@@ -202,11 +218,13 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
         raise PruneError("--sigma must be positive")
     rate_list = parse_rates(rates) if ranking is not None else ()
     st = open_store(store) if store is not None else None
+    out_path = results_store if results_store is not None else store
+    out_st = (open_store(results_store) if results_store is not None else st)
     split_name = split
     res_name = name or _default_name(ranking, mask if not isinstance(mask, NeuronMask)
                                      else "mask", data, split_name)
-    if st is not None:
-        check_absent(st, "suppression", res_name, overwrite)
+    if out_st is not None:
+        check_absent(out_st, "suppression", res_name, overwrite)
     df_rank = read_ranking(store, ranking) if ranking is not None else None
     sel_mask = (mask if isinstance(mask, NeuronMask)
                 else NeuronMask.from_file(mask) if mask is not None else None)
@@ -216,6 +234,27 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
                             text_fields=text_fields, label_field=label_field,
                             max_examples=max_examples, batch_size=batch_size, device=device)
     check_full_model(scorer.lm, "suppression by a mask or ranking of the full model")
+    used = model_id(scorer.lm.model, scorer.lm.name)
+    if ranking is not None:
+        check_store(store, used, f"ranking {ranking!r}", allow_foreign)
+    if sel_mask is not None:
+        check_mask(sel_mask.meta, used, str(mask) if not isinstance(mask, NeuronMask)
+                   else "given", allow_foreign)
+    if mode == "mean":
+        check_store(store, used, f"means (running statistics of {means_run or 'the train split'})",
+                    allow_foreign)
+    note = None
+    if out_st is not None and not result_store_ok(out_path, used):
+        if results_store is not None:
+            rec = store_model(results_store)
+            raise ProvenanceError(f"--results-store {results_store} is a store of "
+                                  f"{rec.describe() if rec else 'another model'}; results of "
+                                  f"{used.describe()} go only into a store of that model")
+        note = (f"not written to {store}: it holds another model's store (pass "
+                "--results-store with a store of this model to keep the table)")
+        out_st = None
+        if png and Path(store).resolve() in Path(png).resolve().parents:
+            png = None  # nor the plot
     shape = scorer.shape()
     total = shape.n_neurons()
     selections: list[Selection] = []
@@ -238,18 +277,20 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
     table = suppression_table(scorer, selections, seeds=seeds, mode=mode, means=means,
                               sigma=sigma, data_name=str(data), progress=progress)
     path = None
-    if st is not None:
-        meta = {"model": scorer.lm.name, "data": str(data), "split": split_name,
+    if out_st is not None:
+        meta = {"model": scorer.lm.name, "model_fingerprint": used.fingerprint,
+                "data": str(data), "split": split_name, "ranking_store": None if store is None
+                else str(store), "allow_foreign": bool(allow_foreign),
                 "prompt": None if scorer.prompt is None else str(scorer.prompt.source),
                 "ranking": ranking, "mask": None if mask is None or isinstance(mask, NeuronMask)
                 else str(mask), "mode": mode, "sigma": sigma if mode == "noise" else None,
                 "seeds": seeds, "rates": list(rate_list), "n_neurons_total": total,
                 "scope": selections[0].mask.meta.get("scope") if selections else None}
-        path = write_result(st, "suppression", res_name, table, meta, overwrite=overwrite)
+        path = write_result(out_st, "suppression", res_name, table, meta, overwrite=overwrite)
     png_path = None
     if png:
         from neurondb.intervene.plots import plot_suppression
 
         png_path = plot_suppression(table, png, title=f"suppression on {Path(str(data)).name}"
                                     f":{split_name} ({mode})")
-    return SuppressResult(table=table, path=path, png=png_path)
+    return SuppressResult(table=table, path=path, png=png_path, note=note)

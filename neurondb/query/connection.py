@@ -31,7 +31,6 @@ the other views keep working. A file is never dropped from a view silently.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import re
 import weakref
 from collections.abc import Iterator
@@ -46,11 +45,12 @@ import pyarrow.parquet as pq
 
 from neurondb.errors import one_line
 from neurondb.query.errors import QueryError
-from neurondb.store.catalog import recorded_results, result_entry
+from neurondb.store.catalog import recorded_results
 from neurondb.store.errors import StoreError
 from neurondb.store.kinds import RESERVED_VIEWS, RESULT_KINDS, quote_ident
 from neurondb.store.layout import EXAMPLES, RESULTS_DIR, ROWS, RUN_TABLE, TOKENS
 from neurondb.store.run import EXAMPLES_SCHEMA, ROWS_SCHEMA, TOKENS_SCHEMA, RunInfo
+from neurondb.store.verify import result_problem
 
 MAX_MACRO_VALUES = 50_000_000
 
@@ -280,29 +280,15 @@ class QueryConnection:
         kind = RESULT_KINDS[table]
         fix = (f"run `neurondb verify {root}` and re-create the {kind.singular} "
                f"({kind.hint}, with --overwrite)")
-        entry = None
-        for attempt in (0, 1):  # once more: a writer may be between its rename and its record
-            entry = result_entry(root, table, name)
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                if entry is None and attempt == 0:
-                    continue
-                if entry is None:
-                    raise QueryError(f"result file {path} disappeared while the store was "
-                                     "opened; open the store again") from None
-                raise QueryError(one_line(f"{kind.singular} {name!r} is recorded in the catalog "
-                                          f"but its file {path} is missing; {fix}")) from None
-            except OSError as e:
-                raise QueryError(one_line(f"result file {path} cannot be read "
-                                          f"({e.strerror or e}); {fix}")) from e
-            if entry is None or (len(data) == entry.get("bytes")
-                                 and hashlib.sha256(data).hexdigest() == entry.get("sha256")):
-                break
-        else:
-            raise QueryError(one_line(
-                f"result file {path} is damaged: it is {len(data)} bytes with another sha256 "
-                f"than its catalog entry records ({entry.get('bytes')} bytes); {fix}"))
+        problem = result_problem(root, table, path, full=True)  # the one result check
+        if problem is not None:
+            what = "missing" if not path.exists() else "damaged"
+            raise QueryError(one_line(f"{kind.singular} {name!r} is {what}: {problem}; {fix}"))
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise QueryError(one_line(f"result file {path} cannot be read "
+                                      f"({e.strerror or e}); {fix}")) from e
         try:
             return pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError, ValueError) as e:

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from neurondb.query.layout import RunLayout
 from neurondb.query.rawtensor import Block, RawLayer
 from neurondb.query.thresholds import Thresholds
+from neurondb.store.errors import StoreError
 
 _BYTE_MAX = 255
 _ONES = np.uint64(0x0101010101010101)
@@ -66,7 +67,9 @@ def count_above(raw: RawLayer, thr: Thresholds, lay: RunLayout, classes: np.ndar
     """
     S, d = len(lay.slots), raw.d
     if raw.n_rows != lay.n_rows:
-        raise ValueError(f"tensor has {raw.n_rows} rows but rows.parquet lists {lay.n_rows}")
+        raise StoreError(f"run {lay.run!r}: the {raw.storage} tensor has {raw.n_rows} rows but "
+                         f"rows.parquet lists {lay.n_rows}; the run is damaged: run `neurondb "
+                         "verify` and re-extract it")
     out = np.zeros((1 if positive is not None else n_classes, S, d), np.int64)
     if lay.n_rows and S:
         threads = min(max(1, int(threads)) if raw.direct else 1, len(raw.blocks))

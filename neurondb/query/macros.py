@@ -17,7 +17,8 @@ say) fails to create and is skipped, so each string holds exactly one macro.
 ==========================================================  ==========================================
 
 Ties are broken like the Python API: by score, then ``neuron`` (and ``stack, layer`` globally);
-a fraction selects ``floor(fraction * n + 0.5)`` neurons.
+a fraction selects ``floor(fraction * n)`` neurons (the references' ``int(p * d)``; see
+``neurondb.query.rankings.fraction_count``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SELECT * EXCLUDE (n_layer) FROM (
                               ORDER BY r.score DESC NULLS LAST, r.neuron) AS layer_rank,
            count(*) OVER (PARTITION BY r.stack, r.layer) AS n_layer
     FROM rankings r WHERE r.name = ranking_name)
-WHERE layer_rank <= floor(fraction * n_layer + 0.5)
+WHERE layer_rank <= floor(fraction * n_layer)
 ORDER BY stack, layer, layer_rank
 """
 
@@ -48,7 +49,7 @@ WITH r AS (
            row_number() OVER (ORDER BY score DESC NULLS LAST, stack, layer, neuron) AS pos,
            count(*) OVER () AS total
     FROM rankings WHERE name = ranking_name),
-sel AS (SELECT stack, layer FROM r WHERE pos <= floor(fraction * total + 0.5)),
+sel AS (SELECT stack, layer FROM r WHERE pos <= floor(fraction * total)),
 lay AS (SELECT stack, layer, count(*) AS width FROM rankings WHERE name = ranking_name
         GROUP BY stack, layer)
 SELECT lay.stack, lay.layer, lay.width, count(sel.layer) AS n_skill,
@@ -66,7 +67,7 @@ WITH ranked AS (
                               ORDER BY score DESC NULLS LAST, neuron) AS layer_rank,
            count(*) OVER (PARTITION BY name, stack, layer) AS n_layer
     FROM rankings WHERE name = ranking_a OR name = ranking_b),
-top AS (SELECT * FROM ranked WHERE layer_rank <= floor(fraction * n_layer + 0.5)),
+top AS (SELECT * FROM ranked WHERE layer_rank <= floor(fraction * n_layer)),
 ta AS (SELECT * FROM top WHERE name = ranking_a),
 tb AS (SELECT * FROM top WHERE name = ranking_b),
 rb AS (SELECT * FROM ranked WHERE name = ranking_b)

@@ -127,6 +127,10 @@ def make_mask(store: Store | str | Path, ranking: str, fraction: float = 0.05, *
             "fraction": fraction, "scope": scope, "count_rule": count_rule,
             "selection": "subtask-union" if subs is not None else "top",
             "n_neurons": int(len(mask)), "shape": shape,
+            # the model the ranking's store was extracted from: checked wherever the mask is
+            # applied, even after the file has moved away from its store
+            "model": store.manifest.model.name,
+            "model_fingerprint": store.manifest.model.fingerprint,
             "ranking_params": {k: v for k, v in rmeta.items() if k not in ("shape",)}}
     if write:
         write_result(store, "masks", name, mask.assign(ranking=ranking), meta, overwrite=overwrite)

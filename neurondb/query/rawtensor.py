@@ -25,6 +25,7 @@ import numpy as np
 
 from neurondb.store.errors import StoreError
 from neurondb.store.reader import Store
+from neurondb.store.tensors import damaged
 
 STORAGE_BITS = {"float16": np.dtype("<u2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}
 H5_READ_DTYPE = {"float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}
@@ -119,7 +120,8 @@ class RawLayer:
             if int(ds.shape[1]) != self.d:
                 raise StoreError(f"run {run!r}: shards of {stack} layer {layer} differ in width; "
                                  "the run is damaged, re-extract it")
-            self._shards.append(_Shard(ds, r.path, offset, self.bits, cw))
+            with damaged(r.path, f"{stack} layer {layer}"):
+                self._shards.append(_Shard(ds, r.path, offset, self.bits, cw))
             offset += int(ds.shape[0])
         self.n_rows = offset
         self.chunk_cols = cw
@@ -132,7 +134,8 @@ class RawLayer:
         self.direct = all(s.runs is not None for s in self._shards)
         for s in self._shards:
             if s.runs is not None:
-                s.fd = os.open(s.path, os.O_RDONLY)
+                with damaged(s.path):
+                    s.fd = os.open(s.path, os.O_RDONLY)
         self._h5buf: np.ndarray | None = None
 
     def new_buffer(self) -> np.ndarray:
@@ -140,8 +143,13 @@ class RawLayer:
         return np.zeros((self.n_col_chunks, self.chunk_rows, self.chunk_cols), self.bits)
 
     def read(self, block: Block, out: np.ndarray) -> np.ndarray:
-        """Fill ``out`` with ``block``; returns ``out[:, :block.n]``."""
+        """Fill ``out`` with ``block``; returns ``out[:, :block.n]``. A read failure (EIO, a
+        damaged HDF5 structure) is one line naming the shard file (``neurondb verify``)."""
         s = self._shards[block.shard]
+        with damaged(s.path):
+            return self._read(s, block, out)
+
+    def _read(self, s: _Shard, block: Block, out: np.ndarray) -> np.ndarray:
         if s.runs is not None:
             whole = s.chunk_rows == out.shape[1]
             for c0, c1, off in s.runs[block.chunk]:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from neurondb.query.errors import QueryError
 from neurondb.store import catalog
-from neurondb.store.io import atomic_file, os_errors, remove_dead_leftovers, sha256_file
+from neurondb.store.io import atomic_file, os_errors, remove_dead_leftovers
 from neurondb.store.kinds import RESULT_KINDS, TABLES, result_kind  # noqa: F401
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.locks import result_lock, store_lock
@@ -131,22 +131,14 @@ def write_result(store: Store, table: str, name: str, df: pd.DataFrame, meta: di
     return path
 
 
-def _check_recorded(path: Path, table: str, name: str) -> None:
-    """Refuse a result file that differs from its catalog entry (size, then sha256)."""
-    root = path.parents[2]
-    entry = catalog.result_entry(root, table, name)
-    if entry is None:
-        return  # written before results were catalogued
-    with os_errors(path):
-        if path.stat().st_size != entry.get("bytes"):
-            what = "size"
-        elif sha256_file(path) != entry.get("sha256"):
-            what = "checksum"
-        else:
-            return
-    raise QueryError(f"{_singular(table)} file {path} does not match its catalog record "
-                     f"({what} differs): it was changed or damaged after it was written; "
-                     "run `neurondb verify` and re-create it with --overwrite")
+def _check_recorded(path: Path, table: str) -> None:
+    """Refuse a result file that is not as its catalog entry records (the one check:
+    :func:`neurondb.store.verify.result_problem`)."""
+    from neurondb.store.verify import result_problem
+
+    problem = result_problem(path.parents[2], table, path, full=True)
+    if problem is not None:
+        raise QueryError(f"{_singular(table)} {path.stem!r} cannot be read: {problem}")
 
 
 def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.DataFrame, dict]:
@@ -164,7 +156,7 @@ def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.Da
         what = _singular(table)
         hint = result_kind(table).hint
         raise QueryError(f"no {what} named {name!r} in the store ({table}: {have}); {hint}")
-    _check_recorded(path, table, name)
+    _check_recorded(path, table)
     t = pq.read_table(path)
     meta = json.loads((t.schema.metadata or {}).get(META_KEY, b"{}"))
     return t.to_pandas(), meta

@@ -20,21 +20,14 @@ import pyarrow.parquet as pq
 from neurondb.extract.prompt import PROMPT_JSON
 from neurondb.query.results import META_KEY
 from neurondb.report.errors import ReportError
+from neurondb.store.kinds import RESULT_KINDS
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.reader import Store
+from neurondb.store.verify import result_problem
 from neurondb.tune.curve import CURVE_CSV, EpochRecord, read_curve_csv
 
-#: Columns a result table must have for its section to be drawn.
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "rankings": ("stack", "layer", "neuron", "score", "rank"),
-    "correlations": ("a", "b", "stack", "layer", "spearman", "topk_overlap"),
-    "overlaps": ("a", "b", "group", "overlap"),
-    "masks": ("stack", "layer", "neuron"),
-    "transfers": ("source", "target_key", "split", "accuracy", "relative"),
-    "suppression": ("rate", "selection", "seed", "accuracy"),
-    "pruning": ("step", "ratio", "accuracy", "baseline_accuracy", "within_margin", "chosen"),
-    "pruned_eval": ("model", "accuracy", "latency_ms", "parameters"),
-}
+#: Columns a result table must have for its section to be drawn (the result-kind registry).
+REQUIRED: dict[str, tuple[str, ...]] = {t: k.required for t, k in RESULT_KINDS.items()}
 
 
 @dataclass
@@ -184,6 +177,10 @@ def read_results(store: Store, table: str, problems: list[str]) -> list[ResultTa
     """Every readable result of ``table``; unreadable or incomplete files go to ``problems``."""
     out = []
     for name, path in result_files(store, table).items():
+        problem = result_problem(path.parents[2], table, path, full=True)
+        if problem is not None:  # a damaged result is named and left out, never drawn
+            problems.append(f"{table}/{name}: {problem}; left out")
+            continue
         try:
             r = read_table(table, path)
         except Exception as e:  # a damaged file must not stop the report

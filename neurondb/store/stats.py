@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from neurondb.store.layout import tensor_key
+from neurondb.store.tensors import h5_writing
 
 
 def segment_sum(ids: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +126,7 @@ class RunningStats:
 
     # -- persistence ------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        with h5py.File(path, "w") as f:
+        with h5_writing(path) as f:  # built in memory: a full disk cannot crash HDF5 at exit
             f.attrs["n_labels"] = self.n_labels
             for stack, ws in self.widths.items():
                 g = f.require_group(stack)

@@ -7,13 +7,21 @@ chunk-row blocks, which keeps h5py out of the read-modify-write path.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import errno
+import os
+import re
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from neurondb.errors import StoreError, StoreIOError
 from neurondb.store.codec import decode, numpy_storage_dtype
+from neurondb.store.io import describe_os_error
 from neurondb.store.layout import tensor_key
 
 NEURON_CHUNK = 64
@@ -33,10 +41,73 @@ def chunk_rows_for(d_ff: int, itemsize: int, expected_rows: int | None = None) -
     return p
 
 
+def clean_os_error(e: OSError, path: str | Path) -> OSError:
+    """The same errno as a short ``OSError(errno, strerror, path)``: h5py's messages span
+    several lines and name no path Python can use."""
+    code = e.errno
+    if code is None:  # h5py/pyarrow sometimes keep the errno only in the text
+        m = re.search(r"errno\s*[=:]?\s*(\d+)", str(e), re.IGNORECASE) or \
+            re.search(r"\[Errno (\d+)\]", str(e))
+        code = int(m.group(1)) if m else None
+    if code is None:
+        return OSError(None, str(e).splitlines()[0] if str(e) else type(e).__name__, str(path))
+    return OSError(code, os.strerror(code), str(e.filename or path))
+
+
+def tensor_io_error(e: OSError, path: str | Path) -> StoreIOError:
+    """A one-line :class:`StoreIOError` naming ``path`` and the errno of an HDF5 failure."""
+    clean = clean_os_error(e, path)
+    err = StoreIOError(describe_os_error(clean, path))
+    err.errno = clean.errno  # type: ignore[attr-defined]
+    err.filename = str(path)  # type: ignore[attr-defined]
+    return err
+
+
+@contextlib.contextmanager
+def damaged(path: str | Path, what: str = "") -> Iterator[None]:
+    """Turn an h5py/OS failure while reading ``path`` into one line: an operating-system
+    error (EIO, ...) as :class:`StoreIOError` naming path and errno, anything HDF5 reports
+    about the file's structure (a bad B-tree or symbol table node, a truncated file) as a
+    :class:`StoreError` that names the file and `neurondb verify`."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (OSError, RuntimeError, KeyError) as e:
+        if isinstance(e, KeyError) and "Unable to" not in str(e):
+            raise  # a tensor that is not there: the caller's message
+        code = getattr(e, "errno", None)
+        if isinstance(e, OSError) and code is not None and code in _OS_READ_ERRNOS:
+            raise StoreIOError(describe_os_error(clean_os_error(e, path), path)) from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first.split(" (")[0] if len(first) > 160 else first
+        raise StoreError(f"{path}{f' ({what})' if what else ''} cannot be read ({first}); the "
+                         "file is damaged: run `neurondb verify` and re-extract the run") from e
+
+
+# errnos of the system (a failing disk, permissions, limits), not of the file's content
+_OS_READ_ERRNOS = {getattr(errno, n) for n in (
+    "EIO", "ENXIO", "EACCES", "EPERM", "ENODEV", "EMFILE", "ENFILE", "ENOMEM", "ETIMEDOUT",
+    "ESTALE", "EREMOTEIO") if hasattr(errno, n)}
+
+_OPEN_WRITERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _abort_open_writers() -> None:
+    """Close writers still open at exit without flushing (see :meth:`TensorWriter.abort`):
+    HDF5 otherwise retries the failed flush in its own shutdown and crashes (SIGSEGV)."""
+    for w in list(_OPEN_WRITERS):
+        w.abort()
+
+
 class TensorWriter:
     """Append rows ``[n, d_ff]`` per (stack, layer) to one HDF5 file.
 
     ``widths``: ``{stack: (d_ff per layer, ...)}``. ``dtype``: storage dtype name.
+    Every operating-system error (ENOSPC, EIO, ...) is raised as a one-line
+    :class:`~neurondb.errors.StoreIOError` naming the file and the errno; after one, only
+    :meth:`abort` is useful.
     """
 
     def __init__(self, path: Path, widths: dict[str, tuple[int, ...]], dtype: str,
@@ -44,9 +115,36 @@ class TensorWriter:
         self.path = Path(path)
         self.dtype = dtype
         self.np_dtype = numpy_storage_dtype(dtype)
-        self.f = h5py.File(self.path, "w", rdcc_nbytes=CACHE_BYTES)
-        self.f.attrs["dtype"] = dtype
+        self._fd: int | None = None
         self.datasets: dict[tuple[str, int], h5py.Dataset] = {}
+        with self._io():
+            self.f = h5py.File(self.path, "w", rdcc_nbytes=CACHE_BYTES)
+            _OPEN_WRITERS.add(self)
+            with contextlib.suppress(Exception):
+                self._fd = int(self.f.id.get_vfd_handle())
+            try:
+                self._create(widths, expected_rows)
+            except BaseException:
+                self.abort()
+                raise
+
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except OSError as e:
+            raise tensor_io_error(e, self.path) from e
+        except RuntimeError as e:  # h5py reports some failed flushes so, errno in the text
+            if clean_os_error(OSError(None, str(e)), self.path).errno is None:
+                raise
+            raise tensor_io_error(OSError(None, str(e)), self.path) from e
+
+    def _create(self, widths: dict[str, tuple[int, ...]],
+                expected_rows: dict[str, int] | None) -> None:
+        dtype = self.dtype
+        self.f.attrs["dtype"] = dtype
         self.buffers: dict[tuple[str, int], np.ndarray] = {}
         self.fill: dict[tuple[str, int], int] = {}
         self.rows_written: dict[tuple[str, int], int] = {}
@@ -70,14 +168,15 @@ class TensorWriter:
         key = (stack, layer)
         buf = self.buffers[key]
         n, i = rows.shape[0], 0
-        while i < n:
-            f = self.fill[key]
-            take = min(n - i, buf.shape[0] - f)
-            buf[f:f + take] = rows[i:i + take]
-            self.fill[key] = f + take
-            i += take
-            if self.fill[key] == buf.shape[0]:
-                self._flush(key)
+        with self._io():
+            while i < n:
+                f = self.fill[key]
+                take = min(n - i, buf.shape[0] - f)
+                buf[f:f + take] = rows[i:i + take]
+                self.fill[key] = f + take
+                i += take
+                if self.fill[key] == buf.shape[0]:
+                    self._flush(key)
 
     def _flush(self, key: tuple[str, int]) -> None:
         f = self.fill[key]
@@ -91,15 +190,76 @@ class TensorWriter:
         self.fill[key] = 0
 
     def close(self) -> None:
-        for key in self.datasets:
-            self._flush(key)
-        self.f.close()
+        """Flush the buffers and close the file (a StoreIOError leaves it for :meth:`abort`)."""
+        with self._io():
+            for key in self.datasets:
+                self._flush(key)
+            # flush before closing: a flush that fails leaves the file open and intact for
+            # abort(), a close that fails half way leaves HDF5 in a state that crashes at exit
+            self.f.flush()
+            self.datasets.clear()
+            self.f.close()
+        _OPEN_WRITERS.discard(self)
 
     def abort(self) -> None:
+        """Close the file without writing anything more (its content is thrown away).
+
+        After a failed write (a full disk, an I/O error) HDF5 cannot flush its caches, so a
+        plain close fails and leaves the file open inside the library, whose shutdown then
+        crashes the interpreter (SIGSEGV after the error message). The file's descriptor is
+        pointed at ``/dev/null`` first, so the final flush goes nowhere and the close succeeds.
+        """
+        _OPEN_WRITERS.discard(self)
+        f = getattr(self, "f", None)
+        if f is None or not f.id.valid:
+            self.datasets.clear()
+            return
+        redirect_to_null(self._fd)
+        self.datasets.clear()  # their chunk caches now flush into /dev/null too
+        with contextlib.suppress(Exception):
+            f.close()
+
+
+def redirect_to_null(fd: int | None) -> None:
+    """Point an open HDF5 file's descriptor at ``/dev/null``: whatever HDF5 still flushes
+    goes nowhere, so closing a file whose writes failed succeeds (see
+    :meth:`TensorWriter.abort`)."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
         try:
-            self.f.close()
-        except Exception:
-            pass
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+
+
+@contextlib.contextmanager
+def h5_writing(path: str | Path, **kwargs) -> Iterator[h5py.File]:
+    """A small HDF5 file (running statistics, a few MB) built in memory and written to
+    ``path`` in one go, safe on a full or failing disk.
+
+    HDF5 never touches the disk: the file is made with the ``core`` driver without a backing
+    store, and its image is written with plain Python I/O, so ENOSPC/EIO is a one-line
+    :class:`StoreIOError` naming ``path`` and the errno (and leaves no partial file). A plain
+    ``with h5py.File(path, "w")`` whose writes fail instead leaves the file open inside HDF5,
+    prints "Exception ignored" tracebacks and crashes the interpreter at exit (SIGSEGV).
+    """
+    path = Path(path)
+    f = h5py.File(f"{path.name}-{id(path)}", "w", driver="core", backing_store=False, **kwargs)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    try:
+        with open(path, "wb") as out:
+            out.write(image)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise StoreIOError(describe_os_error(clean_os_error(e, path), path)) from e
 
 
 class TensorReader:
@@ -107,14 +267,17 @@ class TensorReader:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.f = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
-        self.dtype = str(self.f.attrs["dtype"])
+        with damaged(self.path):
+            self.f = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
+            self.dtype = str(self.f.attrs["dtype"])
 
     def dataset(self, stack: str, layer: int) -> h5py.Dataset:
         key = tensor_key(stack, layer)
-        if key not in self.f:
-            raise KeyError(f"no tensor {key} in {self.path}")
-        return self.f[key]
+        with damaged(self.path, key):
+            present = key in self.f
+            if present:
+                return self.f[key]
+        raise KeyError(f"no tensor {key} in {self.path}")
 
     def shape(self, stack: str, layer: int) -> tuple[int, int]:
         return tuple(self.dataset(stack, layer).shape)  # type: ignore[return-value]
@@ -123,6 +286,11 @@ class TensorReader:
              neurons: np.ndarray | list[int] | None = None) -> np.ndarray:
         """float32 ``[n_rows, n_neurons]``; ``rows``/``neurons`` are a slice or index arrays
         in any order (duplicates allowed)."""
+        with damaged(self.path, tensor_key(stack, layer)):
+            return self._read(stack, layer, rows, neurons)
+
+    def _read(self, stack: str, layer: int, rows: slice | np.ndarray | None,
+              neurons: np.ndarray | list[int] | None) -> np.ndarray:
         ds = self.dataset(stack, layer)
         if rows is None or isinstance(rows, slice):
             rsel, rback = (slice(None) if rows is None else rows), None

@@ -392,11 +392,11 @@ def test_truncated_result_file_fails_its_view(tmp_path):
 
 
 def test_unreadable_result_without_entry_fails_its_view(tmp_path):
-    """No catalog entry (an older store): the file is still never dropped silently."""
+    """No catalog entry (written outside neurondb): the file is never dropped silently."""
     root = build_store(tmp_path / "s")
     (root / "catalog" / "results" / "rankings" / "R.json").unlink()
     (root / "results" / "rankings" / "R.parquet").write_bytes(b"not a parquet file at all")
-    _check_damaged(root, "cannot be read as Parquet")
+    _check_damaged(root, "not in the catalog")
 
 
 def test_missing_recorded_result_fails_its_view(tmp_path):

@@ -33,7 +33,7 @@ def sql(st, q: str) -> pd.DataFrame:
 def per_layer_top(df: pd.DataFrame, frac: float) -> set:
     out = set()
     for (s, la), g in df.groupby(["stack", "layer"]):
-        k = int(np.floor(frac * len(g) + 0.5))
+        k = int(frac * len(g))  # the default count rule, int(p * d)
         g = g.sort_values(["score", "neuron"], ascending=[False, True]).head(k)
         out |= {(s, la, n) for n in g["neuron"]}
     return out

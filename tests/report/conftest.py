@@ -19,6 +19,7 @@ import pytest
 
 from neurondb.query import activated_overlap, correlate, make_mask, predictivity, random_ranking
 from neurondb.store import open_store
+from neurondb.store.catalog import record_result
 from neurondb.testing_stores import make_store, write_periodic_run, write_stats_run
 from neurondb.tune.curve import EpochRecord, write_curve_csv
 
@@ -41,7 +42,8 @@ def planted(n: int, seed: int) -> tuple[np.ndarray, dict]:
 
 
 def write_table(root: Path, table: str, name: str, df: pd.DataFrame, params: dict) -> Path:
-    """``results/<table>/<name>.parquet`` with ``name`` first and ``params`` (JSON) last."""
+    """``results/<table>/<name>.parquet`` with ``name`` first and ``params`` (JSON) last,
+    recorded in the store's catalog as ``write_result`` records it."""
     meta = json.dumps({"name": name, "table": table, **params}, sort_keys=True)
     out = df.copy()
     out.insert(0, "name", name)
@@ -51,6 +53,7 @@ def write_table(root: Path, table: str, name: str, df: pd.DataFrame, params: dic
     path = root / "results" / table / f"{name}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(t, path)
+    record_result(root, table, name, path)
     return path
 
 

@@ -145,7 +145,7 @@ def test_read_result_refuses_a_file_that_differs_from_its_record(tmp_path):
     t = pq.read_table(path)
     pq.write_table(t.set_column(t.schema.get_field_index("score"), "score",
                                 pq.read_table(path).column("score").cast("float32")), path)
-    with pytest.raises(QueryError, match=r"X\.parquet does not match its catalog record") as e:
+    with pytest.raises(QueryError, match=r"X\.parquet has \d+ bytes, \d+ recorded") as e:
         read_result(st, "rankings", "X")
     assert "\n" not in str(e.value) and "--overwrite" in str(e.value)
     path.unlink()
