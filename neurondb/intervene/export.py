@@ -18,7 +18,6 @@ and no modeling file: plain ``AutoModelFor...from_pretrained(dir)`` loads it.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import secrets
@@ -38,7 +37,7 @@ from neurondb.intervene.channels import ops_for
 from neurondb.intervene.errors import ExportError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.prune import PruneReport, prune_model, tensor_bytes
-from neurondb.store.io import leftover_pid, pid_alive
+from neurondb.store.io import leftover_pid, pid_alive, sha256_file
 from neurondb.store.layout import PARTIAL_PREFIX
 
 MODELING_FILE = "modeling_neurondb_pruned.py"
@@ -63,12 +62,7 @@ class ExportReport:
     record: dict
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # the store's one sha256 helper (neurondb.store.io)
 
 
 def safetensors_bytes(directory: str | Path) -> int:
