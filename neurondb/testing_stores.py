@@ -26,13 +26,15 @@ BlockFn = Callable[[str, int, int, int], np.ndarray]
 
 
 def make_store(root: str | Path, widths: Mapping[str, Sequence[int]] | None = None,
-               family: str = "bert", d_model: int = 8) -> Path:
-    """Create ``root`` with a manifest of a synthetic model of ``widths`` ``{stack: (d_ff,...)}``."""
+               family: str = "bert", d_model: int = 8, fingerprint: str = "x",
+               name: str = "synthetic") -> Path:
+    """Create ``root`` with a manifest of a synthetic model of ``widths`` ``{stack: (d_ff,...)}``
+    (``fingerprint``/``name``: the model's identity, for provenance checks)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     w = {s: tuple(int(x) for x in v) for s, v in (widths or {"encoder": (16, 16)}).items()}
     shape = ModelShape(family=family, d_model=d_model, widths=w)
-    Manifest(model=ModelIdentity(name="synthetic", revision=None, fingerprint="x", shape=shape),
+    Manifest(model=ModelIdentity(name=name, revision=None, fingerprint=fingerprint, shape=shape),
              libraries={}).write(root)
     return root
 

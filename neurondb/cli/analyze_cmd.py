@@ -57,6 +57,8 @@ def rank_command(
                               "gradients (attribution)."),
     train_store: Path | None = typer.Option(None, "--train-store", help="Store holding the "
                                             "training runs (baselines of another dataset)."),
+    allow_foreign: bool = typer.Option(False, "--allow-foreign", help="Accept baselines from a "
+                                       "store of another model (a cross-model study)."),
     also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
     global_: bool = typer.Option(False, "--global", help="Rank over all layers (predictivity "
                                  "ranks per layer by default)."),
@@ -107,7 +109,7 @@ def rank_command(
                       over_classes=over_classes, scope=scope or "layer", slots=slots,
                       stacks=stacks, threads=threads, multiclass=multiclass,
                       combine_order=combine_order, balance_seed=balance_seed,
-                      check_exactness=exactness_check)
+                      check_exactness=exactness_check, allow_foreign=allow_foreign)
         elif method in ("attribution", "activation", "gradient"):
             kw = dict(runs=eval_, token_agg=token_agg, abs_when=abs_when, target=target,
                       slots=slots, max_examples=examples, scope=scope or "global", stacks=stacks)

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.errors import UsageError
+from neurondb.errors import ProvenanceError, UsageError
 from neurondb.query.baseline import Baseline, load_baseline, run_shape, subset_baseline
 from neurondb.query.counting import count_above
 from neurondb.query.errors import QueryError
@@ -325,6 +325,19 @@ def _subtask_specs(multiclass: str, class_names: list[str], run: str
     return [(name, dict(m)) for name, m in SUBTASKS[n]]
 
 
+def _check_same_model(store: Store, ev: str, tstore: Store, tr: str, allow_foreign: bool) -> None:
+    """Refuse baselines of another model: the evaluation and training runs' stores must record
+    the same model fingerprint (unless ``allow_foreign``)."""
+    a = store.manifests[store.root_of(ev)].model
+    b = tstore.manifests[tstore.root_of(tr)].model
+    if a.fingerprint != b.fingerprint and not allow_foreign:
+        raise ProvenanceError(
+            f"training run {tr!r} is from a store of another model ({b.name}, fingerprint "
+            f"{b.fingerprint[:12]}) than evaluation run {ev!r} ({a.name}, fingerprint "
+            f"{a.fingerprint[:12]}); use baselines of the same model, or pass --allow-foreign "
+            "for a deliberate cross-model study")
+
+
 def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: str | Sequence[str] = "train",
                  *, train_store: Store | str | Path | None = None, over_prompts: str = "mean",
                  over_classes: str = "mean", scope: str = "layer",
@@ -332,7 +345,7 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
                  name: str | None = None, overwrite: bool = False, write: bool = True,
                  threads: int | None = None, multiclass: str = "one-vs-rest",
                  combine_order: str = "classes-first", balance_seed: int | None = None,
-                 check_exactness: bool = True) -> pd.DataFrame:
+                 check_exactness: bool = True, allow_foreign: bool = False) -> pd.DataFrame:
     """Rank neurons by skill-neuron predictivity; writes ``results/rankings/<name>.parquet``.
 
     ``eval``/``train``: run or split names (comma-separated or a list); several evaluation runs
@@ -344,6 +357,8 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
     :func:`balance_examples`); ``combine_order``: ``classes-first`` (default) or
     ``slots-first`` (see the module docstring). ``check_exactness``: count, for 16-bit stores,
     the values within one storage step of the baseline and warn (:class:`ExactnessWarning`).
+    ``allow_foreign``: accept training runs (baselines) from a store of another model (the
+    manifests' fingerprints differ); refused by default.
     Returns the ranking: ``method, stack, layer, neuron, score, rank, scope, slot, accuracy,
     excitatory, class, per_prompt, per_prompt_slot, near_base`` (and ``score_pn, score_neu``
     for subtasks).
@@ -367,6 +382,8 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
                          "training run per evaluation run (same order), or a single one")
     if len(trains) == 1:
         trains = trains * len(evals)
+    for ev, tr in zip(evals, trains):
+        _check_same_model(store, ev.run, tstore, tr.run, allow_foreign)
     name = name or default_name("predictivity", [e.run for e in evals])
     if write:
         check_absent(store, "rankings", name, overwrite)
