@@ -344,9 +344,11 @@ class _Extraction:
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
                  f" readout {self.lm.readout}, device {self.lm.device}"
                  f"{f', {dist.world_size} ranks' if dist.world_size > 1 else ''}")
+        other = "float32" if self.dtype != "float32" else "float16"
+        alt = extraction_bytes(self, lens, dtype=other)[0]
         rep.info(f"capturing {', '.join(self.positions)} of {len(self.data)} {self.data.split} "
                  f"examples{' with gradients' if self.cfg.grad else ''}; estimated store size "
-                 f"{total / 1e6:,.1f} MB"
+                 f"{total / 1e6:,.1f} MB as {self.dtype} ({other}: {alt / 1e6:,.1f} MB)"
                  f"{f', {need / 1e6:,.1f} MB still to write' if need < total else ''}"
                  f" ({free / 1e9:,.1f} GB free)")
         if need + DISK_MARGIN > free:

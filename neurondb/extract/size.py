@@ -199,11 +199,12 @@ def slots_fn_for(positions: Sequence[str], n_prompt: int, in_stack: str,
     return slots
 
 
-def plan_job(ext, data, lengths: np.ndarray, mode: str) -> list[int]:
+def plan_job(ext, data, lengths: np.ndarray, mode: str, dtype: str | None = None) -> list[int]:
     """:func:`plan_run` for one run of an ``_Extraction`` (``neurondb.extract.run``):
-    ``data`` a ``LoadedData``, ``lengths`` its ``Encoder.lengths``, ``mode`` tokens/stats."""
+    ``data`` a ``LoadedData``, ``lengths`` its ``Encoder.lengths``, ``mode`` tokens/stats;
+    ``dtype``: another storage dtype than the extraction's (what it would cost)."""
     enc, cfg = ext.encoder, ext.cfg
-    dtype = getattr(ext, "dtype", None) or cfg.dtype  # the resolved storage dtype
+    dtype = dtype or getattr(ext, "dtype", None) or cfg.dtype  # the resolved storage dtype
     texts = [enc.render(f) for f in data.texts]
     seq2seq = bool(ext.lm.is_seq2seq)
     return plan_run(
@@ -216,12 +217,13 @@ def plan_job(ext, data, lengths: np.ndarray, mode: str) -> list[int]:
 
 
 def extraction_bytes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable[int]] | None
-                     = None) -> tuple[int, int]:
+                     = None, dtype: str | None = None) -> tuple[int, int]:
     """``(total, still_to_write)`` bytes of all runs of an ``_Extraction`` (``ext.jobs``,
-    ``lengths`` per job); ``done[j]``: the complete chunks of job ``j`` (default: none)."""
+    ``lengths`` per job); ``done[j]``: the complete chunks of job ``j`` (default: none);
+    ``dtype``: as if stored in another dtype."""
     total = left = 0
     for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
-        per = plan_job(ext, data, lens, mode)
+        per = plan_job(ext, data, lens, mode, dtype)
         total += bytes_to_write(per, ())
         left += bytes_to_write(per, done[j] if done is not None else ())
     return total, left
