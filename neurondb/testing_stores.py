@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from neurondb.arch.adapter import ModelShape
+from neurondb.arch.shape import ModelShape
 from neurondb.store.manifest import Manifest, ModelIdentity
 from neurondb.store.run import RunInfo, RunWriter, ShardWriter, begin_run, finalize_run, run_dir
 

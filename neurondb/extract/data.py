@@ -180,14 +180,38 @@ def movie_reviews_table(split: str) -> tuple[pa.Table, str]:
     return t, _sha256_file(path) + f":{split}"
 
 
-def _from_hub(name: str, config: str | None, split: str) -> tuple[pa.Table, str, list[str]]:
+def _local_forms(data: str) -> str:
+    """The local forms of ``--data`` that work without the hub, naming a directory of
+    ``<split>.<ext>`` files for ``data`` when one is found near the working directory."""
+    found = ""
+    for base in (Path("."), Path("data"), Path("..") / "shared" / "data"):
+        cand = base / data
+        if cand.is_dir() and any(x.suffix in LOCAL_EXTS for x in cand.iterdir()):
+            found = f" (here: --data {cand})"
+            break
+    return (f"pass --data a directory of <split>.parquet (or {'/'.join(LOCAL_EXTS[1:])}) "
+            f"files{found}, a single data file, or the built-in offline set movie_reviews")
+
+
+def _from_hub(name: str, config: str | None, split: str,
+              data: str | None = None) -> tuple[pa.Table, str, list[str]]:
+    """Load ``split`` of hub dataset ``name`` (``config``); ``data`` is the name the user
+    gave (a preset such as ``sst2``). When the hub cannot be reached (decided once per
+    process by :func:`neurondb.hub.offline_reason`) only the local cache is tried, so an
+    uncached name fails at once with the local forms that work."""
+    from neurondb.hub import offline_error, offline_reason
+
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is a dependency
         raise ExtractError("loading a hub dataset needs the datasets package") from e
+    offline = offline_reason()
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # the hub raises many types; one line for the user
+        if offline is not None:
+            what = f"dataset {data or name!r}" + (f" (hub {name}/{config})" if config else "")
+            raise offline_error(what, offline, None, _local_forms(data or name)) from e
         raise ExtractError(f"cannot load dataset {name!r}"
                            f"{f' ({config})' if config else ''} split {split!r}: "
                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
@@ -246,7 +270,7 @@ def load_data(data: str, split: str = "validation", config: str | None = None,
         if data in PRESETS and PRESETS[data].hub:
             h = PRESETS[data].hub
             hub = (h[0], h[1] if len(h) > 1 else None)
-        table, fp, names = _from_hub(hub[0], hub[1], split)
+        table, fp, names = _from_hub(hub[0], hub[1], split, data)
         name, config = hub[0], hub[1]
         label_names = names or label_names
     cols = table.column_names

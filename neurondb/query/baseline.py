@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from neurondb.arch.adapter import ModelShape
+from neurondb.arch.shape import ModelShape
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import load_layout, run_stacks
 from neurondb.store.reader import Store

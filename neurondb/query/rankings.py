@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.arch.adapter import ModelShape
+from neurondb.arch.shape import ModelShape
 from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.results import read_result, write_result

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from neurondb.arch.adapter import ModelShape
+from neurondb.arch.shape import ModelShape
 from neurondb.store.errors import StoreError
 from neurondb.store.io import describe_os_error
 from neurondb.store.layout import FORMAT, MANIFEST, SCHEMA_VERSION, atomic_write_json

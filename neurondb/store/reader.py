@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 
-from neurondb.arch.adapter import ModelShape
+from neurondb.arch.shape import ModelShape
 from neurondb.errors import UsageError
 from neurondb.store.errors import StoreError
 from neurondb.store.layout import (
