@@ -132,7 +132,7 @@ def correlate_command(
     store: Path = typer.Argument(..., help="Store directory."),
     rankings: str = typer.Option(..., "--rankings", "-r", help="Two or more ranking names, comma-separated."),
     top: float = typer.Option(0.05, "--top", help="Fraction of each layer for the top-k overlap."),
-    k: int | None = typer.Option(None, "-k", help="A fixed k for the top-k overlap instead of --top."),
+    k: int | None = typer.Option(None, "--top-k", "-k", help="A fixed k for the top-k overlap instead of --top."),
     count_rule: str = typer.Option("int", "--count-rule", help="How --top becomes k per layer: "
                                    "int (int(p*d), the reference code's rule; default) or round."),
     png: Path | None = typer.Option(None, "--png", help="Write a heatmap of the Spearman matrix."),
@@ -226,7 +226,7 @@ def top_command(
     layer: int = typer.Option(..., "--layer", help="Layer."),
     neuron: int = typer.Option(..., "--neuron", help="Neuron index in the layer."),
     stack: str | None = typer.Option(None, "--stack", help="Stack (default: the first)."),
-    k: int = typer.Option(10, "-k", help="Examples shown."),
+    k: int = typer.Option(10, "--top-k", "-k", help="Examples shown."),
     slots: str | None = typer.Option(None, "--slots", help="Only these slots (glob patterns)."),
     also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
 ) -> None:

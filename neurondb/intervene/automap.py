@@ -57,13 +57,19 @@ def auto_class_for(config) -> type:
 
 
 def load_model(name_or_path: str | Path, **kwargs):
-    """``(model in eval mode, tokenizer or None)`` for a hub name or a local directory.
+    """``(model in eval mode, tokenizer or None)`` for a hub name, a local directory, a
+    ``.gguf`` file or an offline alias (``minilm``, ``smollm2``: the same names ``extract``
+    takes, resolved by :func:`neurondb.extract.model.resolve_model_name`).
 
     A neurondb compact export is loaded through :func:`neurondb.intervene.load_pruned`.
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(name_or_path)
+    from neurondb.extract.model import _split_gguf, resolve_model_name
+
+    name_or_path, gguf = _split_gguf(resolve_model_name(str(name_or_path)))
+    kwargs = {**gguf, **kwargs}
+    config = AutoConfig.from_pretrained(name_or_path, **gguf)
     prune = getattr(config, "neurondb_prune", None)
     if isinstance(prune, dict) and prune.get("modules"):
         from neurondb.intervene.export import load_pruned
@@ -73,7 +79,7 @@ def load_model(name_or_path: str | Path, **kwargs):
         model = auto_class_for(config).from_pretrained(name_or_path, **kwargs)
     model.eval()
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+        tok = AutoTokenizer.from_pretrained(name_or_path, **gguf)
     except (OSError, ValueError, TypeError, KeyError):
         tok = None
     return model, tok

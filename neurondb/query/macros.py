@@ -16,6 +16,11 @@ say) fails to create and is skipped, so each string holds exactly one macro.
 ``mask_neurons(mask_name)`` / ``mask_layer_histogram(mask_name)``       a mask and its layer counts
 ==========================================================  ==========================================
 
+A ranking, mask or correlation name that the store does not hold is an error naming the ones
+it holds (``no ranking named 'x'; rankings in this store: a, b``), not an empty table; through
+the CLI and :meth:`QueryConnection.arrow` it is a one-line ``QueryError``. The check runs when
+the rows are fetched (a DuckDB relation is lazy).
+
 Ties are broken like the Python API: by score, then ``neuron`` (and ``stack, layer`` globally);
 a fraction selects ``floor(fraction * n)`` neurons (the references' ``int(p * d)``; see
 ``neurondb.query.rankings.fraction_count``).
@@ -23,32 +28,64 @@ a fraction selects ``floor(fraction * n)`` neurons (the references' ``int(p * d)
 
 from __future__ import annotations
 
-SKILL_NEURONS = """
+
+def _known(param: str, view: str, what: str, fix: str) -> str:
+    """SQL scalar subquery: ``param`` when some row of ``view`` has ``name = param``, otherwise
+    a DuckDB ``error()`` naming the unknown name and the valid ones (``what`` is the singular
+    noun, ``fix`` how to make one). Used in place of ``param`` in a macro's ``WHERE``, so an
+    unknown name fails instead of returning an empty table; the subquery is one aggregate row,
+    so it fails even when the view has no rows."""
+    return (f"(SELECT CASE WHEN count(*) FILTER (WHERE name = {param}) > 0 THEN {param} "
+            f"ELSE error('no {what} named ' || coalesce('''' || {param} || '''', 'NULL')"
+            f" || '; {what}s in this store: ' || coalesce(string_agg(DISTINCT name, ', ' "
+            f"ORDER BY name), '(none)') || ' ({fix})') END FROM {view})")
+
+
+def _ranking(param: str) -> str:
+    return _known(param, "rankings", "ranking", "make one with neurondb rank")
+
+
+def _mask(param: str) -> str:
+    return _known(param, "masks", "mask", "make one with neurondb mask")
+
+
+def _pair(param_a: str, param_b: str) -> str:
+    """Like :func:`_known` for a correlation's ranking pair ``(a, b)``: ``param_a`` when the
+    pair was correlated, otherwise an error listing the correlated pairs."""
+    return (f"(SELECT CASE WHEN count(*) FILTER (WHERE a = {param_a} AND b = {param_b}) > 0 "
+            f"THEN {param_a} ELSE error('no correlation of rankings ' || "
+            f"coalesce('''' || {param_a} || '''', 'NULL') || ' and ' || "
+            f"coalesce('''' || {param_b} || '''', 'NULL') || '; correlated pairs (a, b): ' "
+            f"|| coalesce(string_agg(DISTINCT a || ', ' || b, '; ' ORDER BY a || ', ' || b), "
+            f"'(none)') || ' (make one with neurondb correlate)') END FROM correlations)")
+
+
+SKILL_NEURONS = f"""
 CREATE OR REPLACE MACRO skill_neurons(ranking_name, fraction := 0.05) AS TABLE
 SELECT * EXCLUDE (n_layer) FROM (
     SELECT r.*,
            row_number() OVER (PARTITION BY r.stack, r.layer
                               ORDER BY r.score DESC NULLS LAST, r.neuron) AS layer_rank,
            count(*) OVER (PARTITION BY r.stack, r.layer) AS n_layer
-    FROM rankings r WHERE r.name = ranking_name)
+    FROM rankings r WHERE r.name = {_ranking("ranking_name")})
 WHERE layer_rank <= floor(fraction * n_layer)
 ORDER BY stack, layer, layer_rank
 """
 
-TOP_NEURONS = """
+TOP_NEURONS = f"""
 CREATE OR REPLACE MACRO top_neurons(ranking_name, k := 20) AS TABLE
-SELECT * FROM rankings WHERE name = ranking_name
+SELECT * FROM rankings WHERE name = {_ranking("ranking_name")}
 ORDER BY score DESC NULLS LAST, stack, layer, neuron
 LIMIT k
 """
 
-SKILL_LAYER_HISTOGRAM = """
+SKILL_LAYER_HISTOGRAM = f"""
 CREATE OR REPLACE MACRO skill_layer_histogram(ranking_name, fraction := 0.05) AS TABLE
 WITH r AS (
     SELECT stack, layer,
            row_number() OVER (ORDER BY score DESC NULLS LAST, stack, layer, neuron) AS pos,
            count(*) OVER () AS total
-    FROM rankings WHERE name = ranking_name),
+    FROM rankings WHERE name = {_ranking("ranking_name")}),
 sel AS (SELECT stack, layer FROM r WHERE pos <= floor(fraction * total)),
 lay AS (SELECT stack, layer, count(*) AS width FROM rankings WHERE name = ranking_name
         GROUP BY stack, layer)
@@ -59,14 +96,14 @@ GROUP BY lay.stack, lay.layer, lay.width
 ORDER BY lay.stack, lay.layer
 """
 
-SKILL_NEURONS_ONLY_IN = """
+SKILL_NEURONS_ONLY_IN = f"""
 CREATE OR REPLACE MACRO skill_neurons_only_in(ranking_a, ranking_b, fraction := 0.05) AS TABLE
 WITH ranked AS (
     SELECT name, stack, layer, neuron, score,
            row_number() OVER (PARTITION BY name, stack, layer
                               ORDER BY score DESC NULLS LAST, neuron) AS layer_rank,
            count(*) OVER (PARTITION BY name, stack, layer) AS n_layer
-    FROM rankings WHERE name = ranking_a OR name = ranking_b),
+    FROM rankings WHERE name = {_ranking("ranking_a")} OR name = {_ranking("ranking_b")}),
 top AS (SELECT * FROM ranked WHERE layer_rank <= floor(fraction * n_layer)),
 ta AS (SELECT * FROM top WHERE name = ranking_a),
 tb AS (SELECT * FROM top WHERE name = ranking_b),
@@ -103,22 +140,22 @@ ORDER BY b.value DESC, b.example_id
 LIMIT k
 """
 
-RANKING_CORRELATION = """
+RANKING_CORRELATION = f"""
 CREATE OR REPLACE MACRO ranking_correlation(ranking_a, ranking_b) AS TABLE
 SELECT stack, layer, spearman, p_value, k, topk_overlap, name AS correlation
-FROM correlations WHERE a = ranking_a AND b = ranking_b
+FROM correlations WHERE a = {_pair("ranking_a", "ranking_b")} AND b = ranking_b
 ORDER BY name, stack, layer
 """
 
-MASK_NEURONS = """
+MASK_NEURONS = f"""
 CREATE OR REPLACE MACRO mask_neurons(mask_name) AS TABLE
-SELECT stack, layer, neuron, score FROM masks WHERE name = mask_name
+SELECT stack, layer, neuron, score FROM masks WHERE name = {_mask("mask_name")}
 ORDER BY stack, layer, neuron
 """
 
-MASK_LAYER_HISTOGRAM = """
+MASK_LAYER_HISTOGRAM = f"""
 CREATE OR REPLACE MACRO mask_layer_histogram(mask_name) AS TABLE
-SELECT stack, layer, count(*) AS n_neurons FROM masks WHERE name = mask_name
+SELECT stack, layer, count(*) AS n_neurons FROM masks WHERE name = {_mask("mask_name")}
 GROUP BY stack, layer ORDER BY stack, layer
 """
 

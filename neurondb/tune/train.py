@@ -390,7 +390,7 @@ class PromptTuner:
 
     def run(self) -> list[Path]:
         """Train and save every seed; returns the seed directories in seed order."""
-        rep = TrainProgress(self.cfg.progress)
+        rep = TrainProgress(self.cfg.progress, unit="steps")
         ro = self.readout
         rep.info(f"tuning {self.cfg.prompt_tokens} prompt tokens on {self.cfg.model} "
                  f"(readout {self.lm.readout}, {ro.n_classes} classes, device {self.lm.device}); "

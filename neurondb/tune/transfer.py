@@ -138,6 +138,7 @@ def transfer(prompts: list[str | Path], datasets: list[tuple[str, str] | str],
         targets.append(_target(data, split, own, text_fields, label_field, max_examples))
     rows = []
     bar = CountProgress(progress)
+    bar.unit = "cells"  # plain progress lines: cells/s
     bar.start("transfer", len(sps) * len(targets))
     try:
         for sp, lm, src in zip(sps, lms, sources):
