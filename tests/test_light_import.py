@@ -46,3 +46,4 @@ def test_cli_query_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
                          text=True, check=True).stdout
     assert "HEAVY []" in out, out
+

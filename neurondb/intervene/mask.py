@@ -87,6 +87,11 @@ class NeuronMask:
                 np.concatenate(neurons) if neurons else empty)
 
     # -- access -----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        per = ", ".join(f"{s}/{la}: {v.size}" for (s, la), v in self.neurons.items())
+        src = self.meta.get("ranking") or self.meta.get("mask") or "?"
+        return f"<NeuronMask {len(self)} neurons from {src!s} ({per or 'empty'})>"
+
     def __len__(self) -> int:
         return int(sum(v.size for v in self.neurons.values()))
 

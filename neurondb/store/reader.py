@@ -133,6 +133,14 @@ class Store:
                     left_out.append(f"run {run}: damaged at the last `neurondb verify`")
         self.left_out = list(dict.fromkeys(left_out))
 
+    def __repr__(self) -> str:
+        where = ", ".join(str(r) for r in self.roots)
+        m = self.manifest.model
+        widths = ", ".join(f"{s}: {len(w)}x{w[0] if w else 0}" for s, w in m.shape.widths.items())
+        runs = len(self._runs)
+        return (f"<neurondb.Store {where}: {runs} run{'s' if runs != 1 else ''}; model {m.name} "
+                f"({m.shape.family}, {widths})>")
+
     @property
     def manifest(self) -> Manifest:
         return self.manifests[self.roots[0]]
