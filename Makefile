@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/neurondb demo --out demo_out --overwrite
 
 walkthrough: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/walkthrough.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OUT=walkthrough_out bash examples/walkthrough.sh
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -35,4 +35,4 @@ bench: setup
 	$(PY) bench/extract.py
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out walkthrough_out

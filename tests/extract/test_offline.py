@@ -122,3 +122,11 @@ def test_offline_mode_is_switched_on_for_hub_libraries(fresh_hub):
     assert hub.offline_reason() is not None
     assert sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE is True
     assert sys.modules["datasets.config"].HF_HUB_OFFLINE is True
+
+
+def test_transfer_target_hub_name_offline_fails_fast(fresh_hub):
+    from neurondb.tune.transfer import _target
+
+    fresh_hub.setenv("HF_HUB_OFFLINE", "1")
+    msg = _fails_fast(lambda: _target("sst2", "validation", [], None, "label", None))
+    assert msg.startswith("cannot load dataset 'sst2'") and "<split>.parquet" in msg
