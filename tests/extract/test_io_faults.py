@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import os
 import shutil
 import subprocess
@@ -19,7 +18,6 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import neurondb
@@ -28,41 +26,13 @@ from neurondb.extract.writer import WriteFaultError, write_fault
 from neurondb.store import tensors
 from neurondb.store.run import ShardWriter
 
+from .test_resume import assert_same_store
+
 KW = dict(template="{text} It was {mask}.", verbalizer=["bad", "good"], positions="mask,first,last",
           batch_size=2, chunk_examples=3, grad=True, dtype="float16", progress=False)
 CLI_ARGS = ["--dtype", "float16", "--template", "{text} It was {mask}.", "--verbalizer", "bad,good",
             "--positions", "mask,first,last", "--batch-size", "2", "--chunk-examples", "3",
             "--grad", "--quiet"]
-
-
-def _run_py_wired() -> bool:
-    """Whether extract/run.py turns every OSError on its own thread into a one-line error
-    (its ``except`` calls :func:`write_fault`)."""
-    import neurondb.extract.run as run_mod
-
-    return "write_fault" in inspect.getsource(run_mod)
-
-
-def assert_same_store(a: Path, b: Path) -> None:
-    """Examples, rows, tokens, activations and gradients equal, row for row."""
-    sa, sb = neurondb.open(a), neurondb.open(b)
-    try:
-        assert [i.run for i in sa.runs()] == [i.run for i in sb.runs()]
-        for info in sa.runs():
-            ib = sb.run(info.run)
-            assert (info.n_examples, info.n_rows, info.accuracy) == (ib.n_examples, ib.n_rows,
-                                                                     ib.accuracy)
-            assert sa.examples(run=info.run).equals(sb.examples(run=info.run))
-            assert sa.rows(run=info.run).equals(sb.rows(run=info.run))
-            assert sa.tokens(run=info.run).equals(sb.tokens(run=info.run))
-            for layer in range(2):
-                np.testing.assert_array_equal(sa.activations(layer, run=info.run),
-                                              sb.activations(layer, run=info.run))
-                np.testing.assert_array_equal(sa.gradients(layer, run=info.run),
-                                              sb.gradients(layer, run=info.run))
-    finally:
-        sa.close()
-        sb.close()
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +118,6 @@ def test_fault_is_one_line_with_path_and_errno_then_resumes(tmp_path, tiny_path,
     assert_same_store(out, reference)
 
 
-@pytest.mark.skipif(not _run_py_wired(), reason="extract/run.py does not call write_fault yet "
-                    "(see the report of part D: the lead wires it)")
 @pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
 def test_fault_in_the_main_thread_finalize(tmp_path, tiny_path, sentiment_dir, reference,
                                            monkeypatch, code):

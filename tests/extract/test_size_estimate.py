@@ -3,7 +3,6 @@ configurations, and a resume needs only the bytes of the shards still missing.""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -118,14 +117,6 @@ def test_bytes_to_write_counts_only_missing_shards(tmp_path, tiny_path, sentimen
     assert left2 == left and total == bytes_to_write(per)
 
 
-def _run_py_wired() -> bool:
-    import neurondb.extract.run as run_mod
-
-    return "extraction_bytes" in inspect.getsource(run_mod)
-
-
-@pytest.mark.skipif(not _run_py_wired(), reason="extract/run.py's free-space check does not "
-                    "use neurondb.extract.size yet (see the report of part D: the lead wires it)")
 def test_resume_needs_only_the_space_still_to_write(tmp_path, tiny_path, sentiment_dir,
                                                     monkeypatch):
     import neurondb.extract.run as run_mod
