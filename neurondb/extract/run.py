@@ -36,7 +36,7 @@ from neurondb.extract.model import (
 )
 from neurondb.extract.progress import Reporter
 from neurondb.extract.prompt import SoftPrompt, load_prompt
-from neurondb.extract.size import bytes_to_write, extraction_bytes, plan_job
+from neurondb.extract.size import extraction_sizes
 from neurondb.extract.templates import PRESETS, Template
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
 from neurondb.store import catalog, locks
@@ -325,11 +325,6 @@ class _Extraction:
             rows["decoder"] = n
         return rows
 
-    def estimate_bytes(self, lengths: np.ndarray) -> int:
-        """Bytes of the tokens run over examples of these ``lengths``: all its shards and run
-        files, as :mod:`neurondb.extract.size` lays them out."""
-        return bytes_to_write(plan_job(self, self.data, lengths, "tokens"))
-
     # -- running ------------------------------------------------------------------------
     def run(self) -> Store:
         """Write (or resume) the runs; every rank calls this, rank 0 finishes the runs."""
@@ -338,14 +333,14 @@ class _Extraction:
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
-        total, need = extraction_bytes(self, lens, done)  # need: what is still to write
+        other = "float32" if self.dtype != "float32" else "float16"
+        sizes = extraction_sizes(self, lens, done, (self.dtype, other))
+        (total, need), alt = sizes[self.dtype], sizes[other][0]  # need: what is still to write
         free = free_bytes(self.out)
         rep.info(f"model {self.cfg.model} ({self.shape.family}, "
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
                  f" readout {self.lm.readout}, device {self.lm.device}"
                  f"{f', {dist.world_size} ranks' if dist.world_size > 1 else ''}")
-        other = "float32" if self.dtype != "float32" else "float16"
-        alt = extraction_bytes(self, lens, dtype=other)[0]
         rep.info(f"capturing {', '.join(self.positions)} of {len(self.data)} {self.data.split} "
                  f"examples{' with gradients' if self.cfg.grad else ''}; estimated store size "
                  f"{total / 1e6:,.1f} MB as {self.dtype} ({other}: {alt / 1e6:,.1f} MB)"

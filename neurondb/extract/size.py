@@ -140,12 +140,12 @@ def zstd_bytes(texts: Iterable[str]) -> int:
     return len(pa.compress(data, "zstd")) if data else 0
 
 
-def plan_run(lengths: np.ndarray, texts: Sequence[str], widths: dict[str, Sequence[int]], *,
-             rows_fn: Callable[[np.ndarray], dict[str, int]], chunk_examples: int,
-             batch_size: int, n_prompt: int = 0, mode: str = "tokens", dtype: str = "float16",
-             grad: bool = False, n_labels: int = 2, slots_fn: Callable[[np.ndarray], dict[str, int]]
-             | None = None, seq2seq: bool = False) -> list[int]:
-    """Bytes of every shard of a run, in chunk order.
+def shard_shapes(lengths: np.ndarray, texts: Sequence[str], *,
+                 rows_fn: Callable[[np.ndarray], dict[str, int]], chunk_examples: int,
+                 batch_size: int, n_prompt: int = 0,
+                 slots_fn: Callable[[np.ndarray], dict[str, int]] | None = None,
+                 seq2seq: bool = False) -> list[ShardShape]:
+    """What every shard of a run holds, in chunk order (independent of the storage dtype).
 
     ``lengths``: tokens per example without the prompt (``Encoder.lengths``); ``texts``: the
     rendered text of each example (what the examples table stores); ``rows_fn(lengths of a
@@ -165,9 +165,23 @@ def plan_run(lengths: np.ndarray, texts: Sequence[str], widths: dict[str, Sequen
             slots = slots_fn(lengths[chunk])
         else:
             slots = {s: max(1, -(-r // max(1, n))) for s, r in rows.items()}
-        sh = ShardShape(n=n, batches=batches, rows=rows, tokens=tokens, text_zstd=z, slots=slots)
-        out.append(shard_bytes(sh, widths, mode=mode, dtype=dtype, grad=grad, n_labels=n_labels))
+        out.append(ShardShape(n=n, batches=batches, rows=rows, tokens=tokens, text_zstd=z,
+                              slots=slots))
     return out
+
+
+def plan_run(lengths: np.ndarray, texts: Sequence[str], widths: dict[str, Sequence[int]], *,
+             rows_fn: Callable[[np.ndarray], dict[str, int]], chunk_examples: int,
+             batch_size: int, n_prompt: int = 0, mode: str = "tokens", dtype: str = "float16",
+             grad: bool = False, n_labels: int = 2, slots_fn: Callable[[np.ndarray], dict[str, int]]
+             | None = None, seq2seq: bool = False) -> list[int]:
+    """Bytes of every shard of a run, in chunk order (:func:`shard_shapes` stored in
+    ``dtype``)."""
+    shapes = shard_shapes(lengths, texts, rows_fn=rows_fn, chunk_examples=chunk_examples,
+                          batch_size=batch_size, n_prompt=n_prompt, slots_fn=slots_fn,
+                          seq2seq=seq2seq)
+    return [shard_bytes(sh, widths, mode=mode, dtype=dtype, grad=grad, n_labels=n_labels)
+            for sh in shapes]
 
 
 def bytes_to_write(per_shard: Sequence[int], done: Iterable[int] = (),
@@ -199,21 +213,45 @@ def slots_fn_for(positions: Sequence[str], n_prompt: int, in_stack: str,
     return slots
 
 
+def _job_shapes(ext, data, lengths: np.ndarray) -> list[ShardShape]:
+    """:func:`shard_shapes` of one run of an ``_Extraction`` (``neurondb.extract.run``)."""
+    enc, cfg = ext.encoder, ext.cfg
+    seq2seq = bool(ext.lm.is_seq2seq)
+    return shard_shapes(
+        lengths, [enc.render(f) for f in data.texts], rows_fn=ext.expected_rows,
+        chunk_examples=cfg.chunk_examples, batch_size=cfg.batch_size, n_prompt=enc.n_prompt,
+        slots_fn=slots_fn_for(ext.positions, enc.n_prompt, ext.shape.stacks[0], seq2seq),
+        seq2seq=seq2seq)
+
+
+def _job_bytes(ext, data, shapes: list[ShardShape], mode: str, dtype: str | None) -> list[int]:
+    dtype = dtype or getattr(ext, "dtype", None) or ext.cfg.dtype  # the resolved storage dtype
+    return [shard_bytes(sh, ext.shape.widths, mode=mode, dtype=dtype,
+                        grad=bool(ext.cfg.grad and mode == "tokens"),
+                        n_labels=max(2, len(data.label_names))) for sh in shapes]
+
+
 def plan_job(ext, data, lengths: np.ndarray, mode: str, dtype: str | None = None) -> list[int]:
     """:func:`plan_run` for one run of an ``_Extraction`` (``neurondb.extract.run``):
     ``data`` a ``LoadedData``, ``lengths`` its ``Encoder.lengths``, ``mode`` tokens/stats;
     ``dtype``: another storage dtype than the extraction's (what it would cost)."""
-    enc, cfg = ext.encoder, ext.cfg
-    dtype = dtype or getattr(ext, "dtype", None) or cfg.dtype  # the resolved storage dtype
-    texts = [enc.render(f) for f in data.texts]
-    seq2seq = bool(ext.lm.is_seq2seq)
-    return plan_run(
-        lengths, texts, ext.shape.widths, rows_fn=ext.expected_rows,
-        chunk_examples=cfg.chunk_examples, batch_size=cfg.batch_size, n_prompt=enc.n_prompt,
-        mode=mode, dtype=dtype, grad=bool(cfg.grad and mode == "tokens"),
-        n_labels=max(2, len(data.label_names)),
-        slots_fn=slots_fn_for(ext.positions, enc.n_prompt, ext.shape.stacks[0], seq2seq),
-        seq2seq=seq2seq)
+    return _job_bytes(ext, data, _job_shapes(ext, data, lengths), mode, dtype)
+
+
+def extraction_sizes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable[int]] | None
+                     = None, dtypes: Sequence[str | None] = (None,)) -> dict:
+    """``{dtype: (total, still_to_write)}`` bytes of all runs of an ``_Extraction``
+    (``ext.jobs``, ``lengths`` per job) stored in each of ``dtypes`` (``None``: the
+    extraction's own); ``done[j]``: the complete chunks of job ``j`` (default: none). The
+    texts are rendered and compressed once, whatever the number of dtypes."""
+    out = {d: [0, 0] for d in dtypes}
+    for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
+        shapes = _job_shapes(ext, data, lens)
+        for d in dtypes:
+            per = _job_bytes(ext, data, shapes, mode, d)
+            out[d][0] += bytes_to_write(per, ())
+            out[d][1] += bytes_to_write(per, done[j] if done is not None else ())
+    return {d: (t, left) for d, (t, left) in out.items()}
 
 
 def extraction_bytes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable[int]] | None
@@ -221,9 +259,4 @@ def extraction_bytes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable
     """``(total, still_to_write)`` bytes of all runs of an ``_Extraction`` (``ext.jobs``,
     ``lengths`` per job); ``done[j]``: the complete chunks of job ``j`` (default: none);
     ``dtype``: as if stored in another dtype."""
-    total = left = 0
-    for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
-        per = plan_job(ext, data, lens, mode, dtype)
-        total += bytes_to_write(per, ())
-        left += bytes_to_write(per, done[j] if done is not None else ())
-    return total, left
+    return extraction_sizes(ext, lengths, done, (dtype,))[dtype]

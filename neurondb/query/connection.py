@@ -200,6 +200,8 @@ class QueryConnection:
             t = (pa.concat_tables(tables, promote_options="permissive")
                  if len(tables) > 1 else tables[0])
         except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError):
+            # Arrow cannot promote a column across the tables (e.g. int in one result file,
+            # string in another): one registered table each, united by DuckDB's own casts
             parts = []
             for i, t in enumerate(tables):
                 part = f"{INTERNAL}{name}_{i}"
@@ -321,7 +323,7 @@ class QueryConnection:
             schema = pa.unify_schemas([t.schema for t in tables],
                                       promote_options="permissive") if tables else None
         except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError):
-            schema = None
+            schema = None  # schemas that do not unify: the kind's required columns, as text
         if schema is None:
             schema = pa.schema([(c, pa.string()) for c in dict.fromkeys(columns)])
         one_null_row = pa.table({f.name: pa.nulls(1, f.type) for f in schema})

@@ -79,12 +79,7 @@ class Thresholds:
         """``base`` float64 ``[S, d]`` -> operands for ``storage``."""
         if storage == "float32":
             return cls(storage, None, floor_float32(base))
-        if storage == "float16":
-            u = floor_float16_bits(base)
-        elif storage == "bfloat16":
-            u = floor_bfloat16_bits(base)
-        else:
-            raise UsageError(f"unknown storage dtype {storage!r}")
+        u = _floor_bits(base, storage, f"unknown storage dtype {storage!r}")
         m = np.where(u < 0x8000, np.uint16(0x8000), np.uint16(0xFFFF)).astype(np.uint16)
         return cls(storage, m, (u ^ m).astype(np.uint16))
 
@@ -94,6 +89,16 @@ class Thresholds:
         if self.mask is None:
             return bits > self.thr[slot_rows]
         return (bits ^ self.mask[slot_rows]) > self.thr[slot_rows]
+
+
+def _floor_bits(base: np.ndarray, storage: str, not_16bit: str) -> np.ndarray:
+    """Bits (``uint16``) of the largest 16-bit ``storage`` value ``<= base``; ``not_16bit``
+    is the error for any other storage."""
+    if storage == "float16":
+        return floor_float16_bits(base)
+    if storage == "bfloat16":
+        return floor_bfloat16_bits(base)
+    raise UsageError(not_16bit)
 
 
 def _bits_value(u: np.ndarray, storage: str) -> np.ndarray:
@@ -125,10 +130,6 @@ def storage_bracket(base: np.ndarray, storage: str) -> tuple[np.ndarray, np.ndar
     values in ``{lo, hi}``; both are ``F`` values, so :meth:`Thresholds.from_base` takes
     them exactly. float32 storage has no bracket (raises).
     """
-    if storage == "float16":
-        u = floor_float16_bits(base)
-    elif storage == "bfloat16":
-        u = floor_bfloat16_bits(base)
-    else:
-        raise UsageError(f"storage {storage!r} keeps the model's values; no rounding bracket")
+    u = _floor_bits(base, storage,
+                    f"storage {storage!r} keeps the model's values; no rounding bracket")
     return _bits_value(_step(u, up=False), storage), _bits_value(_step(u, up=True), storage)

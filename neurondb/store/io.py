@@ -104,9 +104,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def read_json(path: str | Path, what: str = "file") -> dict:
-    """Parse a JSON file; a missing, undecodable or invalid file is a one-line StoreError that
-    names the file and the fix."""
+def read_json(path: str | Path,
+              fix: str = "run `neurondb verify` and re-create it") -> dict:
+    """Parse a JSON object file; a missing, undecodable or invalid file is a one-line
+    StoreError that names the file and ``fix``."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -117,13 +118,11 @@ def read_json(path: str | Path, what: str = "file") -> dict:
     try:
         obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise StoreError(f"{path} is damaged (not UTF-8 at byte {e.start}); run `neurondb "
-                         "verify` and re-create it") from e
+        raise StoreError(f"{path} is not valid JSON (not UTF-8 at byte {e.start}); {fix}") from e
     except json.JSONDecodeError as e:
-        raise StoreError(f"{path} is damaged (invalid JSON: {e.msg} at line {e.lineno}); run "
-                         "`neurondb verify` and re-create it") from e
+        raise StoreError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); {fix}") from e
     if not isinstance(obj, dict):
-        raise StoreError(f"{path} is damaged (not a JSON object); run `neurondb verify`")
+        raise StoreError(f"{path} is not valid JSON for this file (not an object); {fix}")
     return obj
 
 

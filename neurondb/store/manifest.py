@@ -19,7 +19,7 @@ from pathlib import Path
 
 from neurondb.arch.shape import ModelShape
 from neurondb.store.errors import StoreError
-from neurondb.store.io import describe_os_error
+from neurondb.store.io import read_json
 from neurondb.store.layout import FORMAT, MANIFEST, SCHEMA_VERSION, atomic_write_json
 
 CHECKSUM = "checksum"
@@ -126,19 +126,8 @@ class Manifest:
                              "create one with `neurondb extract ... --out DIR`")
         damaged = (f"the store's manifest is damaged: restore {MANIFEST} from a copy (or "
                    "re-extract the store); `neurondb verify` lists what else is damaged")
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise StoreError(describe_os_error(e, path)) from e
-        try:
-            d = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise StoreError(f"{path} is not valid JSON (not UTF-8 at byte {e.start}); "
-                             f"{damaged}") from e
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
-                             f"{damaged}") from e
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        d = read_json(path, fix=damaged)
+        if d.get("format") != FORMAT:
             raise StoreError(f"{path} is not a neurondb manifest")
         if CHECKSUM in d and d[CHECKSUM] != content_checksum(d):
             raise StoreError(f"{path} does not match its checksum (changed or corrupted); "

@@ -300,10 +300,8 @@ class Store:
                 self._readers[key] = TensorSet(files)
             except StoreError:
                 raise
-            except Exception as e:  # h5py raises OSError, KeyError, ValueError on damage
-                raise StoreError(f"a {kind} file of run {info.run!r} cannot be read "
-                                 f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the "
-                                 "file is damaged: run `neurondb verify` and re-extract") from e
+            except (OSError, KeyError, ValueError, RuntimeError) as e:  # h5py on a damaged file
+                raise _damaged_tensor(kind, info.run, e) from e
         return self._readers[key]
 
     def activations(self, layer: int, run: str | None = None, split: str | None = None,

@@ -70,18 +70,25 @@ def test_sharded_store_reads_as_one(reference):
     st.close()
 
 
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment_dir,
-                                                    reference, monkeypatch):
+def interrupt_at_commit(n: int):
+    """A ``ShardWriter.commit`` that raises KeyboardInterrupt on its ``n``-th call (Ctrl-C
+    while the ``n``-th shard is committed); the earlier shards are committed."""
     calls = {"n": 0}
     orig = ShardWriter.commit
 
     def commit(self):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return orig(self)
 
-    monkeypatch.setattr(ShardWriter, "commit", commit)
+    return commit
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment_dir,
+                                                    reference, monkeypatch):
+    orig = ShardWriter.commit
+    monkeypatch.setattr(ShardWriter, "commit", interrupt_at_commit(3))
     out = tmp_path / "s"
     with pytest.raises(KeyboardInterrupt):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, stats_split="train", **KW)

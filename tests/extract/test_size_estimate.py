@@ -20,6 +20,8 @@ from neurondb.extract.size import (
 )
 from neurondb.store.tensors import TensorWriter
 
+from .test_resume import interrupt_at_commit
+
 BASE = dict(template="{text} It was {mask}.", verbalizer=["bad", "good"], progress=False)
 
 
@@ -125,17 +127,8 @@ def test_resume_needs_only_the_space_still_to_write(tmp_path, tiny_path, sentime
     kw = {**BASE, "positions": "mask,first,last", "chunk_examples": 3, "batch_size": 2}
     model = tiny_path("bert")
     out = tmp_path / "s"
-    calls = {"n": 0}
-    orig = ShardWriter.commit
-
-    def commit(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return orig(self)
-
     with monkeypatch.context() as m:
-        m.setattr(ShardWriter, "commit", commit)
+        m.setattr(ShardWriter, "commit", interrupt_at_commit(3))
         with pytest.raises(KeyboardInterrupt):
             neurondb.extract(str(model), str(sentiment_dir), out, **kw)
     total, ext, lens = _estimate(model, sentiment_dir, kw)
