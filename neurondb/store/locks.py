@@ -60,6 +60,18 @@ def read_holder(lock_path: Path) -> Holder | None:
         return None
 
 
+def _current_holder(lock_path: Path, wait: float = 1.0) -> Holder | None:
+    """The live holder of a busy lock. A holder writes its holder file just after it takes the
+    lock, so the file may be missing, or still name a dead earlier holder, for a moment: poll
+    for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        h = read_holder(lock_path)
+        if (h is not None and h.alive()) or time.monotonic() >= deadline:
+            return h
+        time.sleep(0.02)
+
+
 def _me() -> Holder:
     cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
     return Holder(os.getpid(), socket.gethostname(),
@@ -96,7 +108,7 @@ def hold(lock_path: Path, what: str, timeout: float = 0.0) -> Iterator[Holder | 
     try:
         lock.acquire(timeout=timeout, poll_interval=0.05)
     except Timeout:  # before OSError: filelock's Timeout is a TimeoutError, an OSError
-        h = read_holder(lock_path)
+        h = _current_holder(lock_path)
         who = h.describe() if h else "another process"
         raise LockedError(f"{what} is locked by {who}; wait for it to finish, or stop it "
                           f"(the lock is {lock_path})") from None

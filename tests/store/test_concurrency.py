@@ -267,3 +267,38 @@ def test_killed_exports_partial_folder_is_removed_by_the_next_export(tmp_path, l
     assert (out / "neurondb_prune.json").exists()
     assert sorted(q.name for q in tmp_path.iterdir()) == sorted(["exp", live.name, unrelated.name])
 
+
+
+def test_a_busy_lock_names_a_holder_that_is_still_writing_its_holder_file(tmp_path):
+    """The holder takes the lock, then writes who it is: a contender arriving in between
+    still names it (it waits a moment for the holder file)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from neurondb.errors import LockedError
+    from neurondb.store import locks
+
+    path = locks.run_lock_path(tmp_path, "r")
+    path.parent.mkdir(parents=True)
+    child = textwrap.dedent(f"""
+        import json, os, socket, sys, time
+        from filelock import FileLock
+        lock = FileLock({str(path)!r}, thread_local=False)
+        lock.acquire()
+        print("locked", flush=True)
+        time.sleep(0.3)   # the holder file comes a little after the lock
+        open({str(path) + ".holder"!r}, "w").write(json.dumps(dict(
+            pid=os.getpid(), host=socket.gethostname(), started="now", command="test")))
+        time.sleep(5)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError) as e:
+            with locks.run_lock(tmp_path, "r"):
+                pass
+        assert f"pid {p.pid}" in str(e.value)
+    finally:
+        p.kill()
+        p.wait()
