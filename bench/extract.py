@@ -53,8 +53,8 @@ def pick_data() -> tuple[str, str]:
 def make_prompt(model: str, n: int, tmp: Path) -> str | None:
     if n == 0:
         return None
-    from neurondb.extract.model import load_config
-    from neurondb.extract.prompt import SoftPrompt
+    from neurondb.runtime.model import load_config
+    from neurondb.runtime.prompt import SoftPrompt
 
     d = load_config(model).hidden_size
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def make_prompt(model: str, n: int, tmp: Path) -> str | None:
 
 def plain_seconds(job) -> float:
     """A plain forward over the same batches (tokenized beforehand), with the prompt."""
-    from neurondb.extract.forward import model_inputs
+    from neurondb.runtime.forward import model_inputs
 
     lm, enc = job.lm, job.encoder
     lengths = enc.lengths(job.data.texts)

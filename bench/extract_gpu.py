@@ -62,8 +62,8 @@ def make_data(tmp: Path, n: int) -> Path:
 
 
 def make_prompt(model_dir: Path, tmp: Path) -> str:
-    from neurondb.extract.model import load_config
-    from neurondb.extract.prompt import SoftPrompt
+    from neurondb.runtime.model import load_config
+    from neurondb.runtime.prompt import SoftPrompt
 
     d = load_config(str(model_dir)).hidden_size
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def make_prompt(model_dir: Path, tmp: Path) -> str:
 
 
 def plain_tps(job) -> float:
-    from neurondb.extract.forward import model_inputs
+    from neurondb.runtime.forward import model_inputs
 
     lm, enc = job.lm, job.encoder
     lengths = enc.lengths(job.data.texts)

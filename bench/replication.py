@@ -219,7 +219,7 @@ class Replication:
 
     # ----------------------------------------------------------------- step 1
     def step_tune(self) -> None:
-        from neurondb.extract.prompt import load_prompt
+        from neurondb.runtime.prompt import load_prompt
         from neurondb.tune import tune_prompt
 
         rows = []

@@ -61,7 +61,7 @@ echo; echo "== layer histogram of the skill neurons, in SQL"
 neurondb query "$STORE" "SELECT * FROM skill_layer_histogram('skill')"
 
 echo; echo "== prune the 50% least predictive FFN neurons and export a compact model that reloads"
-MINILM=$(python -c "from neurondb.extract.model import resolve_model_name; print(resolve_model_name('minilm'))")
+MINILM=$(python -c "from neurondb.runtime.model import resolve_model_name; print(resolve_model_name('minilm'))")
 neurondb prune "$MINILM" --store "$STORE" --ranking skill --ratio 0.5 --out "$OUT/minilm-pruned"
 python - "$MINILM" "$OUT/minilm-pruned" <<'PY'
 import sys, time, torch, neurondb

@@ -148,7 +148,6 @@ def _check_out(cfg: DemoConfig) -> None:
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary:
     """Run every step; write ``OUT/report.html``, ``OUT/summary.json``; return the summary."""
     import neurondb
-    from neurondb.extract.prompt import PROMPT_JSON
     from neurondb.intervene.errors import NoAcceptableRatioError
     from neurondb.intervene.scoring import prepare_scorer
     from neurondb.intervene.search import prune_with_search, speedups
@@ -157,6 +156,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoSummary
     from neurondb.query.attribution import attribution
     from neurondb.query.compare import correlate
     from neurondb.query.predictivity import predictivity
+    from neurondb.runtime.prompt import PROMPT_JSON
     from neurondb.tune.train import tune_prompt
 
     _check_out(cfg)

@@ -79,7 +79,7 @@ def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
 def build_planted(root: str | Path, n_train: int = 40, n_validation: int = 40,
                   seed: int = 0) -> PlantedSentiment:
     """Write the planted model, prompt and data under ``root``."""
-    from neurondb.extract.prompt import SoftPrompt
+    from neurondb.runtime.prompt import SoftPrompt
     from neurondb.store.manifest import model_fingerprint
 
     root = Path(root)

@@ -45,8 +45,8 @@ def extract_command(
     Re-running the same command after an interruption resumes from the last complete shard.
     Under torchrun / accelerate launch every rank writes its own shards of the same store.
     """
-    from neurondb.extract.data import DEFAULT_ENCODING, check_encoding
     from neurondb.extract.run import extract
+    from neurondb.runtime.data import DEFAULT_ENCODING, check_encoding
 
     with one_line_errors():
         decoding: dict = {}  # only when asked, so the defaults need nothing of extract()

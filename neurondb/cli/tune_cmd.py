@@ -63,7 +63,7 @@ def tune_command(
     from rich.console import Console
     from rich.table import Table
 
-    from neurondb.extract.prompt import PROMPT_JSON
+    from neurondb.runtime.prompt import PROMPT_JSON
     from neurondb.tune.train import tune_prompt
 
     with one_line_errors():

@@ -21,24 +21,24 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from neurondb.extract.capture import FFNCapture
-from neurondb.extract.data import LoadedData, check_distinct_splits, load_data
 from neurondb.extract.dist import Dist
-from neurondb.extract.encode import Encoder, parse_positions, resolve_positions
 from neurondb.extract.errors import ExtractError
-from neurondb.extract.forward import GRAD_TARGETS, label_logits, model_inputs, target_value
-from neurondb.extract.model import (
+from neurondb.extract.size import extraction_sizes
+from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
+from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
+from neurondb.runtime.encode import Encoder, parse_positions, resolve_positions
+from neurondb.runtime.forward import GRAD_TARGETS, label_logits, model_inputs, target_value
+from neurondb.runtime.hooks import FFNCapture
+from neurondb.runtime.model import (
     LoadedModel,
     load_config,
     load_model,
     text_max_length,
     verbalizer_ids,
 )
-from neurondb.extract.progress import Reporter
-from neurondb.extract.prompt import SoftPrompt, load_prompt
-from neurondb.extract.size import extraction_sizes
-from neurondb.extract.templates import PRESETS, Template
-from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
+from neurondb.runtime.progress import Reporter
+from neurondb.runtime.prompt import SoftPrompt, load_prompt
+from neurondb.runtime.templates import PRESETS, Template
 from neurondb.store import catalog, locks
 from neurondb.store.codec import check_dtype, default_storage_dtype
 from neurondb.store.io import leftover_pid, os_errors, remove_dead_leftovers

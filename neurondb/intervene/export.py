@@ -32,19 +32,22 @@ from torch import nn
 
 import neurondb
 from neurondb.arch import adapter_for
-from neurondb.intervene.automap import auto_classes
-from neurondb.intervene.channels import ops_for
+from neurondb.arch.channels import ops_for
 from neurondb.intervene.errors import ExportError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.prune import PruneReport, prune_model, tensor_bytes
+from neurondb.runtime.automap import auto_classes
+from neurondb.runtime.pruned import (
+    CLASS_PREFIX,
+    CONFIG_KEY,
+    stock_class,
+)
 from neurondb.store.io import leftover_pid, pid_alive, sha256_file
 from neurondb.store.layout import PARTIAL_PREFIX
 
 MODELING_FILE = "modeling_neurondb_pruned.py"
 RECORD_FILE = "neurondb_prune.json"
 MASK_FILE = "neurondb_mask.parquet"
-CONFIG_KEY = "neurondb_prune"
-CLASS_PREFIX = "NeurondbPruned"
 SPEC_VERSION = 1
 
 
@@ -70,13 +73,6 @@ def safetensors_bytes(directory: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors"))
 
 
-def stock_class(model: nn.Module) -> type:
-    """The Transformers class of ``model`` (a pruned subclass maps back to its base)."""
-    for cls in type(model).__mro__:
-        if not cls.__name__.startswith(CLASS_PREFIX):
-            return cls
-    raise ExportError(f"cannot find the stock class of {type(model).__name__}")
-
 
 # -- the spec of the modules to shrink ------------------------------------------------------
 def shrink_spec(model: nn.Module) -> dict:
@@ -98,21 +94,6 @@ def shrink_spec(model: nn.Module) -> dict:
     return {"version": SPEC_VERSION, "format": "compact", "family": adapter.family,
             "widths": widths, "modules": modules}
 
-
-def apply_shrink_spec(model: nn.Module, spec: Mapping) -> nn.Module:
-    """Shrink ``model``'s projections to ``spec`` (first ``width`` channels; the weights
-    are then overwritten by a checkpoint). The library twin of the exported modeling file."""
-    base = model.base_model
-    names = dict(base.named_modules())
-    for entry in spec.get("modules", []):
-        module = names.get(entry["path"])
-        if module is None:
-            continue  # this head lacks that part (e.g. the decoder of an encoder-only class)
-        ops = ops_for(module)
-        ops.resize(module, entry["role"], int(entry["width"]))
-        if entry["role"] == "out" and entry.get("bias") and module.bias is None:
-            ops.add_bias(module, module.weight.new_zeros(ops.d_out(module)))
-    return model
 
 
 # -- modeling file ------------------------------------------------------------------------
@@ -293,51 +274,3 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
     return ExportReport(out_dir=out, prune=report, tensor_bytes_before=bytes_before,
                         tensor_bytes_after=record["tensor_bytes_after"],
                         weights_file_bytes=weights_bytes, auto_map=auto_map, record=record)
-
-
-# -- loading ------------------------------------------------------------------------------
-def _resolve_class(config, model_class) -> type:
-    if model_class is None:
-        archs = getattr(config, "architectures", None) or []
-        if not archs or not hasattr(transformers, archs[0]):
-            raise ExportError(f"the export names no transformers architecture ({archs}); "
-                              "pass model_class=")
-        return getattr(transformers, archs[0])
-    if isinstance(model_class, str):
-        model_class = getattr(transformers, model_class)
-    mapping = getattr(model_class, "_model_mapping", None)
-    if mapping is not None:  # an Auto class
-        return mapping[type(config)]
-    return model_class
-
-
-def pruned_class(cls: type) -> type:
-    """A subclass of the stock class ``cls`` that shrinks its FFNs in ``__init__`` to
-    ``config.neurondb_prune`` (like the exported modeling file, without remote code)."""
-
-    def __init__(self, config, *args, **kwargs):
-        cls.__init__(self, config, *args, **kwargs)
-        apply_shrink_spec(self, getattr(config, CONFIG_KEY, None) or {})
-
-    return type(f"{CLASS_PREFIX}{cls.__name__}", (cls,),
-                {"__init__": __init__, "__module__": __name__})
-
-
-def load_pruned(path: str | Path, model_class=None, **kwargs) -> nn.Module:
-    """Load a neurondb export (compact or zeroed) without ``trust_remote_code``.
-
-    ``model_class``: a Transformers class, an Auto class (``transformers.AutoModel`` loads
-    the bare encoder of a masked-LM export) or a class name; default: the exported
-    architecture. ``kwargs`` go to ``from_pretrained``. Returns the model in eval mode.
-    """
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise ExportError(f"{path} is not a model directory (no config.json)")
-    config = transformers.AutoConfig.from_pretrained(path)
-    cls = _resolve_class(config, model_class)
-    spec = getattr(config, CONFIG_KEY, None) or {}
-    if spec.get("modules"):
-        cls = pruned_class(cls)
-    model = cls.from_pretrained(path, **kwargs)
-    model.eval()
-    return model

@@ -208,7 +208,7 @@ def _plain(req: PruneRequest, df, means, prov: dict) -> PruneOutcome:
     from transformers.utils import logging as hf_logging
 
     from neurondb.arch import adapter_for
-    from neurondb.intervene.automap import load_model
+    from neurondb.runtime.automap import load_model
 
     hf_logging.disable_progress_bar()
     try:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from neurondb.arch import adapter_for
-from neurondb.intervene.channels import ops_for
+from neurondb.arch.channels import ops_for
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import check_means

@@ -4,7 +4,7 @@ evaluation).
 
 The label is read exactly as ``neurondb tune`` / ``neurondb extract`` read it (template,
 verbalizer or head from the prompt's meta, else the task preset), through
-:func:`neurondb.tune.evaluate.evaluate`.
+:func:`neurondb.runtime.evaluate.evaluate`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from neurondb.arch import ModelShape
-from neurondb.extract.data import LoadedData, load_data
-from neurondb.extract.model import LoadedModel, load_model
-from neurondb.extract.prompt import SoftPrompt, load_prompt
-from neurondb.extract.templates import PRESETS
 from neurondb.intervene.errors import PruneError
-from neurondb.tune.data import task_for
-from neurondb.tune.evaluate import Evaluation, check_prompt, evaluate
-from neurondb.tune.readout import Readout, make_readout
+from neurondb.runtime.data import LoadedData, load_data
+from neurondb.runtime.evaluate import Evaluation, check_prompt, evaluate
+from neurondb.runtime.model import LoadedModel, load_model
+from neurondb.runtime.naming import task_for
+from neurondb.runtime.prompt import SoftPrompt, load_prompt
+from neurondb.runtime.readout import Readout, make_readout
+from neurondb.runtime.templates import PRESETS
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Scorer:
         enc = self.readout.encoder
         ids = np.arange(batch_size)
         batch = enc.encode(ids, texts)
-        from neurondb.tune.readout import batch_logits
+        from neurondb.runtime.readout import batch_logits
 
         times = []
         with torch.inference_mode():

@@ -137,7 +137,7 @@ def suppression_table(scorer: Scorer, selections: Sequence[Selection], *, seeds:
         for seed in range(seeds):
             jobs.append((sel.rate, "random", seed, sel.mask.random_like(seed, shape)))
     rows = []
-    from neurondb.tune.progress import CountProgress
+    from neurondb.runtime.progress import CountProgress
 
     bar = CountProgress(progress)
     bar.start(f"suppress ({mode})", len(jobs))

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from neurondb.extract.prompt import PROMPT_JSON
 from neurondb.query.results import META_KEY
 from neurondb.report.errors import ReportError
+from neurondb.runtime.prompt import PROMPT_JSON
 from neurondb.store.kinds import RESULT_KINDS
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.reader import Store

@@ -10,8 +10,8 @@ import importlib
 
 _EXPORTS = {
     "TuneError": "neurondb.tune.errors",
-    "Evaluation": "neurondb.tune.evaluate",
-    "evaluate": "neurondb.tune.evaluate",
+    "Evaluation": "neurondb.runtime.evaluate",
+    "evaluate": "neurondb.runtime.evaluate",
     "PromptTuner": "neurondb.tune.train",
     "TuneConfig": "neurondb.tune.train",
     "TunedPrompt": "neurondb.tune.train",

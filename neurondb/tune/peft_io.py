@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from neurondb.extract.model import LoadedModel
+from neurondb.runtime.model import LoadedModel
 from neurondb.tune.errors import TuneError
 
 INITS = ("vocab", "random")

@@ -5,7 +5,7 @@ The label is read through a verbalizer (masked LM at the ``<mask>``, causal LM a
 token, T5 at the first decoder step), through a sequence-classification head the model
 already has (frozen), or — for an encoder without an LM head, such as MiniLM — through a
 small linear head ``[C, d_model]`` trained with the prompt and saved with it. Every forward
-runs ``neurondb.extract.forward`` (via :mod:`neurondb.tune.readout`), so what is trained is
+runs ``neurondb.runtime.forward`` (via :mod:`neurondb.runtime.readout`), so what is trained is
 exactly what ``neurondb extract --prompt`` computes.
 
 Defaults (``neurondb.tune.defaults``): AdamW, prompt learning rate 0.01 (``lr``), head
@@ -32,19 +32,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurondb.extract.data import LoadedData, check_distinct_splits, load_data
-from neurondb.extract.model import LoadedModel, auto_readout, load_config, load_model
-from neurondb.extract.prompt import SoftPrompt
-from neurondb.extract.templates import PRESETS
+from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
+from neurondb.runtime.evaluate import Evaluation, evaluate
+from neurondb.runtime.model import LoadedModel, auto_readout, load_config, load_model
+from neurondb.runtime.naming import data_key, task_for
+from neurondb.runtime.progress import TrainProgress
+from neurondb.runtime.prompt import SoftPrompt
+from neurondb.runtime.readout import POOLS, Readout, batch_logits, check_labels, make_readout
+from neurondb.runtime.templates import PRESETS
 from neurondb.store.manifest import model_fingerprint
 from neurondb.tune import defaults
 from neurondb.tune.curve import CURVE_CSV, CURVE_PNG, EpochRecord, plot_curve, write_curve_csv
-from neurondb.tune.data import data_key, task_for
 from neurondb.tune.errors import TuneError
-from neurondb.tune.evaluate import Evaluation, evaluate
 from neurondb.tune.peft_io import INITS, init_prompt, write_peft_adapter
-from neurondb.tune.progress import TrainProgress
-from neurondb.tune.readout import POOLS, Readout, batch_logits, check_labels, make_readout
 
 DEFAULT_LR = defaults.LR
 DEFAULT_HEAD_LR = defaults.HEAD_LR
@@ -199,7 +199,7 @@ class PromptTuner:
         """Start from a tuned prompt (knowledge condensation: re-tune the prompt of the full
         model on its pruned export). Its length, head, pool, readout, template and text token
         limit are kept."""
-        from neurondb.extract.prompt import load_prompt
+        from neurondb.runtime.prompt import load_prompt
 
         sp = load_prompt(cfg.from_prompt)
         self.start = sp

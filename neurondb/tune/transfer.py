@@ -3,7 +3,7 @@
 Relative performance of source prompt S on target T:
 ``rel(S -> T) = acc(T | prompt S) / acc(T | prompt T) × 100``, where ``acc(T | prompt T)``
 is the mean accuracy on T of the prompts (seeds) tuned on T among those given; a prompt is
-"tuned on T" when its meta's data key (``neurondb.tune.data.data_key``) equals T's. Without
+"tuned on T" when its meta's data key (``neurondb.runtime.naming.data_key``) equals T's. Without
 a prompt tuned on T the relative figure is NaN.
 
 On a target the label is read as T's own prompt reads it (its template, verbalizer and text
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.extract.data import LoadedData, load_data
-from neurondb.extract.model import LoadedModel, load_model
-from neurondb.extract.prompt import PROMPT_JSON, SoftPrompt, load_prompt
-from neurondb.extract.templates import PRESETS
-from neurondb.tune.data import data_key, parse_data_spec, task_for
+from neurondb.runtime.data import LoadedData, load_data
+from neurondb.runtime.evaluate import check_prompt, evaluate, readout_for
+from neurondb.runtime.model import LoadedModel, load_model
+from neurondb.runtime.naming import data_key, parse_data_spec, task_for
+from neurondb.runtime.progress import CountProgress
+from neurondb.runtime.prompt import PROMPT_JSON, SoftPrompt, load_prompt
+from neurondb.runtime.templates import PRESETS
 from neurondb.tune.errors import TuneError
-from neurondb.tune.evaluate import check_prompt, evaluate, readout_for
-from neurondb.tune.progress import CountProgress
 
 COLUMNS = ["prompt", "source", "seed", "target", "split", "n", "accuracy", "own_accuracy",
            "relative"]

@@ -8,7 +8,7 @@ import torch
 from transformers.activations import ACT2FN
 
 from neurondb.arch import adapter_for
-from neurondb.extract.capture import FFNCapture
+from neurondb.runtime.hooks import FFNCapture
 from neurondb.testing import tiny_model
 
 FAMILIES = ["bert", "roberta", "electra", "distilbert", "gpt2", "t5", "t5-gated", "llama",

@@ -110,7 +110,7 @@ def test_bad_positions_and_dtype(tmp_path, tiny_path, sentiment_dir):
 def test_prompt_for_another_model(tmp_path, tiny_path, sentiment_dir):
     import torch
 
-    from neurondb.extract.prompt import SoftPrompt
+    from neurondb.runtime.prompt import SoftPrompt
 
     pdir = SoftPrompt(torch.zeros(3, 64)).save(tmp_path / "p")
     _fails(tmp_path / "s", "made for another model", str(tiny_path("bert")), str(sentiment_dir),

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 import neurondb
 from neurondb.cli.app import app
 from neurondb.errors import ExtractError, InputDecodeError
-from neurondb.extract.data import load_data
-from neurondb.extract.prompt import load_prompt
 from neurondb.extract.run import ExtractConfig
+from neurondb.runtime.data import load_data
+from neurondb.runtime.prompt import load_prompt
 
 runner = CliRunner()
 LATIN = "text,label\nthe movie was great,1\ncaf\xe9 and cr\xe8me,0\na boring film,0\n".encode("latin-1")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import neurondb
-from neurondb.extract.capture import FFNCapture
-from neurondb.extract.forward import label_logits, model_inputs, target_value
-from neurondb.extract.model import load_model
+from neurondb.runtime.forward import label_logits, model_inputs, target_value
+from neurondb.runtime.hooks import FFNCapture
+from neurondb.runtime.model import load_model
 
 TEMPLATE = "{text} It was {mask}."
 VERB = ["bad", "good"]
@@ -19,9 +19,9 @@ VERB = ["bad", "good"]
 def _fresh_h(model_dir, text, prompt=None, readout="auto", grad=False, target_label=None,
              verb=VERB, template=TEMPLATE):
     """h at every position of one example, run alone (no batching), float32."""
-    from neurondb.extract.encode import Encoder
-    from neurondb.extract.model import verbalizer_ids
-    from neurondb.extract.templates import Template
+    from neurondb.runtime.encode import Encoder
+    from neurondb.runtime.model import verbalizer_ids
+    from neurondb.runtime.templates import Template
 
     lm = load_model(str(model_dir), readout, "cpu")
     P = 0 if prompt is None else prompt.n_tokens
@@ -75,7 +75,7 @@ def test_round_trip_equals_fresh_forward(tmp_path, tiny_path, sentiment_dir, fam
 
 
 def test_soft_prompt_positions_and_slots(tmp_path, tiny_path, sentiment_dir):
-    from neurondb.extract.prompt import SoftPrompt
+    from neurondb.runtime.prompt import SoftPrompt
 
     torch.manual_seed(1)
     pr = SoftPrompt(torch.randn(4, 32))

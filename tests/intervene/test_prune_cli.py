@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from neurondb.arch import adapter_for
 from neurondb.cli.intervene_cmd import register
 from neurondb.intervene import NeuronMask, load_pruned, replace_neurons
-from neurondb.intervene.automap import load_model
+from neurondb.runtime.automap import load_model
 from neurondb.testing import save_tiny
 
 from .helpers import inputs, layer_mask, logits

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from neurondb.cli.app import app
-from neurondb.extract.data import load_data
 from neurondb.extract.errors import ExtractError
-from neurondb.extract.model import load_model
-from neurondb.extract.prompt import load_prompt
+from neurondb.runtime.data import load_data
+from neurondb.runtime.evaluate import evaluate
+from neurondb.runtime.model import load_model
+from neurondb.runtime.prompt import load_prompt
 from neurondb.testing import save_tiny
-from neurondb.tune.evaluate import evaluate
 from neurondb.tune.train import tune_prompt
 from neurondb.tune.transfer import transfer
 

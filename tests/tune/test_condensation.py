@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from neurondb.cli.app import app
-from neurondb.extract.prompt import PROMPT_JSON, load_prompt
 from neurondb.intervene import NeuronMask, export_pruned, load_pruned
 from neurondb.intervene.scoring import prepare_scorer
 from neurondb.intervene.search import export_prompt
+from neurondb.runtime.prompt import PROMPT_JSON, load_prompt
 from neurondb.testing_planted import NEG_NEURON, POS_NEURON, build_planted
 from neurondb.tune.errors import TuneError
 from neurondb.tune.train import tune_prompt
@@ -91,7 +91,7 @@ def test_from_prompt_of_another_width(pruned, tmp_path, tiny_path):
     other = tiny_path("bert", "base")  # same width (32): a width mismatch needs another model
     import torch
 
-    from neurondb.extract.prompt import SoftPrompt
+    from neurondb.runtime.prompt import SoftPrompt
 
     wide = SoftPrompt(torch.zeros(2, 64), meta={"pool": "mean"},
                       head_weight=torch.zeros(2, 64), head_bias=torch.zeros(2))

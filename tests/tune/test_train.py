@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import neurondb
-from neurondb.extract.prompt import PROMPT_JSON, load_prompt
+from neurondb.runtime.evaluate import evaluate
+from neurondb.runtime.prompt import PROMPT_JSON, load_prompt
 from neurondb.store.manifest import model_fingerprint
 from neurondb.tune.curve import CURVE_CSV, CURVE_PNG, read_curve_csv
-from neurondb.tune.evaluate import evaluate
 from neurondb.tune.train import PromptTuner, TuneConfig, seed_dir
 
 TEMPLATE = "{text} It was {mask}."
@@ -189,7 +189,7 @@ def test_the_tuned_text_limit_carries_to_extract_evaluation_and_scoring(sharp_pa
     the 3-5 word sentences) is extracted, evaluated and scored on inputs cut the same way when
     no --max-length is given."""
     from neurondb.intervene.scoring import prepare_scorer
-    from neurondb.tune.evaluate import readout_for
+    from neurondb.runtime.evaluate import readout_for
 
     tuner = _tuner(sharp_path("lm"), sentiment_dir, tmp_path / "short", epochs=2, max_length=8)
     tuned = tuner.train(1)

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from neurondb.cli.app import app
-from neurondb.extract.data import load_data
-from neurondb.extract.model import load_model
-from neurondb.extract.prompt import load_prompt
-from neurondb.tune.data import data_key, parse_data_spec
-from neurondb.tune.evaluate import evaluate
+from neurondb.runtime.data import load_data
+from neurondb.runtime.evaluate import evaluate
+from neurondb.runtime.model import load_model
+from neurondb.runtime.naming import data_key, parse_data_spec
+from neurondb.runtime.prompt import load_prompt
 from neurondb.tune.train import tune_prompt
 from neurondb.tune.transfer import expand_prompt_dirs, relative_performance, transfer
 

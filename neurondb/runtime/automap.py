@@ -59,20 +59,20 @@ def auto_class_for(config) -> type:
 def load_model(name_or_path: str | Path, **kwargs):
     """``(model in eval mode, tokenizer or None)`` for a hub name, a local directory, a
     ``.gguf`` file or an offline alias (``minilm``, ``smollm2``: the same names ``extract``
-    takes, resolved by :func:`neurondb.extract.model.resolve_model_name`).
+    takes, resolved by :func:`neurondb.runtime.model.resolve_model_name`).
 
     A neurondb compact export is loaded through :func:`neurondb.intervene.load_pruned`.
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from neurondb.extract.model import _split_gguf, resolve_model_name
+    from neurondb.runtime.model import _split_gguf, resolve_model_name
 
     name_or_path, gguf = _split_gguf(resolve_model_name(str(name_or_path)))
     kwargs = {**gguf, **kwargs}
     config = AutoConfig.from_pretrained(name_or_path, **gguf)
     prune = getattr(config, "neurondb_prune", None)
     if isinstance(prune, dict) and prune.get("modules"):
-        from neurondb.intervene.export import load_pruned
+        from neurondb.runtime.pruned import load_pruned
 
         model = load_pruned(name_or_path, **kwargs)
     else:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurondb.extract.errors import ExtractError
+from neurondb.errors import ExtractError
 
 PROMPT_JSON = "neurondb_prompt.json"
 PROMPT_TENSORS = "prompt.safetensors"

@@ -2,7 +2,7 @@
 the ``[B, C]`` label logits of one batch.
 
 Training, evaluation and transfer all go through :func:`batch_logits`, which runs
-``neurondb.extract.forward.model_inputs`` and ``label_logits`` — the very functions
+``neurondb.runtime.forward.model_inputs`` and ``label_logits`` — the very functions
 extraction runs — so a tuned prompt gives the same logits everywhere.
 """
 
@@ -13,14 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurondb.extract.data import LoadedData
-from neurondb.extract.encode import Batch, Encoder
-from neurondb.extract.errors import ExtractError
-from neurondb.extract.forward import label_logits, model_inputs
-from neurondb.extract.model import LoadedModel, text_max_length, verbalizer_ids
-from neurondb.extract.prompt import SoftPrompt
-from neurondb.extract.templates import Template
-from neurondb.tune.errors import TuneError
+from neurondb.errors import ExtractError, TuneError
+from neurondb.runtime.data import LoadedData
+from neurondb.runtime.encode import Batch, Encoder
+from neurondb.runtime.forward import label_logits, model_inputs
+from neurondb.runtime.model import LoadedModel, text_max_length, verbalizer_ids
+from neurondb.runtime.prompt import SoftPrompt
+from neurondb.runtime.templates import Template
 
 VERBALIZER_READOUTS = ("mlm", "causal", "seq2seq")
 POOLS = ("mask", "first", "mean")
@@ -42,7 +41,7 @@ class Readout:
 
 
 def max_length_for(lm: LoadedModel, n_prompt: int, max_length: int | None = None) -> int:
-    """Token limit of the text part: :func:`neurondb.extract.model.text_max_length`, so that
+    """Token limit of the text part: :func:`neurondb.runtime.model.text_max_length`, so that
     tuning, evaluation and extraction truncate alike."""
     try:
         return text_max_length(lm, n_prompt, max_length)

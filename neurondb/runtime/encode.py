@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurondb.extract.errors import ExtractError
-from neurondb.extract.templates import Template
+from neurondb.errors import ExtractError
+from neurondb.runtime.templates import Template
 
 POSITION_KINDS = ("prompt", "mask", "first", "last", "all")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from neurondb.errors import UsageError
-from neurondb.extract.encode import Batch
-from neurondb.extract.model import LoadedModel
-from neurondb.extract.prompt import SoftPrompt
+from neurondb.runtime.encode import Batch
+from neurondb.runtime.model import LoadedModel
+from neurondb.runtime.prompt import SoftPrompt
 
 GRAD_TARGETS = ("gold", "pred", "loss")
 

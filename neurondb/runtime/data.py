@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from neurondb.errors import InputDecodeError
-from neurondb.extract.errors import ExtractError
-from neurondb.extract.templates import PRESETS
+from neurondb.errors import ExtractError, InputDecodeError
+from neurondb.runtime.templates import PRESETS
 
 DEFAULT_ENCODING = "utf-8"
 

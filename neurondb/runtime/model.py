@@ -16,7 +16,7 @@ import torch
 
 from neurondb.arch import adapter_for
 from neurondb.arch.adapter import ArchAdapter, UnsupportedModelError
-from neurondb.extract.errors import ExtractError
+from neurondb.errors import ExtractError
 from neurondb.hub import offline_error, offline_reason
 
 READOUTS = ("auto", "mlm", "causal", "seq2seq", "classifier", "head", "none")
@@ -174,7 +174,7 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
         prune = getattr(config, "neurondb_prune", None)
         if isinstance(prune, dict) and prune.get("modules"):
             # a compact `neurondb prune` export: FFNs built at their pruned widths
-            from neurondb.intervene.export import load_pruned
+            from neurondb.runtime.pruned import load_pruned
 
             model = load_pruned(path, model_class=auto, **kw)
         else:

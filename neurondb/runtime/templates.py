@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from neurondb.extract.errors import ExtractError
+from neurondb.errors import ExtractError
 
 _SLOT = re.compile(r"\{(text|text1|text2|mask)\}")
 

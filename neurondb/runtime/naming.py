@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neurondb.extract.templates import PRESETS
+from neurondb.runtime.templates import PRESETS
 
 SPLIT_STEMS = ("train", "validation", "valid", "val", "dev", "test")
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurondb.extract.data import LoadedData
-from neurondb.extract.model import LoadedModel
-from neurondb.extract.prompt import SoftPrompt
-from neurondb.extract.templates import Template
+from neurondb.errors import TuneError
+from neurondb.runtime.data import LoadedData
+from neurondb.runtime.model import LoadedModel
+from neurondb.runtime.prompt import SoftPrompt
+from neurondb.runtime.readout import Readout, batch_logits, check_labels, make_readout
+from neurondb.runtime.templates import Template
 from neurondb.store.manifest import model_fingerprint
-from neurondb.tune.errors import TuneError
-from neurondb.tune.readout import Readout, batch_logits, check_labels, make_readout
 
 
 @dataclass
