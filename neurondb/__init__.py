@@ -11,8 +11,8 @@ from neurondb import extract  # noqa: E402  (callable: neurondb.extract(model, d
 
 
 def load_pruned(path, model_class=None, **kwargs):
-    """Load a model exported by ``neurondb prune`` (see :func:`neurondb.intervene.load_pruned`)."""
-    from neurondb.intervene.export import load_pruned as _load
+    """Load a model exported by ``neurondb prune`` (see :func:`neurondb.runtime.pruned.load_pruned`)."""
+    from neurondb.runtime.pruned import load_pruned as _load
 
     return _load(path, model_class=model_class, **kwargs)
 

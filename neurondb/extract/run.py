@@ -14,7 +14,6 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +22,20 @@ import torch
 
 from neurondb.extract.dist import Dist
 from neurondb.extract.errors import ExtractError
-from neurondb.extract.size import extraction_sizes
+from neurondb.extract.request import ExtractConfig, ExtractRequest  # noqa: F401
+from neurondb.extract.size import chunk_order, extraction_sizes
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
+from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
-from neurondb.runtime.encode import Encoder, parse_positions, resolve_positions
-from neurondb.runtime.forward import GRAD_TARGETS, label_logits, model_inputs, target_value
+from neurondb.runtime.encode import parse_positions, resolve_positions
+from neurondb.runtime.forward import decoder_start_id, label_logits, model_inputs, target_value
 from neurondb.runtime.hooks import FFNCapture
-from neurondb.runtime.model import (
-    LoadedModel,
-    load_config,
-    load_model,
-    text_max_length,
-    verbalizer_ids,
-)
+from neurondb.runtime.model import LoadedModel, frozen, load_config, model_for
 from neurondb.runtime.progress import Reporter
 from neurondb.runtime.prompt import SoftPrompt, load_prompt
-from neurondb.runtime.templates import PRESETS, Template
+from neurondb.runtime.reader import make_readout
+from neurondb.runtime.readouts import may_give_logits
+from neurondb.runtime.templates import resolve_labels
 from neurondb.store import catalog, locks
 from neurondb.store.codec import check_dtype, default_storage_dtype
 from neurondb.store.io import leftover_pid, os_errors, remove_dead_leftovers
@@ -57,60 +54,23 @@ from neurondb.store.run import (
 DISK_MARGIN = 64 << 20
 
 
-@dataclass
-class ExtractConfig:
-    """Everything an extraction needs; the CLI flags map one to one onto these fields."""
-
-    model: str
-    data: str
-    out: str | Path
-    split: str = "validation"
-    data_config: str | None = None
-    text_fields: list[str] | None = None
-    label_field: str | None = "label"
-    template: str | None = None
-    verbalizer: list[str] | None = None
-    task: str | None = None
-    readout: str = "auto"
-    prompt: str | None = None
-    positions: list[str] | str | None = None
-    stats_split: str | None = None
-    grad: bool = False
-    grad_target: str = "gold"
-    dtype: str | None = None  # None: default_storage_dtype(positions)
-    model_dtype: str | None = None
-    max_examples: int | None = None
-    batch_size: int = 32
-    max_length: int | None = None
-    device: str = "auto"
-    run: str | None = None
-    overwrite: bool = False
-    progress: bool = True
-    chunk_examples: int = 4096
-    device_map: str | None = None
-    writer_thread: bool = True
-    encoding: str = "utf-8"
-    drop_missing_text: bool = False
-    extra: dict = field(default_factory=dict)
-
-
-def _task_for(cfg: ExtractConfig) -> str | None:
-    if cfg.task:
-        if cfg.task not in PRESETS:
-            raise ExtractError(f"unknown --task {cfg.task!r}; presets: {', '.join(PRESETS)}")
-        return cfg.task
-    p = Path(cfg.data)
-    for cand in (cfg.data, p.name, p.stem, p.parent.name):
-        if cand in PRESETS:
-            return cand
-    return None
-
-
 def _data_tag(data: str) -> str:
     """A short run-name stem for a dataset: directory name, file stem or hub name."""
     p = Path(data)
     stem = p.name if p.is_dir() else (p.stem if p.is_file() else data.split("/")[-1])
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem) or "data"
+
+
+def _check_model_name(name: str) -> None:
+    """A model name or path that cannot be loaded, or of a family no adapter knows, is an
+    error before any data is read."""
+    from neurondb.arch import adapter_for
+    from neurondb.arch.adapter import UnsupportedModelError
+
+    try:
+        adapter_for(load_config(name))
+    except UnsupportedModelError as e:
+        raise ExtractError(str(e)) from e
 
 
 def _being_created(out: Path) -> bool:
@@ -140,114 +100,112 @@ def _label_check(data: LoadedData, n_classes: int, what: str) -> None:
                            f"{n_classes} classes; give one --verbalizer word per label")
 
 
-class _Extraction:
-    """One extraction job: validated inputs, then one or two runs written into the store."""
+class Extraction:
+    """One extraction job: the request resolved (model, labels, data, runs), then one or two
+    runs written into the store by :meth:`run`. The request is never changed."""
 
-    def __init__(self, cfg: ExtractConfig):
-        self.cfg = cfg
-        if cfg.grad_target not in GRAD_TARGETS:
-            raise ExtractError(f"--grad-target must be one of {', '.join(GRAD_TARGETS)}")
-        if cfg.batch_size < 1:
-            raise ExtractError("--batch-size must be at least 1")
-        if cfg.chunk_examples < 1:
-            raise ExtractError("--chunk-examples must be at least 1")
+    def __init__(self, req: ExtractRequest):
+        self.cfg = req
         self.dist = Dist.from_env()
-        self.positions = parse_positions(cfg.positions)
+        self.positions = parse_positions(req.positions)
         #: storage dtype: as given, else float32 for slot-limited captures (exact predictivity)
         #: and float16 when every token is captured (docs/CONVENTIONS.md)
-        self.dtype = check_dtype(cfg.dtype or default_storage_dtype(self.positions))
-        self.out = Path(cfg.out)
+        self.dtype = check_dtype(req.dtype or default_storage_dtype(self.positions))
+        self.out = Path(req.out)
         self.existing = _check_out_dir(self.out)
-        self.task = _task_for(cfg)
-        preset = PRESETS.get(self.task) if self.task else None
-        load_config(cfg.model)  # fails fast (before any data) for a bad model name
-        from neurondb.arch import adapter_for
-        from neurondb.arch.adapter import UnsupportedModelError
-
-        try:
-            adapter_for(load_config(cfg.model))
-        except UnsupportedModelError as e:
-            raise ExtractError(str(e)) from e
-        self.prompt: SoftPrompt | None = load_prompt(cfg.prompt) if cfg.prompt else None
-        tmpl = cfg.template or (self.prompt.meta.get("template") if self.prompt else None) \
-            or (preset.template if preset else None)
-        self.template = Template(tmpl or "{text}")
-        verb = cfg.verbalizer or (self.prompt.meta.get("verbalizer") if self.prompt else None) \
-            or (list(preset.verbalizer) if preset else None)
-        if self.prompt is not None and cfg.readout == "auto" and not self.prompt.has_head:
-            cfg.readout = str(self.prompt.meta.get("readout") or "auto")  # as it was tuned
-        need_labels = cfg.readout != "none" or cfg.grad
-        self.data = load_data(cfg.data, cfg.split, cfg.data_config, cfg.text_fields,
-                              cfg.label_field, cfg.max_examples, self.task,
-                              require_labels=need_labels, encoding=cfg.encoding,
-                              drop_missing_text=cfg.drop_missing_text)
-        self.stats_data = None
-        if cfg.stats_split:
-            check_distinct_splits(cfg.data, cfg.split, cfg.stats_split, "--stats-split")
-            self.stats_data = load_data(cfg.data, cfg.stats_split, cfg.data_config,
-                                        cfg.text_fields, cfg.label_field, cfg.max_examples,
-                                        self.task, require_labels=need_labels,
-                                        encoding=cfg.encoding,
-                                        drop_missing_text=cfg.drop_missing_text)
-        has_head = bool(self.prompt and self.prompt.has_head)
-        self.lm: LoadedModel = load_model(cfg.model, cfg.readout, self.dist.device(cfg.device),
-                                          cfg.model_dtype, has_head=has_head,
-                                          device_map=cfg.device_map)
-        r = self.lm.readout
-        if r == "head" and not has_head:
-            raise ExtractError("--readout head needs a --prompt directory that holds a head "
-                               "(made by `neurondb tune`)")
-        if r == "mlm" and not self.template.has_mask:
-            raise ExtractError(f"template {self.template.source!r} has no {{mask}} slot, which a "
-                               "masked-LM readout needs; add {mask} (e.g. '{text} It was {mask}.')")
-        self.verb_words: list[str] = list(verb or [])
-        self.verb_ids: list[int] | None = None
-        n_classes = 0
-        if r in ("mlm", "causal", "seq2seq"):
-            if not self.verb_words:
-                raise ExtractError(f"readout {r!r} needs a verbalizer: pass --verbalizer "
-                                   "word0,word1,... (one per label) or --task")
-            self.verb_ids = verbalizer_ids(self.lm.tokenizer, self.verb_words)
-            n_classes = len(self.verb_ids)
-        elif r == "classifier":
-            n_classes = int(self.lm.model.config.num_labels)
-        elif r == "head":
-            n_classes = int(self.prompt.head_weight.shape[0])
-        what = "verbalizer" if self.verb_ids else f"{r} readout"
-        for d in (self.data, self.stats_data):
-            if d is not None:
-                _label_check(d, n_classes, what)
-        self.shape = self.lm.adapter.shape(self.lm.model)
-        P = self.prompt.n_tokens if self.prompt else 0
-        if self.prompt and self.prompt.d_model != self.shape.d_model:
-            raise ExtractError(f"the prompt has width {self.prompt.d_model} but the model's "
-                               f"d_model is {self.shape.d_model}: it was made for another model")
-        tuned_len = self.prompt.max_length if self.prompt else None
-        self.max_length = text_max_length(self.lm, P, cfg.max_length or tuned_len)
-        self.encoder = Encoder(self.lm.tokenizer, self.template, r, P, self.max_length)
-        has_readout_pos = r in ("mlm", "causal") or self.encoder.mask_id is not None
-        self.positions = resolve_positions(self.positions, P, has_readout_pos)
-        if cfg.grad and r == "none":
-            raise ExtractError("--grad needs a readout with label logits (not --readout none)")
-        if cfg.grad and (self.data.labels < 0).any() and cfg.grad_target != "pred":
-            raise ExtractError("--grad with the gold target needs labels; use --grad-target pred")
+        if isinstance(req.model, (str, Path)):
+            _check_model_name(str(req.model))  # fails fast, before any data is read
+        self.prompt: SoftPrompt | None = load_prompt(req.prompt) if req.prompt else None
+        self.spec = resolve_labels(req.data_label, task=req.task, template=req.template,
+                                   verbalizer=req.verbalizer, readout=req.readout,
+                                   prompt_meta=self.prompt.meta if self.prompt else None,
+                                   prompt_has_head=bool(self.prompt and self.prompt.has_head))
+        self.task = self.spec.task
+        self.data, self.stats_data = self._load_splits()
+        self.lm: LoadedModel = model_for(
+            req.model, req.tokenizer, readout=self.spec.readout,
+            device=self.dist.device(req.device), model_dtype=req.model_dtype,
+            has_head=bool(self.prompt and self.prompt.has_head), device_map=req.device_map)
+        self._read_labels()
         self.identity = ModelIdentity(
-            name=cfg.model, revision=self.lm.revision,
+            name=req.model_label, revision=self.lm.revision,
             fingerprint=model_fingerprint(self.lm.model), shape=self.shape,
             model_class=type(self.lm.model).__name__,
             dtype=str(next(self.lm.model.parameters()).dtype).replace("torch.", ""))
         if self.existing:
             self._check_existing()
-        # a local path names its data (adv_sst2 under --task sst2 is not sst2); a hub name is
-        # named by its task (glue + sst2 -> sst2)
-        local = Path(cfg.data).exists()
-        tag = _data_tag(cfg.data) if local else (self.task or _data_tag(cfg.data))
+        self._name_runs()
+        self._plan_jobs()
+
+    def _load_splits(self) -> tuple[LoadedData, LoadedData | None]:
+        """The captured split and, with ``stats_split``, the split reduced to statistics."""
+        req = self.cfg
+        need_labels = may_give_logits(self.spec.readout) or req.grad
+
+        def load(split: str) -> LoadedData:
+            return load_data(req.data, split, req.data_config, req.text_fields, req.label_field,
+                             req.max_examples, self.task, require_labels=need_labels,
+                             encoding=req.encoding, drop_missing_text=req.drop_missing_text)
+
+        stats = None
+        if req.stats_split:
+            check_distinct_splits(req.data, req.split, req.stats_split, "--stats-split")
+        data = load(req.split)
+        if req.stats_split:
+            stats = load(req.stats_split)
+        return data, stats
+
+    def _read_labels(self) -> None:
+        """How the label is read (:func:`neurondb.runtime.reader.make_readout`), the encoder,
+        the positions that exist, and the checks that need the loaded model."""
+        req, lm, sp = self.cfg, self.lm, self.prompt
+        self.shape = lm.adapter.shape(lm.model)
+        if sp and sp.d_model != self.shape.d_model:
+            raise ExtractError(f"the prompt has width {sp.d_model} but the model's "
+                               f"d_model is {self.shape.d_model}: it was made for another model")
+        n_head = int(sp.head_weight.shape[0]) if sp is not None and sp.has_head else None
+        reader = make_readout(lm, self.spec.template, self.spec.verbalizer,
+                              sp.n_tokens if sp else 0, n_head_classes=n_head,
+                              pool=sp.pool if sp is not None else "mask",
+                              max_length=req.max_length or (sp.max_length if sp else None),
+                              min_words=1, need_logits=False)
+        self.template, self.encoder, self.max_length = (reader.template, reader.encoder,
+                                                        reader.encoder.max_length)
+        self.verb_words, self.verb_ids = reader.verbalizer, reader.verb_ids
+        strategy = lm.strategy
+        what = "verbalizer" if self.verb_ids else f"{strategy.name} readout"
+        for d in (self.data, self.stats_data):
+            if d is not None:
+                _label_check(d, reader.n_classes, what)
+        has_read_pos = strategy.has_read_position or self.encoder.mask_id is not None
+        self.positions = resolve_positions(self.positions, self.encoder.n_prompt, has_read_pos)
+        if req.grad and not strategy.gives_logits:
+            raise ExtractError(f"--grad needs a readout with label logits (not --readout "
+                               f"{strategy.name})")
+        if req.grad and (self.data.labels < 0).any() and req.grad_target != "pred":
+            raise ExtractError("--grad with the gold target needs labels; use --grad-target pred")
+
+    def _name_runs(self) -> None:
+        """Run names: ``--run``, else ``<data>-<split>`` plus the prompt's hash. A local path
+        names its data (adv_sst2 under --task sst2 is not sst2); a hub name is named by its
+        task (glue + sst2 -> sst2); data in memory is ``dataframe``/``table``/``dataset``."""
+        req = self.cfg
+        if req.data_label is None:
+            tag = self.data.name
+        elif Path(req.data_label).exists():
+            tag = _data_tag(req.data_label)
+        else:
+            tag = self.task or _data_tag(req.data_label)
         suffix = f"-p{self.prompt.sha256[:8]}" if self.prompt else ""
-        self.run_name = check_run_name(cfg.run or f"{tag}-{cfg.split}{suffix}")
+        self.run_name = check_run_name(req.run or f"{tag}-{req.split}{suffix}")
         self.stats_run = None
-        if cfg.stats_split:
-            name = f"{cfg.run or tag}-{cfg.stats_split}{suffix}"
+        if req.stats_split:
+            name = f"{req.run or tag}-{req.stats_split}{suffix}"
             self.stats_run = check_run_name(name + "-stats" if name == self.run_name else name)
+
+    def _plan_jobs(self) -> None:
+        """The runs still to write; a run completed by an interrupted run of the same command
+        is not redone, and a store that has them all is refused."""
         self.jobs = [(self.data, "tokens", self.run_name)]
         if self.stats_data is not None:
             self.jobs.append((self.stats_data, "stats", self.stats_run))
@@ -257,13 +215,12 @@ class _Extraction:
             names = " and ".join(repr(n) for _, _, n in self.jobs)
             raise ExtractError(f"run {names} already exists in {self.out}; pass --overwrite "
                                "or --run NAME")
-        # a run completed by an interrupted run of the same command is not redone
         self.jobs = [j for j, st in zip(self.jobs, states) if st != "complete"]
 
     def _config(self, data: LoadedData, mode: str) -> dict:
         """What must match for an interrupted run to be resumed."""
         c = self.cfg
-        return {"model": c.model, "model_fingerprint": self.identity.fingerprint,
+        return {"model": c.model_label, "model_fingerprint": self.identity.fingerprint,
                 "data": data.name, "data_config": data.config, "split": data.split,
                 "dataset_fingerprint": data.fingerprint, "text_fields": data.text_fields,
                 "label_field": data.label_field, "template": self.template.source,
@@ -327,7 +284,12 @@ class _Extraction:
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> Store:
-        """Write (or resume) the runs; every rank calls this, rank 0 finishes the runs."""
+        """Write (or resume) the runs; every rank calls this, rank 0 finishes the runs. The
+        model runs in evaluation mode with frozen weights and is left as it was given."""
+        with frozen(self.lm):
+            return self._write_runs()
+
+    def _write_runs(self) -> Store:
         rep = Reporter(self.cfg.progress and self.dist.is_main)
         dist = self.dist
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
@@ -337,7 +299,7 @@ class _Extraction:
         sizes = extraction_sizes(self, lens, done, (self.dtype, other))
         (total, need), alt = sizes[self.dtype], sizes[other][0]  # need: what is still to write
         free = free_bytes(self.out)
-        rep.info(f"model {self.cfg.model} ({self.shape.family}, "
+        rep.info(f"model {self.cfg.model_label} ({self.shape.family}, "
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
                  f" readout {self.lm.readout}, device {self.lm.device}"
                  f"{f', {dist.world_size} ranks' if dist.world_size > 1 else ''}")
@@ -479,9 +441,7 @@ class _Extraction:
     def _capture_run(self, data: LoadedData, lengths: np.ndarray, info: RunInfo,
                      rep: Reporter) -> None:
         """Process this rank's missing chunks of the run, one shard each."""
-        order = np.argsort(-lengths, kind="stable")
-        C = self.cfg.chunk_examples
-        chunks = [order[i:i + C] for i in range(0, len(order), C)] or [order]
+        chunks = chunk_order(lengths, self.cfg.chunk_examples)
         done = completed_chunks(self.out, info.run)
         mine = [k for k in range(len(chunks))
                 if k % self.dist.world_size == self.dist.rank and k not in done]
@@ -520,9 +480,7 @@ class _Extraction:
         in_stack = self.shape.stacks[0]
         rows_done = dict.fromkeys(self.shape.stacks, 0)
         dev = lm.device
-        for start in range(0, len(chunk), cfg.batch_size):
-            ids = chunk[start:start + cfg.batch_size]
-            batch = enc.encode(ids, [data.texts[i] for i in ids])
+        for ids, batch in iter_batches(enc, data.texts, chunk, cfg.batch_size):
             sel = enc.select(batch, self.positions)
             B = len(ids)
             cap.clear()
@@ -617,7 +575,7 @@ class _Extraction:
             cols["token"].extend([f"<prompt:{j}>" for j in range(P)] + toks)
             cols["kind"].extend(["prompt"] * P + kinds)
             if self.lm.is_seq2seq:
-                start = self.lm.model.config.decoder_start_token_id or 0
+                start = decoder_start_id(self.lm.model.config)
                 for k, v in (("run", run), ("example_id", int(ex)), ("stack", "decoder"),
                              ("position", 0), ("token_id", int(start)),
                              ("token", tok.convert_ids_to_tokens(int(start))), ("kind", "special")):
@@ -625,15 +583,21 @@ class _Extraction:
         return pa.table(cols)
 
 
-def extract(model: str, data: str, out: str | Path, **kwargs) -> Store:
+def extract(model, data, out: str | Path, **kwargs) -> Store:
     """Run ``model`` over ``data`` and record FFN neurons into the store ``out``.
 
-    Keyword arguments are the fields of :class:`ExtractConfig` (split, text_fields,
-    label_field, template, verbalizer, task, readout, prompt, positions, stats_split, grad,
-    grad_target, dtype, max_examples, batch_size, max_length, device, run, overwrite,
-    progress). Returns the opened :class:`~neurondb.store.reader.Store`. On any error the
-    store is left as it was (a new store directory is removed).
+    ``model``: a hub name, a path, an offline alias or a loaded ``PreTrainedModel`` (pass its
+    ``tokenizer=``; it is used as it is: device and dtype kept, no reload, its training
+    flags restored afterwards). ``data``: a name, a path, a ``pandas.DataFrame``, a
+    ``pyarrow.Table`` or a ``datasets.Dataset``. Keyword arguments are the fields of
+    :class:`~neurondb.extract.request.ExtractRequest` (split, text_fields, label_field,
+    template, verbalizer, task, readout, prompt, positions, stats_split, grad, grad_target,
+    dtype, max_examples, batch_size, max_length, device, run, overwrite, progress, ...).
+    Returns the opened :class:`~neurondb.store.reader.Store`. On any error the store is left
+    as it was (a new store directory is removed).
     """
-    cfg = ExtractConfig(model=model, data=data, out=out, **kwargs)
-    with contextlib.ExitStack():
-        return _Extraction(cfg).run()
+    return Extraction(ExtractRequest(model=model, data=data, out=out, **kwargs)).run()
+
+
+#: the name tests and older callers use
+_Extraction = Extraction

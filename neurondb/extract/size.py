@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from neurondb.runtime.batches import longest_first
 from neurondb.store.codec import numpy_storage_dtype
 from neurondb.store.tensors import NEURON_CHUNK, chunk_rows_for
 
@@ -128,8 +129,8 @@ def shard_bytes(sh: ShardShape, widths: dict[str, Sequence[int]], *, mode: str =
 
 def chunk_order(lengths: np.ndarray, chunk_examples: int) -> list[np.ndarray]:
     """The example indices of each chunk: longest first (stable), ``chunk_examples`` each,
-    as :meth:`neurondb.extract.run._Extraction._capture_run` cuts them."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    as :meth:`neurondb.extract.run.Extraction._capture_run` cuts them."""
+    order = longest_first(lengths)
     c = max(1, int(chunk_examples))
     return [order[i:i + c] for i in range(0, len(order), c)] or [order]
 

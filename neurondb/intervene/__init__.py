@@ -12,7 +12,7 @@ Public API::
 """
 
 from neurondb.intervene.errors import ExportError, MaskShapeError, PruneError
-from neurondb.intervene.export import ExportReport, export_pruned, load_pruned
+from neurondb.intervene.export import ExportReport, export_pruned
 from neurondb.intervene.mask import NeuronMask
 from neurondb.intervene.prune import (
     PruneReport,
@@ -28,6 +28,7 @@ from neurondb.intervene.selection import (
     priority_from_ranking,
     read_ranking,
 )
+from neurondb.runtime.pruned import load_pruned
 
 __all__ = [
     "ExportError", "ExportReport", "MaskShapeError", "NeuronMask", "PruneError", "PruneReport",

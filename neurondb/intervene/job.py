@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from neurondb.intervene.errors import PruneError
-from neurondb.intervene.export import ExportReport, export_pruned, load_pruned
+from neurondb.intervene.export import ExportReport, export_pruned
 from neurondb.intervene.mask import NeuronMask
 from neurondb.intervene.prune import FORMATS, means_from_stats
 from neurondb.intervene.search import (
@@ -29,6 +29,7 @@ from neurondb.intervene.selection import (
     priority_from_ranking,
     read_ranking,
 )
+from neurondb.runtime.pruned import load_pruned
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 from neurondb.arch import adapter_for
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
+from neurondb.runtime.hooks import FFNHooks
 
 MODES = ("zero", "mean", "noise")
 
@@ -37,8 +38,9 @@ def check_means(means: Mapping[LayerKey, np.ndarray] | None, mask: NeuronMask,
                              f"the layer has d_ff {d}")
 
 
-class _Replacer:
-    """The pre-hook of one layer: ``h[..., idx]`` replaced by 0, a mean, or ``h + noise``."""
+class _Replacement:
+    """The edit of one layer (an :data:`~neurondb.runtime.hooks.Edit`): ``h[..., idx]``
+    replaced by 0, a mean, or ``h + noise``."""
 
     def __init__(self, idx: np.ndarray, mode: str, mean: np.ndarray | None, sigma: float,
                  seed: int):
@@ -72,15 +74,6 @@ class _Replacer:
                             dtype=torch.float32).to(h.dtype) * self.sigma
         return h.index_add(-1, idx, noise)
 
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
-        if args:
-            return (self.replace(args[0]), *args[1:]), kwargs
-        for key in ("input", "x", "hidden_states"):
-            if key in kwargs:
-                return args, {**kwargs, key: self.replace(kwargs[key])}
-        raise RuntimeError(f"{type(module).__name__} was called without an input tensor")
-
-
 @contextlib.contextmanager
 def replace_neurons(model: nn.Module, mask: NeuronMask, mode: str = "zero",
                     means: Mapping[LayerKey, np.ndarray] | None = None, sigma: float = 0.1,
@@ -101,16 +94,11 @@ def replace_neurons(model: nn.Module, mask: NeuronMask, mode: str = "zero",
     mask.check_shape(shape)
     if mode == "mean":
         check_means(means, mask, shape.widths)
-    handles = []
-    try:
-        for j, (stack, layer, out_proj, _) in enumerate(adapter.iter_ffn(model)):
-            idx = mask.get(stack, layer)
-            if not idx.size:
-                continue
+    edits = {}
+    for j, (stack, layer, _out, _in) in enumerate(adapter.iter_ffn(model)):
+        idx = mask.get(stack, layer)
+        if idx.size:
             mean = means[(stack, layer)] if mode == "mean" else None
-            hook = _Replacer(idx, mode, mean, sigma, seed + j)
-            handles.append(out_proj.register_forward_pre_hook(hook, with_kwargs=True))
+            edits[(stack, layer)] = _Replacement(idx, mode, mean, sigma, seed + j).replace
+    with FFNHooks(model, adapter, edit=edits):
         yield model
-    finally:
-        for h in handles:
-            h.remove()

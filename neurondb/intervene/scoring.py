@@ -20,11 +20,10 @@ from neurondb.arch import ModelShape
 from neurondb.intervene.errors import PruneError
 from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import Evaluation, check_prompt, evaluate
-from neurondb.runtime.model import LoadedModel, load_model
-from neurondb.runtime.naming import task_for
+from neurondb.runtime.model import LoadedModel, model_for
 from neurondb.runtime.prompt import SoftPrompt, load_prompt
-from neurondb.runtime.readout import Readout, make_readout
-from neurondb.runtime.templates import PRESETS
+from neurondb.runtime.reader import LabelReader, make_readout
+from neurondb.runtime.templates import resolve_labels
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Scorer:
     lm: LoadedModel
     prompt: SoftPrompt | None
     data: LoadedData
-    readout: Readout
+    readout: LabelReader
     batch_size: int = 32
 
     def evaluate(self) -> Evaluation:
@@ -69,7 +68,7 @@ class Scorer:
         enc = self.readout.encoder
         ids = np.arange(batch_size)
         batch = enc.encode(ids, texts)
-        from neurondb.runtime.readout import batch_logits
+        from neurondb.runtime.reader import batch_logits
 
         times = []
         with torch.inference_mode():
@@ -107,49 +106,42 @@ def check_full_model(lm: LoadedModel, what: str) -> None:
                          "model the store was extracted from")
 
 
-def prepare_scorer(model: str | None, data: str | LoadedData, *,
+def prepare_scorer(model, data: str | LoadedData, *,
                    prompt: str | Path | SoftPrompt | None = None, split: str = "validation",
                    readout: str = "auto", template: str | None = None,
                    verbalizer: list[str] | None = None, task: str | None = None,
                    text_fields: list[str] | None = None, label_field: str = "label",
                    max_examples: int | None = None, batch_size: int = 32,
-                   device: str = "auto", lm: LoadedModel | None = None) -> Scorer:
+                   device: str = "auto", lm: LoadedModel | None = None,
+                   tokenizer=None) -> Scorer:
     """Load what scoring needs, with one-line errors for every mismatch.
 
-    ``model`` defaults to the one the prompt was tuned on. The readout follows the prompt
-    (``head`` when it carries one; else the readout it was tuned with); the template and
-    verbalizer: the arguments, then the prompt's meta, then the task preset of ``data``.
-    ``lm``: an already loaded model to reuse.
+    ``model``: a name, a path or a loaded model (with ``tokenizer``); it defaults to the one
+    the prompt was tuned on. Template, verbalizer and readout follow the one rule of
+    :func:`neurondb.runtime.templates.resolve_labels`. ``lm``: an already loaded model.
+    ``data``: a name, a path, a DataFrame or an already loaded split.
     """
     if batch_size < 1:
         raise PruneError("--batch-size must be at least 1")
     sp = load_prompt(prompt) if isinstance(prompt, (str, Path)) else prompt
     has_head = bool(sp is not None and sp.has_head)
-    if sp is not None:
-        readout = "head" if has_head else str(sp.meta.get("readout") or readout)
+    name = data.name if isinstance(data, LoadedData) else (
+        str(data) if isinstance(data, (str, Path)) else None)
+    spec = resolve_labels(name, task=task, template=template, verbalizer=verbalizer,
+                          readout=readout, prompt_meta=sp.meta if sp is not None else None,
+                          prompt_has_head=has_head)
     if lm is None:
-        lm = load_model(model or _model_from_prompt(sp), readout, device, has_head=has_head)
-    if lm.readout == "none" or (lm.readout == "head" and sp is None):
+        lm = model_for(model if model is not None else _model_from_prompt(sp), tokenizer,
+                       readout=spec.readout, device=device, has_head=has_head)
+    if not lm.strategy.gives_logits or (lm.strategy.uses_head and sp is None):
         raise PruneError(f"{lm.name} has no LM head or classifier to read a label from; give "
                          "--prompt with a prompt made by `neurondb tune` (it carries a head)")
     if sp is not None:
         check_prompt(lm, sp)
-    meta = sp.meta if sp is not None else {}
-    preset_name = task_for(data if isinstance(data, str) else data.name, task)
-    preset = PRESETS.get(preset_name) if preset_name else None
-    tmpl = template or meta.get("template") or (preset.template if preset else None) or "{text}"
-    if has_head:
-        verb = None
-    else:
-        verb = verbalizer or meta.get("verbalizer") or (list(preset.verbalizer) if preset
-                                                        else None)
-    if isinstance(data, LoadedData):
-        loaded = data
-    else:
-        loaded = load_data(data, split, None, text_fields, label_field, max_examples,
-                           preset_name if preset else None)
+    loaded = data if isinstance(data, LoadedData) else load_data(
+        data, split, None, text_fields, label_field, max_examples, spec.task)
     n_head = int(sp.head_weight.shape[0]) if has_head else None
-    ro = make_readout(lm, tmpl, verb, sp.n_tokens if sp is not None else 0,
+    ro = make_readout(lm, spec.template, spec.verbalizer, sp.n_tokens if sp is not None else 0,
                       n_head_classes=n_head, pool=sp.pool if sp is not None else "mask",
                       max_length=sp.max_length if sp is not None else None)
     return Scorer(lm=lm, prompt=sp, data=loaded, readout=ro, batch_size=batch_size)

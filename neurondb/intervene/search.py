@@ -136,8 +136,9 @@ def evaluate_export(scorer: Scorer, export_dir: str | Path, ratio: float,
     """Load the export back, score it on the scorer's split, and time full vs pruned on the
     same inputs. Rows (columns :data:`EVAL_COLUMNS`): one per model and batch size; accuracy
     is the same on every row of a model."""
-    from neurondb.intervene.export import load_pruned, safetensors_bytes
+    from neurondb.intervene.export import safetensors_bytes
     from neurondb.intervene.prune import parameter_count
+    from neurondb.runtime.pruned import load_pruned
 
     pruned = load_pruned(export_dir, model_class=type(scorer.lm.model))
     pscorer = scorer.with_model(pruned)
@@ -215,9 +216,10 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
     and evaluate it; write ``pruning/<name>`` and ``pruned_eval/<name>`` (+ a PNG) to
     ``store`` when given. Raises :class:`NoAcceptableRatioError` (a :class:`PruneError`, after
     writing the search table) when no grid ratio stays within the margin."""
-    from neurondb.intervene.export import export_pruned, load_pruned
+    from neurondb.intervene.export import export_pruned
     from neurondb.intervene.plots import plot_search
     from neurondb.query.results import check_absent, write_result
+    from neurondb.runtime.pruned import load_pruned
 
     if store is not None:
         check_absent(store, "pruning", name, overwrite)

@@ -135,6 +135,10 @@ def check_distinct_splits(data: str, split: str, other: str, option: str) -> Non
     """Refuse a second split (``option``: the flag that names it) that a single local file
     would serve with the same rows as ``split``: a baseline or an early-stopping score computed
     on the evaluated examples themselves."""
+    if other != split and not isinstance(data, (str, Path)):
+        raise ExtractError(f"data given in memory has no splits, so {option} {other!r} would read "
+                           f"the same rows as split {split!r}; pass that split's rows in a call of "
+                           "their own, or give a directory of <split>.parquet files")
     if other != split and Path(data).is_file():
         raise ExtractError(f"--data {data} is one file, so {option} {other!r} would read the same "
                            f"examples as split {split!r}; give a directory with one "
@@ -241,12 +245,49 @@ def _text_values(values: list, path: str, column: str, encoding: str) -> list:
     return out
 
 
-def load_data(data: str, split: str = "validation", config: str | None = None,
+def table_of(data) -> tuple[pa.Table, str, str] | None:
+    """``(table, fingerprint, name)`` of data the caller already has in memory — a
+    ``pandas.DataFrame``, a ``pyarrow.Table`` or a ``datasets.Dataset`` — or None for a name
+    or path. The fingerprint is the sha256 of the table's Arrow IPC bytes, so equal tables
+    have equal fingerprints however they were made."""
+    if isinstance(data, (str, Path)):
+        return None
+    if isinstance(data, pa.Table):
+        table, name = data, "table"
+    elif type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
+        table, name = pa.Table.from_pandas(data, preserve_index=False), "dataframe"
+    elif hasattr(data, "data") and hasattr(data, "features"):  # datasets.Dataset
+        table = data.data.table if hasattr(data.data, "table") else data.data
+        if getattr(data, "_indices", None) is not None:
+            table = pa.Table.from_pydict(data.to_dict())  # a selected/shuffled view
+        name = "dataset"
+    else:
+        raise ExtractError(f"data must be a name, a path, a pandas.DataFrame, a pyarrow.Table "
+                           f"or a datasets.Dataset, not {type(data).__name__}")
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    fp = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:32]
+    return table, f"{name}:{fp}", name
+
+
+def _feature_names(data) -> list[str]:
+    """Class names a ``datasets.Dataset`` declares for its label column, else []."""
+    feats = getattr(data, "features", None) or {}
+    for key in ("label", "labels"):
+        if key in feats and hasattr(feats[key], "names"):
+            return list(feats[key].names)
+    return []
+
+
+def load_data(data, split: str = "validation", config: str | None = None,
               text_fields: list[str] | None = None, label_field: str | None = "label",
               max_examples: int | None = None, preset: str | None = None,
               require_labels: bool = True, encoding: str = DEFAULT_ENCODING,
               drop_missing_text: bool = False) -> LoadedData:
-    """Load one split. ``label_field=None`` means unlabelled (activations only).
+    """Load one split of ``data`` (a hub name, a preset, a local file or directory,
+    ``movie_reviews``, or a DataFrame / Arrow table / ``datasets.Dataset`` in memory, whose
+    rows are the split). ``label_field=None`` means unlabelled (activations only).
 
     Text files are decoded strictly with ``encoding`` (an undecodable byte is an
     :class:`InputDecodeError` naming the file and its byte offset). A missing text (None or
@@ -257,8 +298,12 @@ def load_data(data: str, split: str = "validation", config: str | None = None,
     p = PRESETS.get(preset) if preset else None
     label_names: list[str] = list(p.labels) if p else []
     codec = check_encoding(encoding)
-    local = _resolve_local(data, split)
-    if local is not None:
+    in_memory = table_of(data)
+    local = None if in_memory is not None else _resolve_local(data, split)
+    if in_memory is not None:
+        table, fp, name = in_memory
+        label_names = _feature_names(data) or label_names
+    elif local is not None:
         table, fp, name = _read_local(local, encoding), _sha256_file(local), str(local)
         if codec != "utf-8":
             fp += f":encoding={codec}"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from neurondb.errors import ExtractError
+from neurondb.runtime.readouts import get_readout
 from neurondb.runtime.templates import Template
 
 POSITION_KINDS = ("prompt", "mask", "first", "last", "all")
@@ -63,6 +64,7 @@ class Encoder:
         self.tok = tokenizer
         self.template = template
         self.readout = readout
+        self.strategy = get_readout(readout)
         self.n_prompt = n_prompt
         self.max_length = max_length
         self.mask_token = self._mask_token()
@@ -71,7 +73,7 @@ class Encoder:
         self.special_ids = set(tokenizer.all_special_ids)
 
     def _mask_token(self) -> str | None:
-        if self.readout == "causal":
+        if not self.strategy.fills_mask:
             return None
         if not self.template.has_mask:
             return None
@@ -81,8 +83,9 @@ class Encoder:
         sentinel = "<extra_id_0>"
         if sentinel in self.tok.get_vocab():
             return sentinel
-        if self.readout == "mlm":
-            raise ExtractError("the tokenizer has no mask token; a masked-LM readout needs one")
+        if self.strategy.needs_mask:
+            raise ExtractError(f"the tokenizer has no mask token; the {self.readout} readout "
+                               "needs one")
         return ""
 
     def render(self, fields: list[str]) -> str:
@@ -132,14 +135,9 @@ class Encoder:
                 hits = np.flatnonzero(ids[b, :lengths[b]] == self.mask_id)
                 if hits.size:
                     mask_tok[b] = P + hits[0]
-        if self.readout == "mlm" and (mask_tok < 0).any():
+        if self.strategy.needs_mask and (mask_tok < 0).any():
             raise ExtractError("an example lost its mask token (truncated?); raise --max-length")
-        if self.readout == "causal":
-            readout_pos = P + lengths - 1
-        elif self.readout in ("seq2seq", "classifier", "none"):
-            readout_pos = mask_tok.copy()
-        else:
-            readout_pos = mask_tok.copy()
+        readout_pos = self.strategy.read_positions(lengths, mask_tok, P)
         return Batch(example_ids=np.asarray(example_ids), texts=texts, enc=enc, lengths=lengths,
                      readout_pos=readout_pos, mask_tok_pos=mask_tok)
 

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from neurondb.errors import TuneError
+from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData
 from neurondb.runtime.model import LoadedModel
 from neurondb.runtime.prompt import SoftPrompt
-from neurondb.runtime.readout import Readout, batch_logits, check_labels, make_readout
-from neurondb.runtime.templates import Template
+from neurondb.runtime.reader import LabelReader, batch_logits, check_labels, make_readout
+from neurondb.runtime.templates import Template, resolve_labels
 from neurondb.store.manifest import model_fingerprint
 
 
@@ -61,23 +62,24 @@ def check_prompt(lm: LoadedModel, prompt: SoftPrompt) -> None:
 
 
 def readout_for(lm: LoadedModel, prompt: SoftPrompt | None, template: str | Template | None = None,
-                verbalizer: list[str] | None = None, max_length: int | None = None) -> Readout:
+                verbalizer: list[str] | None = None, max_length: int | None = None) -> LabelReader:
     """The readout a prompt was tuned with (template/verbalizer/pool/text token limit from its
-    meta), with ``template``/``verbalizer``/``max_length`` overriding; ``{text}`` when nothing
-    says otherwise."""
-    meta = prompt.meta if prompt is not None else {}
-    tmpl = template or meta.get("template") or "{text}"
-    verb = verbalizer if verbalizer is not None else meta.get("verbalizer")
+    meta, by :func:`neurondb.runtime.templates.resolve_labels`), with ``template``/
+    ``verbalizer``/``max_length`` overriding; ``{text}`` when nothing says otherwise."""
+    src = template.source if isinstance(template, Template) else template
+    spec = resolve_labels(None, template=src, verbalizer=verbalizer,
+                          prompt_meta=prompt.meta if prompt is not None else None)
     n_head = int(prompt.head_weight.shape[0]) if prompt is not None and prompt.has_head else None
     pool = prompt.pool if prompt is not None else "mask"
-    return make_readout(lm, tmpl, verb, prompt.n_tokens if prompt is not None else 0,
+    return make_readout(lm, spec.template, spec.verbalizer,
+                        prompt.n_tokens if prompt is not None else 0,
                         n_head_classes=n_head, pool=pool,
                         max_length=max_length or (prompt.max_length if prompt else None))
 
 
 def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,
              template: str | Template | None = None, verbalizer: list[str] | None = None,
-             readout: Readout | None = None, batch_size: int = 32,
+             readout: LabelReader | None = None, batch_size: int = 32,
              check_model: bool = True) -> Evaluation:
     """Run ``lm`` with ``prompt`` over ``data`` and score the label logits.
 
@@ -92,13 +94,9 @@ def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,
     ro = readout or readout_for(lm, prompt, template, verbalizer)
     what = "verbalizer" if ro.verb_ids else f"{lm.readout} readout"
     check_labels(data, ro.n_classes, what)
-    lengths = ro.encoder.lengths(data.texts)
-    order = np.argsort(-lengths, kind="stable")
     logits = np.zeros((len(data), ro.n_classes), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            ids = order[start:start + batch_size]
-            batch = ro.encoder.encode(ids, [data.texts[i] for i in ids])
+        for ids, batch in iter_batches(ro.encoder, data.texts, batch_size=batch_size):
             logits[ids] = batch_logits(lm, ro, batch, prompt).cpu().numpy()
     pred = logits.argmax(-1).astype(np.int64)
     lt = torch.from_numpy(logits)

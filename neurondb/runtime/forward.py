@@ -12,6 +12,7 @@ from neurondb.errors import UsageError
 from neurondb.runtime.encode import Batch
 from neurondb.runtime.model import LoadedModel
 from neurondb.runtime.prompt import SoftPrompt
+from neurondb.runtime.readouts import HeadWeights
 
 GRAD_TARGETS = ("gold", "pred", "loss")
 
@@ -45,48 +46,30 @@ def model_inputs(lm: LoadedModel, batch: Batch, prompt: SoftPrompt | None = None
         if tti is not None:
             kw["token_type_ids"] = tti
     if lm.is_seq2seq:
-        start = lm.model.config.decoder_start_token_id
-        start = lm.model.config.pad_token_id if start is None else start
         B = enc["input_ids"].shape[0]
-        kw["decoder_input_ids"] = torch.full((B, 1), int(start), dtype=torch.long, device=dev)
+        kw["decoder_input_ids"] = torch.full((B, 1), decoder_start_id(lm.model.config),
+                                             dtype=torch.long, device=dev)
     return kw
 
 
 def label_logits(lm: LoadedModel, outputs, batch: Batch, verb_ids: list[int] | None,
                  prompt: SoftPrompt | None = None,
-                 head: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor | None:
-    """``[B, C]`` float32 logits of the label words/classes, or None for ``readout=none``."""
-    r = lm.readout
-    dev = lm.device
-    if r == "none":
-        return None
-    if r == "classifier":
-        return outputs.logits.float()
-    if r == "head":
-        hs = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-        w, b = head if head is not None else (prompt.head_weight, prompt.head_bias)
-        pool = prompt.pool if prompt is not None else "mask"
-        P = prompt.n_tokens if prompt is not None else 0
-        if pool == "mean":
-            m = torch.zeros(hs.shape[:2], device=dev, dtype=hs.dtype)
-            for i, n in enumerate(batch.lengths):
-                m[i, P:P + int(n)] = 1
-            vec = (hs * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
-        else:
-            pos = torch.as_tensor(batch.mask_tok_pos if pool == "mask" else
-                                  [P] * len(batch.lengths), device=dev)
-            if (pos < 0).any():
-                raise UsageError("the head reads the <mask> position but an example has none")
-            vec = hs[torch.arange(hs.shape[0], device=dev), pos]
-        out = vec.float() @ w.to(dev).float().T
-        return out + b.to(dev).float() if b is not None else out
-    logits = outputs.logits
-    ids = torch.as_tensor(verb_ids, device=dev)
-    if r == "seq2seq":
-        return logits[:, 0, :].index_select(-1, ids).float()
-    pos = torch.as_tensor(batch.readout_pos, device=dev)
-    rows = torch.arange(logits.shape[0], device=dev)
-    return logits[rows, pos].index_select(-1, ids).float()
+                 head: HeadWeights | None = None) -> torch.Tensor | None:
+    """``[B, C]`` float32 logits of the label words/classes (None for a readout without
+    labels), as the model's readout strategy reads them; ``head`` defaults to the one saved
+    with ``prompt``."""
+    if head is None and prompt is not None and prompt.has_head:
+        head = HeadWeights(prompt.head_weight, prompt.head_bias, prompt.pool)
+    P = prompt.n_tokens if prompt is not None else 0
+    return lm.strategy.label_logits(outputs, batch, verb_ids, head, P, lm.device)
+
+
+def decoder_start_id(config) -> int:
+    """The token an encoder-decoder's decoder starts from: ``decoder_start_token_id``, else
+    the pad token (T5: both 0). Extraction records it and the forward pass feeds it."""
+    start = getattr(config, "decoder_start_token_id", None)
+    start = getattr(config, "pad_token_id", None) if start is None else start
+    return int(start or 0)
 
 
 def target_value(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:

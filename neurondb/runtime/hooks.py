@@ -1,62 +1,105 @@
-"""Hooks that record the neuron vector ``h`` (input of each FFN output projection, SPEC §1)
-and its gradient ``dF/dh`` at selected (batch, position) pairs."""
+"""The one FFN hook primitive: forward pre-hooks on every FFN output projection (SPEC §1),
+whose input ``h`` ``[..., d_ff]`` they can **capture** at selected (batch, position) pairs,
+with its gradient ``dF/dh``, and **edit** (replace coordinates before the projection runs).
+
+Extraction captures with it, suppression and the pruning search edit with it; the shape is
+baukit's ``TraceDict``: a context manager over named layers that removes its hooks on exit,
+also on error.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import torch
 
+from neurondb.arch import adapter_for
 from neurondb.arch.adapter import ArchAdapter
 
+LayerKey = tuple[str, int]
+#: ``h`` ``[..., d_ff]`` -> the tensor the output projection receives instead
+Edit = Callable[[torch.Tensor], torch.Tensor]
 
-class FFNCapture:
-    """Context manager: forward pre-hooks on every FFN output projection.
 
-    Before each forward, call :meth:`select` per stack with index tensors ``b``, ``t``
-    ``[n_rows]``; after it, ``acts[(stack, layer)]`` holds ``h[b, t]`` ``[n_rows, d_ff]``
-    (on the model's device, detached) and, after backward, ``grads[(stack, layer)]``.
+class FFNHooks:
+    """Context manager: a forward pre-hook on each FFN output projection of ``model``.
+
+    ``edit``: ``{(stack, layer): fn}``; ``fn(h)`` returns the tensor the projection receives
+    (the input may come positionally or as a keyword). ``capture``: record ``h`` at the rows
+    chosen with :meth:`select` before each forward; after it ``acts[(stack, layer)]`` holds
+    ``h[b, t]`` ``[n_rows, d_ff]`` (on the model's device, detached, after any edit) and,
+    with ``grad`` and after backward, ``grads[(stack, layer)]``.
     """
 
-    def __init__(self, model: torch.nn.Module, adapter: ArchAdapter, grad: bool = False):
+    def __init__(self, model: torch.nn.Module, adapter: ArchAdapter | None = None, *,
+                 capture: bool = False, grad: bool = False,
+                 edit: Mapping[LayerKey, Edit] | None = None):
         self.model = model
-        self.adapter = adapter
+        self.adapter = adapter or adapter_for(model)
+        self.capture = capture or grad
         self.grad = grad
+        self.edit = dict(edit or {})
         self.sel: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.acts: dict[tuple[str, int], torch.Tensor] = {}
-        self.grads: dict[tuple[str, int], torch.Tensor] = {}
+        self.acts: dict[LayerKey, torch.Tensor] = {}
+        self.grads: dict[LayerKey, torch.Tensor] = {}
         self._handles: list = []
 
     def select(self, stack: str, b: torch.Tensor, t: torch.Tensor) -> None:
+        """Capture rows ``h[b, t]`` of ``stack`` (index tensors ``[n_rows]``) from now on."""
         self.sel[stack] = (b, t)
 
     def clear(self) -> None:
         self.acts.clear()
         self.grads.clear()
 
-    def _store_grad(self, key: tuple[str, int], b: torch.Tensor, t: torch.Tensor,
+    def _store_grad(self, key: LayerKey, b: torch.Tensor, t: torch.Tensor,
                     g: torch.Tensor) -> None:
         self.grads[key] = g[b, t].detach()
 
-    def _pre_hook(self, stack: str, layer: int, module, args):
-        sel = self.sel.get(stack)
-        if sel is None:
-            return None
-        h = args[0]
-        b, t = sel
+    def _pre_hook(self, stack: str, layer: int, module, args: tuple, kwargs: dict):
         key = (stack, layer)
-        self.acts[key] = h[b, t].detach()
-        if self.grad and h.requires_grad:
-            h.register_hook(partial(self._store_grad, key, b, t))
-        return None
+        h, put = _input_of(module, args, kwargs)
+        fn = self.edit.get(key)
+        if fn is not None:
+            h = fn(h)
+        sel = self.sel.get(stack) if self.capture else None
+        if sel is not None:
+            b, t = sel
+            self.acts[key] = h[b, t].detach()
+            if self.grad and h.requires_grad:
+                h.register_hook(partial(self._store_grad, key, b, t))
+        return put(h) if fn is not None else None
 
-    def __enter__(self) -> FFNCapture:
-        for stack, layer, out_proj, _ in self.adapter.iter_ffn(self.model):
-            self._handles.append(
-                out_proj.register_forward_pre_hook(partial(self._pre_hook, stack, layer)))
+    def __enter__(self) -> FFNHooks:
+        try:
+            for stack, layer, out_proj, _ in self.adapter.iter_ffn(self.model):
+                if self.capture or (stack, layer) in self.edit:
+                    self._handles.append(out_proj.register_forward_pre_hook(
+                        partial(self._pre_hook, stack, layer), with_kwargs=True))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+def _input_of(module, args: tuple, kwargs: dict):
+    """``(h, put)``: the projection's input tensor and a function that returns the
+    ``(args, kwargs)`` with ``h`` replaced."""
+    if args:
+        return args[0], lambda h: ((h, *args[1:]), kwargs)
+    for key in ("input", "x", "hidden_states"):
+        if key in kwargs:
+            return kwargs[key], lambda h, key=key: (args, {**kwargs, key: h})
+    raise RuntimeError(f"{type(module).__name__} was called without an input tensor")
+
+
+def FFNCapture(model: torch.nn.Module, adapter: ArchAdapter | None = None,  # noqa: N802
+               grad: bool = False) -> FFNHooks:
+    """:class:`FFNHooks` that capture (the name extraction and its tests use)."""
+    return FFNHooks(model, adapter, capture=True, grad=grad)

@@ -1,14 +1,11 @@
-"""Loading a stock Hugging Face model for a readout, and reading label logits from it.
-
-Readouts (how the label is read, SPEC §7):
-``mlm`` verbalizer words at the ``<mask>``; ``causal`` verbalizer words at the next token;
-``seq2seq`` verbalizer words at the first decoder step (T5); ``classifier`` a
-sequence-classification head; ``head`` a small head saved with a soft prompt (encoders
-without an LM head, such as MiniLM); ``none`` activations only.
-"""
+"""A loaded model: a stock Hugging Face model (by hub name, local path, ``.gguf`` file or
+offline alias) or one the caller already has, with its tokenizer, architecture adapter,
+readout strategy (:mod:`neurondb.runtime.readouts`) and device."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +15,13 @@ from neurondb.arch import adapter_for
 from neurondb.arch.adapter import ArchAdapter, UnsupportedModelError
 from neurondb.errors import ExtractError
 from neurondb.hub import offline_error, offline_reason
-
-READOUTS = ("auto", "mlm", "causal", "seq2seq", "classifier", "head", "none")
+from neurondb.runtime.readouts import (  # noqa: F401  (auto_readout: re-exported)
+    Readout,
+    auto_readout,
+    auto_strategy,
+    choose_readout,
+    get_readout,
+)
 
 
 @dataclass
@@ -31,6 +33,11 @@ class LoadedModel:
     name: str
     revision: str | None
     device: torch.device
+
+    @property
+    def strategy(self) -> Readout:
+        """The readout strategy (:mod:`neurondb.runtime.readouts`) named by ``readout``."""
+        return get_readout(self.readout)
 
     @property
     def is_seq2seq(self) -> bool:
@@ -99,41 +106,12 @@ def load_config(name: str):
                            "or a local directory with config.json") from e
 
 
-def auto_readout(config, has_head: bool) -> str:
-    """The readout implied by ``config.architectures`` (and a prompt that carries a head)."""
-    if has_head:
-        return "head"
-    arch = (getattr(config, "architectures", None) or [""])[0]
-    if arch.endswith("ForMaskedLM"):
-        return "mlm"
-    if arch.endswith(("LMHeadModel", "ForCausalLM")):
-        return "causal"
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    if arch.endswith("ForSequenceClassification"):
-        return "classifier"
-    if not arch and _decoder_only(config):
-        # no architectures recorded (a GGUF file, a config built in code): a decoder-only
-        # family is a causal LM (GGUF files carry the LM head)
-        return "causal"
-    return "none"
-
-
-def _decoder_only(config) -> bool:
-    try:
-        stacks = adapter_for(config).stacks
-    except UnsupportedModelError:
-        return False
-    return [s.name for s in stacks] == ["decoder"]
-
-
-def _auto_class(readout: str, config):
+def _auto_class(strategy: Readout, config):
     import transformers as tf
 
     if getattr(config, "is_encoder_decoder", False):
         return tf.AutoModelForSeq2SeqLM
-    return {"mlm": tf.AutoModelForMaskedLM, "causal": tf.AutoModelForCausalLM,
-            "classifier": tf.AutoModelForSequenceClassification}.get(readout, tf.AutoModel)
+    return getattr(tf, strategy.auto_class)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -151,18 +129,14 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
 
     hf_logging.disable_progress_bar()
 
-    if readout not in READOUTS:
-        raise ExtractError(f"--readout must be one of {', '.join(READOUTS)}, not {readout!r}")
     name = resolve_model_name(name)
     config = load_config(name)
     try:
         adapter = adapter_for(config)
     except UnsupportedModelError as e:
         raise ExtractError(str(e)) from e
-    if readout == "auto":
-        readout = auto_readout(config, has_head)
-    if readout == "seq2seq" and not getattr(config, "is_encoder_decoder", False):
-        raise ExtractError("--readout seq2seq needs an encoder-decoder model such as T5")
+    strategy = choose_readout(readout, config, has_head)
+    readout = strategy.name
     path, kw = _split_gguf(name)
     if model_dtype:
         kw["dtype"] = getattr(torch, model_dtype)
@@ -170,7 +144,7 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
     if device_map:
         kw["device_map"] = device_map  # e.g. "auto": layers spread over the GPUs (accelerate)
     try:
-        auto = _auto_class(readout, config)
+        auto = _auto_class(strategy, config)
         prune = getattr(config, "neurondb_prune", None)
         if isinstance(prune, dict) and prune.get("modules"):
             # a compact `neurondb prune` export: FFNs built at their pruned widths
@@ -190,12 +164,100 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
         model.to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    tok.padding_side = "right"
+    tok = _padded_right(tok, copy=False)
     revision = getattr(config, "_commit_hash", None)
     return LoadedModel(model=model, tokenizer=tok, adapter=adapter, readout=readout, name=name,
                        revision=revision, device=dev)
+
+
+def _padded_right(tok, copy: bool):
+    """``tok`` with a pad token and right padding (what the encoder assumes); a caller's own
+    tokenizer (``copy``) is copied before anything of it is changed."""
+    if tok.pad_token is not None and tok.padding_side == "right":
+        return tok
+    if copy:
+        import copy as _copy
+
+        tok = _copy.deepcopy(tok)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    tok.padding_side = "right"
+    return tok
+
+
+def adopt_model(model: torch.nn.Module, tokenizer=None, readout: str = "auto",
+                has_head: bool = False) -> LoadedModel:
+    """A model object the caller already has (a ``PreTrainedModel``), used as it is: its
+    device and dtype are kept and nothing is reloaded. The readout ``auto`` follows the
+    object's class (a ``BertModel`` has no LM head even when its checkpoint had one).
+    ``tokenizer`` defaults to the one saved beside the checkpoint (``config._name_or_path``).
+    Evaluation mode and frozen weights are applied only while a command runs
+    (:func:`frozen`)."""
+    config = getattr(model, "config", None)
+    if config is None or not isinstance(model, torch.nn.Module):
+        raise ExtractError(f"a model object must be a Hugging Face PreTrainedModel (with a "
+                           f".config), not {type(model).__name__}; or give a name or a path")
+    try:
+        adapter = adapter_for(config)
+    except UnsupportedModelError as e:
+        raise ExtractError(str(e)) from e
+    strategy = choose_readout(readout, config, has_head, architecture=type(model).__name__)
+    name = str(getattr(config, "_name_or_path", "") or type(model).__name__)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError, TypeError) as e:
+            raise ExtractError(f"no tokenizer found for the model object ({name}); pass "
+                               "tokenizer= with the one it was trained with") from e
+    dev = model.get_input_embeddings().weight.device
+    return LoadedModel(model=model, tokenizer=_padded_right(tokenizer, copy=True),
+                       adapter=adapter, readout=strategy.name, name=name,
+                       revision=getattr(config, "_commit_hash", None), device=dev)
+
+
+def model_for(model, tokenizer=None, *, readout: str = "auto", device: str = "auto",
+              model_dtype: str | None = None, has_head: bool = False,
+              device_map: str | None = None) -> LoadedModel:
+    """The one entry point of every command that runs a model: ``model`` as a hub name, a
+    local path or alias (loaded by :func:`load_model`), a model object (:func:`adopt_model`),
+    or a :class:`LoadedModel` (used as it is)."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_model(str(model), readout, device, model_dtype, has_head=has_head,
+                          device_map=device_map)
+    return adopt_model(model, tokenizer, readout, has_head=has_head)
+
+
+def auto_strategy_for(model) -> Readout:
+    """What ``readout="auto"`` picks for ``model`` (a name or path: from its config; an
+    object: from its class) before it is loaded."""
+    if isinstance(model, LoadedModel):
+        return model.strategy
+    if isinstance(model, (str, Path)):
+        return auto_strategy(load_config(str(model)))
+    return auto_strategy(model.config, architecture=type(model).__name__)
+
+
+@contextlib.contextmanager
+def frozen(lm: LoadedModel) -> Iterator[LoadedModel]:
+    """Evaluation mode (dropout off) and no weight gradients while a command runs; the
+    model's own training flags and ``requires_grad`` are put back on exit."""
+    model = lm.model
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield lm
+    finally:
+        for m, was in modes:
+            m.training = was
+        for p, was in grads:
+            p.requires_grad_(was)
 
 
 def text_max_length(lm: LoadedModel, n_prompt: int, max_length: int | None = None) -> int:

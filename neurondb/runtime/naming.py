@@ -1,25 +1,11 @@
-"""Naming datasets for tuning and transfer: task presets, ``DATA:split`` specs, and the key
-that says whether two mentions of a dataset are the same task."""
+"""Naming datasets for tuning and transfer: ``DATA:split`` specs, and the key that says
+whether two mentions of a dataset are the same task."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from neurondb.runtime.templates import PRESETS
-
 SPLIT_STEMS = ("train", "validation", "valid", "val", "dev", "test")
-
-
-def task_for(data: str, task: str | None = None) -> str | None:
-    """The task preset for ``data``: ``task`` if given, else one named by the data (its name,
-    file stem or directory name), else None. Same rule as ``neurondb extract``."""
-    if task:
-        return task
-    p = Path(data)
-    for cand in (data, p.name, p.stem, p.parent.name):
-        if cand in PRESETS:
-            return cand
-    return None
 
 
 def data_key(data: str, config: str | None = None) -> str:

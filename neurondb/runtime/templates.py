@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from neurondb.errors import ExtractError
 
@@ -88,3 +89,55 @@ def get_preset(name: str) -> TaskPreset:
     if name not in PRESETS:
         raise ExtractError(f"unknown task preset {name!r}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def task_for(data: str | None, task: str | None = None) -> str | None:
+    """The task preset for ``data``: ``task`` if given (it must be a preset), else one named
+    by the data (its name, file stem or directory name), else None."""
+    if task:
+        if task not in PRESETS:
+            raise ExtractError(f"unknown --task {task!r}; presets: {', '.join(PRESETS)}")
+        return task
+    if not data:
+        return None
+    p = Path(data)
+    for cand in (data, p.name, p.stem, p.parent.name):
+        if cand in PRESETS:
+            return cand
+    return None
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How the label of one dataset is read, resolved once: the ``template`` source, the
+    ``verbalizer`` words (None: none given anywhere), the ``readout`` name (``auto`` until a
+    model decides it), the ``task`` preset (or None) and the soft prompt's ``pool``."""
+
+    template: str | None
+    verbalizer: list[str] | None
+    readout: str
+    task: str | None
+
+
+def resolve_labels(data: str | None, *, task: str | None = None, template: str | None = None,
+                   verbalizer: list[str] | None = None, readout: str = "auto",
+                   prompt_meta: dict | None = None, prompt_has_head: bool = False,
+                   default_template: str | None = "{text}") -> LabelSpec:
+    """The one rule for template, verbalizer and readout, which every command that runs a
+    model follows: **the argument, then the soft prompt's metadata (what it was tuned
+    with), then the task preset of the data** (``{text}`` and no verbalizer when none
+    says; ``default_template=None`` leaves the template None then). A prompt that carries a
+    head is read through it; with ``readout="auto"`` a prompt without a head is read as it
+    was tuned."""
+    task = task_for(data, task)
+    preset = PRESETS.get(task) if task else None
+    meta = prompt_meta or {}
+    tmpl = template or meta.get("template") or (preset.template if preset else None) or default_template
+    verb = (list(verbalizer) if verbalizer else None) or meta.get("verbalizer") or (
+        list(preset.verbalizer) if preset else None)
+    if prompt_has_head:
+        readout = "head"
+    elif readout == "auto" and meta.get("readout"):
+        readout = str(meta["readout"])
+    return LabelSpec(template=tmpl, verbalizer=list(verb) if verb else None, readout=readout,
+                     task=task)

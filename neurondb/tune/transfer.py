@@ -21,10 +21,10 @@ import pandas as pd
 from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import check_prompt, evaluate, readout_for
 from neurondb.runtime.model import LoadedModel, load_model
-from neurondb.runtime.naming import data_key, parse_data_spec, task_for
+from neurondb.runtime.naming import data_key, parse_data_spec
 from neurondb.runtime.progress import CountProgress
 from neurondb.runtime.prompt import PROMPT_JSON, SoftPrompt, load_prompt
-from neurondb.runtime.templates import PRESETS
+from neurondb.runtime.templates import resolve_labels
 from neurondb.tune.errors import TuneError
 
 COLUMNS = ["prompt", "source", "seed", "target", "split", "n", "accuracy", "own_accuracy",
@@ -89,18 +89,14 @@ def _model_name(prompts: list[SoftPrompt], model: str | None) -> str:
 
 def _target(data: str, split: str, own: list[SoftPrompt], text_fields, label_field,
             max_examples) -> _Target:
-    key = data_key(data)
-    task = task_for(data)
-    task = task if task in PRESETS else None
     meta = own[0].meta if own else {}
+    spec = resolve_labels(data, prompt_meta=meta, default_template=None)
     dmeta = meta.get("data") or {}
-    template = meta.get("template") or (PRESETS[task].template if task else None)
-    verb = meta.get("verbalizer") or (list(PRESETS[task].verbalizer) if task else None)
     fields = text_fields or dmeta.get("text_fields")
     lf = dmeta.get("label_field") or label_field
-    loaded = load_data(data, split, None, fields, lf, max_examples, task)
-    return _Target(data=data, split=split, key=key, template=template, verbalizer=verb,
-                   loaded=loaded)
+    loaded = load_data(data, split, None, fields, lf, max_examples, spec.task)
+    return _Target(data=data, split=split, key=data_key(data), template=spec.template,
+                   verbalizer=spec.verbalizer, loaded=loaded)
 
 
 def transfer(prompts: list[str | Path], datasets: list[tuple[str, str] | str],

@@ -19,14 +19,12 @@ from neurondb.runtime.encode import Batch, Encoder
 from neurondb.runtime.forward import label_logits, model_inputs
 from neurondb.runtime.model import LoadedModel, text_max_length, verbalizer_ids
 from neurondb.runtime.prompt import SoftPrompt
+from neurondb.runtime.readouts import POOLS, READOUTS
 from neurondb.runtime.templates import Template
-
-VERBALIZER_READOUTS = ("mlm", "causal", "seq2seq")
-POOLS = ("mask", "first", "mean")
 
 
 @dataclass
-class Readout:
+class LabelReader:
     """Everything that turns examples into label logits for one model and prompt length.
 
     ``verb_ids``: first token id of each label word (verbalizer readouts), else None.
@@ -51,41 +49,46 @@ def max_length_for(lm: LoadedModel, n_prompt: int, max_length: int | None = None
 
 def make_readout(lm: LoadedModel, template: str | Template, verbalizer: list[str] | None,
                  n_prompt: int, *, n_head_classes: int | None = None, pool: str = "mask",
-                 max_length: int | None = None) -> Readout:
-    """Check the template/verbalizer against ``lm.readout`` and build the encoder.
+                 max_length: int | None = None, min_words: int = 2,
+                 need_logits: bool = True) -> LabelReader:
+    """Check the template/verbalizer against the model's readout strategy and build the
+    encoder: the one place that turns a readout into a class count and an encoder.
 
-    ``n_head_classes``: C for ``readout="head"`` (rows of the head weight).
+    ``n_head_classes``: C for a head readout (rows of the head weight). ``min_words``: the
+    fewest label words a verbalizer readout accepts. ``need_logits=False`` accepts a readout
+    without labels (``none``: activations only; C = 0).
     """
     tmpl = template if isinstance(template, Template) else Template(template)
-    r = lm.readout
+    s = lm.strategy
     words = [w.strip() for w in (verbalizer or []) if w.strip()]
     verb_ids: list[int] | None = None
-    if r in VERBALIZER_READOUTS:
-        if len(words) < 2:
-            raise TuneError(f"readout {r!r} needs a verbalizer of at least two label words: pass "
-                            "--verbalizer word0,word1,... (one per label, in label order) or --task")
+    if not s.gives_logits and need_logits:
+        names = ", ".join(n for n, x in READOUTS.items() if x.gives_logits)
+        raise TuneError(f"readout {s.name!r} gives no label logits; this needs one of {names}")
+    if s.uses_verbalizer:
+        if len(words) < min_words:
+            raise TuneError(f"readout {s.name!r} needs a verbalizer"
+                            + (" of at least two label words" if min_words > 1 else "")
+                            + ": pass --verbalizer word0,word1,... (one per label, in label "
+                            "order) or --task")
         verb_ids = verbalizer_ids(lm.tokenizer, words)
-        n_classes = len(verb_ids)
-    elif r == "classifier":
-        n_classes = int(lm.model.config.num_labels)
-    elif r == "head":
+    else:
+        words = []
+    if s.uses_head:
         if pool not in POOLS:
             raise TuneError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
         if pool == "mask" and not tmpl.has_mask:
             raise TuneError(f"the head reads the {{mask}} position but template {tmpl.source!r} "
                             "has none; add {mask} to --template or pass --pool first|mean")
         if not n_head_classes:
-            raise TuneError("readout 'head' needs the number of classes of its head")
-        n_classes = int(n_head_classes)
-    else:
-        raise TuneError(f"readout {r!r} gives no label logits; prompt tuning needs mlm, causal, "
-                        "seq2seq, classifier or head")
-    if r == "mlm" and not tmpl.has_mask:
-        raise TuneError(f"template {tmpl.source!r} has no {{mask}} slot, which a masked-LM readout "
-                        "needs; add {mask} (e.g. '{text} It was {mask}.')")
-    enc = Encoder(lm.tokenizer, tmpl, r, n_prompt, max_length_for(lm, n_prompt, max_length))
-    return Readout(template=tmpl, verbalizer=words, verb_ids=verb_ids, encoder=enc,
-                   n_classes=n_classes)
+            raise TuneError(f"readout {s.name!r} needs the head saved with a tuned prompt: give "
+                            "--prompt with a directory made by `neurondb tune`")
+    if s.needs_mask and not tmpl.has_mask:
+        raise TuneError(f"template {tmpl.source!r} has no {{mask}} slot, which the {s.name} "
+                        "readout needs; add {mask} (e.g. '{text} It was {mask}.')")
+    enc = Encoder(lm.tokenizer, tmpl, s.name, n_prompt, max_length_for(lm, n_prompt, max_length))
+    return LabelReader(template=tmpl, verbalizer=words, verb_ids=verb_ids, encoder=enc,
+                       n_classes=s.n_classes(lm.model, verb_ids, n_head_classes))
 
 
 def check_labels(data: LoadedData, n_classes: int, what: str, min_classes: int = 1) -> None:
@@ -108,7 +111,7 @@ def check_labels(data: LoadedData, n_classes: int, what: str, min_classes: int =
                         "at least two classes (check --label-field and --max-examples)")
 
 
-def batch_logits(lm: LoadedModel, readout: Readout, batch: Batch,
+def batch_logits(lm: LoadedModel, readout: LabelReader, batch: Batch,
                  prompt: SoftPrompt | None) -> torch.Tensor:
     """``[B, C]`` float32 label logits of one batch; differentiable in ``prompt.embeddings``
     and the head when the caller enables grad."""
