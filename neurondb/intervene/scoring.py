@@ -20,7 +20,7 @@ from neurondb.arch import ModelShape
 from neurondb.intervene.errors import PruneError
 from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import Evaluation, check_prompt, evaluate
-from neurondb.runtime.model import LoadedModel, model_for
+from neurondb.runtime.model import LoadedModel, frozen, model_for
 from neurondb.runtime.prompt import SoftPrompt, load_prompt
 from neurondb.runtime.reader import LabelReader, make_readout
 from neurondb.runtime.templates import resolve_labels
@@ -41,8 +41,9 @@ class Scorer:
 
     def evaluate(self) -> Evaluation:
         """One pass over the split with whatever hooks are installed on ``lm.model``."""
-        return evaluate(self.lm, self.prompt, self.data, readout=self.readout,
-                        batch_size=self.batch_size, check_model=False)
+        with frozen(self.lm):  # a caller's own model: evaluation mode, then as it was
+            return evaluate(self.lm, self.prompt, self.data, readout=self.readout,
+                            batch_size=self.batch_size, check_model=False)
 
     def shape(self) -> ModelShape:
         """FFN widths of the model being scored."""

@@ -48,13 +48,15 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from neurondb.arch.shape import ModelShape
 from neurondb.errors import ProvenanceError, UsageError
 from neurondb.query.baseline import Baseline, load_baseline, run_shape, subset_baseline
 from neurondb.query.counting import count_above
@@ -73,6 +75,7 @@ from neurondb.query.results import as_store, check_absent, default_name
 from neurondb.query.thresholds import Thresholds, storage_bracket
 from neurondb.store.codec import is_compact
 from neurondb.store.reader import Store
+from neurondb.store.run import RunInfo
 
 OVER_PROMPTS = ("mean", "min")
 OVER_CLASSES = ("mean", "max")
@@ -338,6 +341,309 @@ def _check_same_model(store: Store, ev: str, tstore: Store, tr: str, allow_forei
             "for a deliberate cross-model study")
 
 
+def _check_options(over_prompts: str, over_classes: str, multiclass: str, combine_order: str,
+                   scope: str) -> None:
+    """Refuse unknown aggregation, multi-class, combination-order and ranking-scope names."""
+    if over_prompts not in OVER_PROMPTS:
+        raise UsageError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
+    if over_classes not in OVER_CLASSES:
+        raise UsageError(f"over_classes must be 'mean' or 'max', not {over_classes!r}")
+    if multiclass not in MULTICLASS:
+        raise UsageError(f"--multiclass must be one of {', '.join(MULTICLASS)}, not {multiclass!r}")
+    if combine_order not in COMBINE_ORDERS:
+        raise UsageError(f"--combine-order must be one of {', '.join(COMBINE_ORDERS)}, "
+                         f"not {combine_order!r}")
+    check_scope(scope)
+
+
+def _pair_runs(store: Store, tstore: Store, eval: str | Sequence[str], train: str | Sequence[str],
+               allow_foreign: bool) -> tuple[list[RunInfo], list[RunInfo]]:
+    """Resolve the evaluation and training runs and pair them (one training run per evaluation
+    run, in order, or one for all); each pair must come from the same model."""
+    evals = resolve_runs(store, eval, mode="tokens", what="evaluation run")
+    trains = resolve_runs(tstore, train, what="training run")
+    if len(trains) not in (1, len(evals)):
+        raise QueryError(f"{len(trains)} training runs for {len(evals)} evaluation runs; give one "
+                         "training run per evaluation run (same order), or a single one")
+    if len(trains) == 1:
+        trains = trains * len(evals)
+    for ev, tr in zip(evals, trains):
+        _check_same_model(store, ev.run, tstore, tr.run, allow_foreign)
+    return evals, trains
+
+
+@dataclass(frozen=True)
+class _ScanOptions:
+    """The options of :func:`predictivity` that shape the per-prompt scan."""
+
+    slots: str | Sequence[str] | None
+    stacks: Sequence[str] | None
+    over_classes: str
+    multiclass: str
+    combine_order: str
+    balance_seed: int | None
+    check_exactness: bool
+    threads: int
+
+
+@dataclass
+class _Scan:
+    """What the per-prompt scan collects.
+
+    ``per``: ``(variant, stack, layer)`` -> one :class:`PromptResult` per evaluation run
+    (variant ``None`` unless ``multiclass="subtasks"``); ``baselines``: per
+    ``(training run, variant)``; ``used_slots``: per stack, the first run's selected slots;
+    ``n_examples``: captured examples per evaluation run; ``class_names`` and ``variants``:
+    those of the last run scanned; ``subtask_meta``: one provenance record per subtask.
+    """
+
+    per: dict[tuple[str | None, str, int], list[PromptResult]] = field(default_factory=dict)
+    baselines: dict[tuple[str, str | None], Baseline] = field(default_factory=dict)
+    used_slots: dict[str, list[str]] = field(default_factory=dict)
+    n_examples: list[int] = field(default_factory=list)
+    class_names: list[str] | None = None
+    variants: list[str | None] = field(default_factory=lambda: [None])
+    subtask_meta: list[dict] = field(default_factory=list)
+
+
+def _selected_slots(lay: RunLayout, slots: str | Sequence[str] | None, run: str) -> list[str]:
+    """The captured slots of ``lay`` matching ``slots`` (all when None); none is an error."""
+    want = select_slots(lay.slots, slots)
+    if not want:
+        raise QueryError(f"no captured slot of run {run!r} ({', '.join(lay.slots[:5])}"
+                         f"{' ...' if len(lay.slots) > 5 else ''}) matches --slots {slots!r}")
+    return want
+
+
+def _require_two_classes(lay: RunLayout, present: list[int], run: str) -> None:
+    """Predictivity needs at least two classes among the labelled examples."""
+    if len(present) < 2:
+        only = lay.label_names[present[0]] if present else "none"
+        raise QueryError(f"evaluation run {run!r} has a single class (label {only!r}) "
+                         "among its labelled examples; predictivity needs at least two "
+                         "classes, evaluate on a split with both labels")
+
+
+def _subtask_baseline(tstore: Store, tr: RunInfo, variant: str, mapping: dict[int, int],
+                      balance_seed: int | None, stacks: Sequence[str] | None) -> Baseline:
+    """Baseline of one subtask: the mean over a class-balanced sample of the training run."""
+    def keep(ids, labels, m=mapping):
+        return balance_examples(ids, subtask_labels(labels, m), balance_seed)
+    return subset_baseline(
+        tstore, tr, keep, mapping, f"subtask {variant}: classes "
+        f"{sorted(mapping)} as {[mapping[c] for c in sorted(mapping)]}, balanced",
+        stacks)
+
+
+def _baseline_for(scan: _Scan, tstore: Store, tr: RunInfo, variant: str | None,
+                  mapping: dict[int, int] | None, opts: _ScanOptions) -> Baseline:
+    """The (cached) baseline of training run ``tr`` for ``variant`` (None: the whole run)."""
+    key = (tr.run, variant)
+    if key not in scan.baselines:
+        if mapping is None:
+            scan.baselines[key] = load_baseline(tstore, tr, opts.stacks)
+        else:
+            scan.baselines[key] = _subtask_baseline(tstore, tr, variant, mapping,
+                                                    opts.balance_seed, opts.stacks)
+    return scan.baselines[key]
+
+
+def _subtask_eval_classes(lay: RunLayout, mapping: dict[int, int], balance_seed: int | None,
+                          variant: str, run: str) -> tuple[np.ndarray, list[int]]:
+    """Per-example binary subtask label of ``lay`` (``[n_examples]``, -1: outside the subtask,
+    not captured or not in the balanced sample) and the labels present (both, or an error)."""
+    y = subtask_labels(lay.labels, mapping)
+    seen = np.zeros(len(y), bool)
+    seen[np.unique(lay.ex_idx)] = True
+    y = np.where(seen, y, -1)
+    cls_v = np.where(balance_examples(lay.example_ids, y, balance_seed), y, -1)
+    present_v = sorted(int(c) for c in np.unique(cls_v) if c >= 0)
+    if len(present_v) < 2:
+        raise QueryError(f"subtask {variant} of run {run!r} has too few examples "
+                         "of one side to balance; evaluate on more examples")
+    return cls_v, present_v
+
+
+def _subtask_record(variant: str, mapping: dict[int, int], class_names: list[str],
+                    base: Baseline, cls_v: np.ndarray) -> dict:
+    """Provenance of one subtask: its classes (by name), baseline subset, evaluation examples."""
+    return {"name": variant, "classes": {
+        class_names[c]: b for c, b in mapping.items() if c < len(class_names)},
+        "baseline": base.subset, "n_eval_examples": int((cls_v >= 0).sum())}
+
+
+def _scan_stack(store: Store, tstore: Store, ev: RunInfo, tr: RunInfo, stack: str,
+                first_stack: bool, opts: _ScanOptions, scan: _Scan) -> RunLayout:
+    """Score every layer of one ``(evaluation run, stack)`` for each variant into ``scan``;
+    returns the run's layout for that stack."""
+    lay = load_layout(store, ev, stack)
+    want = _selected_slots(lay, opts.slots, ev.run)
+    classes, present = _eval_classes(lay)
+    _require_two_classes(lay, present, ev.run)
+    scan.class_names = lay.label_names
+    scan.used_slots.setdefault(stack, want)
+    specs = _subtask_specs(opts.multiclass, scan.class_names, ev.run)
+    scan.variants = [v for v, _ in specs]
+    layers = range(run_shape(store, ev.run).n_layers(stack))
+    store.tensor(ev.run)  # open the shared readers before any thread does
+    for variant, mapping in specs:
+        base = _baseline_for(scan, tstore, tr, variant, mapping, opts)
+        _check_compatible(base, store, lay, want)
+        if mapping is None:
+            cls_v, present_v = classes, present
+        else:
+            cls_v, present_v = _subtask_eval_classes(lay, mapping, opts.balance_seed, variant,
+                                                     ev.run)
+            if first_stack and len(scan.subtask_meta) < len(specs):
+                scan.subtask_meta.append(_subtask_record(variant, mapping, scan.class_names,
+                                                         base, cls_v))
+        job = partial(prompt_layer, store, base, lay, want, cls_v, present_v, opts.over_classes,
+                      order=opts.combine_order, check_exactness=opts.check_exactness)
+        for layer, res in zip(layers, _map_layers(job, layers, opts.threads)):
+            scan.per.setdefault((variant, stack, layer), []).append(res)
+    return lay
+
+
+def _scan_prompts(store: Store, tstore: Store, evals: list[RunInfo], trains: list[RunInfo],
+                  opts: _ScanOptions) -> _Scan:
+    """SPEC §2 steps 1–4 for every evaluation run (prompt), stack, layer and variant."""
+    scan = _Scan()
+    for ev, tr in zip(evals, trains):
+        ev_stacks = run_stacks(store, ev, opts.stacks)
+        for stack in ev_stacks:
+            lay = _scan_stack(store, tstore, ev, tr, stack, stack == ev_stacks[0], opts, scan)
+        scan.n_examples.append(int(np.unique(lay.ex_idx).size))
+    _check_all_captured(scan.per, len(evals))
+    return scan
+
+
+def _check_all_captured(per: dict[tuple[str | None, str, int], list[PromptResult]],
+                        n_prompts: int) -> None:
+    """Every ``(variant, stack, layer)`` must have a result from each of the ``n_prompts`` runs."""
+    for key, res in per.items():
+        if len(res) != n_prompts:
+            raise QueryError(f"{key[1]} layer {key[2]} was captured by {len(res)} of the "
+                             f"{n_prompts} evaluation runs; use runs of the same capture")
+
+
+class _Columns(NamedTuple):
+    """Per ``(stack, layer)``: ``scores`` ``[d]``, the ranking's ``extra`` columns, ``near``
+    ``[d]`` (rows near the baseline) and ``move`` ``[d]`` (bound on the accuracy's change)."""
+
+    scores: dict[tuple[str, int], np.ndarray]
+    extra: dict[tuple[str, int], dict]
+    near: dict[tuple[str, int], np.ndarray]
+    move: dict[tuple[str, int], np.ndarray]
+
+
+def _aggregate_variant(per: dict[tuple[str | None, str, int], list[PromptResult]],
+                       variant: str | None, over_prompts: str,
+                       class_names: list[str] | None) -> _Columns:
+    """SPEC §2 step 5 for one variant: combine the prompts' results (``[K, d]``) per layer;
+    slot, accuracy and class are those of the prompt with the highest predictivity."""
+    out = _Columns({}, {}, {}, {})
+    for (v, stack, layer), res in per.items():
+        if v != variant:
+            continue
+        key = (stack, layer)
+        P = np.stack([r.pred for r in res])
+        score = P.mean(0) if over_prompts == "mean" else P.min(0)
+        kb = np.argmax(np.nan_to_num(P, nan=-1.0), axis=0)
+        cols = np.arange(P.shape[1])
+        slot_k = np.stack([r.slot for r in res])
+        acc_k = np.stack([r.acc for r in res])
+        cls_k = np.stack([r.cls for r in res])
+        acc = acc_k[kb, cols]
+        out.scores[key] = score
+        cls_name = (np.asarray(class_names, dtype=object)[cls_k[kb, cols]].astype(str)
+                    if variant is None else np.full(P.shape[1], variant, dtype=object).astype(str))
+        out.extra[key] = {
+            "slot": slot_k[kb, cols].astype(str),
+            "accuracy": acc,
+            "excitatory": acc > 0.5,
+            "class": cls_name,
+            "per_prompt": list(P.T),
+            "per_prompt_slot": [list(map(str, s)) for s in slot_k.T],
+        }
+        out.near[key] = (np.max([r.near for r in res], 0) if res[0].near is not None
+                         else np.zeros(P.shape[1], np.int64))
+        out.move[key] = (np.max([r.move for r in res], 0) if res[0].move is not None
+                         else np.zeros(P.shape[1]))
+    return out
+
+
+def _best_of_variants(parts: dict[str | None, _Columns], variants: list[str | None]) -> _Columns:
+    """Subtasks: per neuron, the columns of the variant with the highest score, plus each
+    variant's score as ``score_<variant>``; ``near``/``move`` are the max over variants."""
+    out = _Columns({}, {}, {}, {})
+    for key in list(parts[variants[0]].scores):
+        sv = np.stack([parts[v].scores[key] for v in variants])          # [2, d]
+        best = np.argmax(np.nan_to_num(sv, nan=-1.0), axis=0)
+        cols = np.arange(sv.shape[1])
+        out.scores[key] = sv[best, cols]
+        ex = {}
+        for col in parts[variants[0]].extra[key]:
+            vals = [parts[v].extra[key][col] for v in variants]
+            if isinstance(vals[0], list):
+                ex[col] = [vals[b][i] for i, b in enumerate(best)]
+            else:
+                ex[col] = np.stack(vals)[best, cols]
+        for i, v in enumerate(variants):
+            ex[f"score_{v}"] = sv[i]
+        out.extra[key] = ex
+        out.near[key] = np.max([parts[v].near[key] for v in variants], 0)
+        out.move[key] = np.max([parts[v].move[key] for v in variants], 0)
+    return out
+
+
+def _exactness_summary(evals: list[RunInfo], near: dict[tuple[str, int], np.ndarray],
+                       move: dict[tuple[str, int], np.ndarray],
+                       check_exactness: bool) -> tuple[dict, int]:
+    """The ranking's ``exactness`` record and the number of neurons it covers."""
+    storages = sorted({e.dtype for e in evals})
+    checked = check_exactness and any(is_compact(d) for d in storages)
+    all_near = np.concatenate([near[k] for k in near]) if near else np.zeros(0, np.int64)
+    all_move = np.concatenate([move[k] for k in move]) if move else np.zeros(0)
+    at_risk = int((all_near > 1).sum())
+    exactness = {"storage": storages, "checked": bool(checked),
+                 "n_neurons_near_base": at_risk, "max_near_base": int(all_near.max(initial=0)),
+                 "max_accuracy_move": float(all_move.max(initial=0.0))}
+    return exactness, int(all_near.size)
+
+
+def _warn_inexact(exactness: dict, n_neurons: int) -> None:
+    """Raise :class:`ExactnessWarning` (attributed to the caller of :func:`predictivity`)."""
+    warnings.warn(
+        f"predictivity from {'/'.join(exactness['storage'])} activations: "
+        f"{exactness['n_neurons_near_base']} of {n_neurons} "
+        f"neurons have more than one evaluation value within one storage step of their "
+        f"baseline, so their accuracy may differ from a float32 capture by up to "
+        f"{exactness['max_accuracy_move']:.3f} ({exactness['max_near_base']} examples); "
+        "re-extract with --dtype float32 or measure with bench/exactness.py",
+        ExactnessWarning, stacklevel=3)
+
+
+def _ranking_meta(tstore: Store, evals: list[RunInfo], trains: list[RunInfo], scan: _Scan,
+                  shape: ModelShape, exactness: dict, *, over_prompts: str, over_classes: str,
+                  scope: str, slots: str | Sequence[str] | None, multiclass: str,
+                  combine_order: str, balance_seed: int | None) -> dict:
+    """The provenance saved with the ranking."""
+    meta = {
+        "method": "predictivity", "eval": [e.run for e in evals], "train": [t.run for t in trains],
+        "train_store": str(tstore.path), "eval_splits": [e.split for e in evals],
+        "datasets": sorted({e.dataset for e in evals}), "over_prompts": over_prompts,
+        "over_classes": over_classes, "scope": scope, "slots": split_names(slots) or None,
+        "slots_used": scan.used_slots, "classes": scan.class_names,
+        "n_examples": scan.n_examples,
+        "prompts": [e.prompt_hash for e in evals], "shape": shape.to_dict(),
+        "multiclass": multiclass, "combine_order": combine_order,
+        "balance_seed": balance_seed, "exactness": exactness,
+    }
+    if multiclass == "subtasks":
+        meta["subtasks"] = scan.subtask_meta
+    return meta
+
+
 def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: str | Sequence[str] = "train",
                  *, train_store: Store | str | Path | None = None, over_prompts: str = "mean",
                  over_classes: str = "mean", scope: str = "layer",
@@ -365,185 +671,33 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
     """
     store = as_store(store)
     tstore = store if train_store is None else as_store(train_store)
-    if over_prompts not in OVER_PROMPTS:
-        raise UsageError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
-    if over_classes not in OVER_CLASSES:
-        raise UsageError(f"over_classes must be 'mean' or 'max', not {over_classes!r}")
-    if multiclass not in MULTICLASS:
-        raise UsageError(f"--multiclass must be one of {', '.join(MULTICLASS)}, not {multiclass!r}")
-    if combine_order not in COMBINE_ORDERS:
-        raise UsageError(f"--combine-order must be one of {', '.join(COMBINE_ORDERS)}, "
-                         f"not {combine_order!r}")
-    check_scope(scope)
-    evals = resolve_runs(store, eval, mode="tokens", what="evaluation run")
-    trains = resolve_runs(tstore, train, what="training run")
-    if len(trains) not in (1, len(evals)):
-        raise QueryError(f"{len(trains)} training runs for {len(evals)} evaluation runs; give one "
-                         "training run per evaluation run (same order), or a single one")
-    if len(trains) == 1:
-        trains = trains * len(evals)
-    for ev, tr in zip(evals, trains):
-        _check_same_model(store, ev.run, tstore, tr.run, allow_foreign)
+    _check_options(over_prompts, over_classes, multiclass, combine_order, scope)
+    evals, trains = _pair_runs(store, tstore, eval, train, allow_foreign)
     name = name or default_name("predictivity", [e.run for e in evals])
     if write:
         check_absent(store, "rankings", name, overwrite)
-    threads = threads or default_threads()
-
-    baselines: dict[tuple[str, str | None], Baseline] = {}
-    per: dict[tuple[str | None, str, int], list[PromptResult]] = {}
-    used_slots: dict[str, list[str]] = {}
-    n_examples, class_names = [], None
-    variants: list[str | None] = [None]
-    subtask_meta: list[dict] = []
-    for ev, tr in zip(evals, trains):
-        ev_stacks = run_stacks(store, ev, stacks)
-        for stack in ev_stacks:
-            lay = load_layout(store, ev, stack)
-            want = select_slots(lay.slots, slots)
-            if not want:
-                raise QueryError(f"no captured slot of run {ev.run!r} ({', '.join(lay.slots[:5])}"
-                                 f"{' ...' if len(lay.slots) > 5 else ''}) matches --slots {slots!r}")
-            classes, present = _eval_classes(lay)
-            if len(present) < 2:
-                only = lay.label_names[present[0]] if present else "none"
-                raise QueryError(f"evaluation run {ev.run!r} has a single class (label {only!r}) "
-                                 "among its labelled examples; predictivity needs at least two "
-                                 "classes, evaluate on a split with both labels")
-            class_names = lay.label_names
-            used_slots.setdefault(stack, want)
-            specs = _subtask_specs(multiclass, class_names, ev.run)
-            variants = [v for v, _ in specs]
-            layers = range(run_shape(store, ev.run).n_layers(stack))
-            store.tensor(ev.run)  # open the shared readers before any thread does
-            for variant, mapping in specs:
-                key = (tr.run, variant)
-                if key not in baselines:
-                    if mapping is None:
-                        baselines[key] = load_baseline(tstore, tr, stacks)
-                    else:
-                        def keep(ids, labels, m=mapping):
-                            return balance_examples(ids, subtask_labels(labels, m), balance_seed)
-                        baselines[key] = subset_baseline(
-                            tstore, tr, keep, mapping, f"subtask {variant}: classes "
-                            f"{sorted(mapping)} as {[mapping[c] for c in sorted(mapping)]}, balanced",
-                            stacks)
-                base = baselines[key]
-                _check_compatible(base, store, lay, want)
-                if mapping is None:
-                    cls_v, present_v = classes, present
-                else:
-                    y = subtask_labels(lay.labels, mapping)
-                    seen = np.zeros(len(y), bool)
-                    seen[np.unique(lay.ex_idx)] = True
-                    y = np.where(seen, y, -1)
-                    cls_v = np.where(balance_examples(lay.example_ids, y, balance_seed), y, -1)
-                    present_v = sorted(int(c) for c in np.unique(cls_v) if c >= 0)
-                    if len(present_v) < 2:
-                        raise QueryError(f"subtask {variant} of run {ev.run!r} has too few examples "
-                                         "of one side to balance; evaluate on more examples")
-                    if stack == ev_stacks[0] and len(subtask_meta) < len(specs):
-                        subtask_meta.append({"name": variant, "classes": {
-                            class_names[c]: b for c, b in mapping.items() if c < len(class_names)},
-                            "baseline": base.subset, "n_eval_examples": int((cls_v >= 0).sum())})
-                job = partial(prompt_layer, store, base, lay, want, cls_v, present_v, over_classes,
-                              order=combine_order, check_exactness=check_exactness)
-                for layer, res in zip(layers, _map_layers(job, layers, threads)):
-                    per.setdefault((variant, stack, layer), []).append(res)
-        n_examples.append(int(np.unique(lay.ex_idx).size))
-    n_prompts = len(evals)
-    for key, res in per.items():
-        if len(res) != n_prompts:
-            raise QueryError(f"{key[1]} layer {key[2]} was captured by {len(res)} of the "
-                             f"{n_prompts} evaluation runs; use runs of the same capture")
-
-    def aggregate(variant: str | None) -> tuple[dict, dict, dict, dict]:
-        scores, extra, near, move = {}, {}, {}, {}
-        for (v, stack, layer), res in per.items():
-            if v != variant:
-                continue
-            key = (stack, layer)
-            P = np.stack([r.pred for r in res])
-            score = P.mean(0) if over_prompts == "mean" else P.min(0)
-            kb = np.argmax(np.nan_to_num(P, nan=-1.0), axis=0)
-            cols = np.arange(P.shape[1])
-            slot_k = np.stack([r.slot for r in res])
-            acc_k = np.stack([r.acc for r in res])
-            cls_k = np.stack([r.cls for r in res])
-            acc = acc_k[kb, cols]
-            scores[key] = score
-            cls_name = (np.asarray(class_names, dtype=object)[cls_k[kb, cols]].astype(str)
-                        if variant is None else np.full(P.shape[1], variant, dtype=object).astype(str))
-            extra[key] = {
-                "slot": slot_k[kb, cols].astype(str),
-                "accuracy": acc,
-                "excitatory": acc > 0.5,
-                "class": cls_name,
-                "per_prompt": list(P.T),
-                "per_prompt_slot": [list(map(str, s)) for s in slot_k.T],
-            }
-            near[key] = (np.max([r.near for r in res], 0) if res[0].near is not None
-                         else np.zeros(P.shape[1], np.int64))
-            move[key] = (np.max([r.move for r in res], 0) if res[0].move is not None
-                         else np.zeros(P.shape[1]))
-        return scores, extra, near, move
-
-    parts = {v: aggregate(v) for v in variants}
-    if variants == [None]:
-        scores, extra, near, move = parts[None]
-    else:
-        keys = list(parts[variants[0]][0])
-        scores, extra, near, move = {}, {}, {}, {}
-        for key in keys:
-            sv = np.stack([parts[v][0][key] for v in variants])          # [2, d]
-            best = np.argmax(np.nan_to_num(sv, nan=-1.0), axis=0)
-            cols = np.arange(sv.shape[1])
-            scores[key] = sv[best, cols]
-            ex = {}
-            for col in parts[variants[0]][1][key]:
-                vals = [parts[v][1][key][col] for v in variants]
-                if isinstance(vals[0], list):
-                    ex[col] = [vals[b][i] for i, b in enumerate(best)]
-                else:
-                    ex[col] = np.stack(vals)[best, cols]
-            for i, v in enumerate(variants):
-                ex[f"score_{v}"] = sv[i]
-            extra[key] = ex
-            near[key] = np.max([parts[v][2][key] for v in variants], 0)
-            move[key] = np.max([parts[v][3][key] for v in variants], 0)
-    for key in extra:
-        extra[key]["near_base"] = np.asarray(near[key], np.int64)
-    storages = sorted({e.dtype for e in evals})
-    checked = check_exactness and any(is_compact(d) for d in storages)
-    all_near = np.concatenate([near[k] for k in near]) if near else np.zeros(0, np.int64)
-    all_move = np.concatenate([move[k] for k in move]) if move else np.zeros(0)
-    at_risk = int((all_near > 1).sum())
-    exactness = {"storage": storages, "checked": bool(checked),
-                 "n_neurons_near_base": at_risk, "max_near_base": int(all_near.max(initial=0)),
-                 "max_accuracy_move": float(all_move.max(initial=0.0))}
-    if at_risk:
-        warnings.warn(
-            f"predictivity from {'/'.join(storages)} activations: {at_risk} of {all_near.size} "
-            f"neurons have more than one evaluation value within one storage step of their "
-            f"baseline, so their accuracy may differ from a float32 capture by up to "
-            f"{exactness['max_accuracy_move']:.3f} ({exactness['max_near_base']} examples); "
-            "re-extract with --dtype float32 or measure with bench/exactness.py",
-            ExactnessWarning, stacklevel=2)
+    opts = _ScanOptions(slots=slots, stacks=stacks, over_classes=over_classes,
+                        multiclass=multiclass, combine_order=combine_order,
+                        balance_seed=balance_seed, check_exactness=check_exactness,
+                        threads=threads or default_threads())
+    scan = _scan_prompts(store, tstore, evals, trains, opts)
+    parts = {v: _aggregate_variant(scan.per, v, over_prompts, scan.class_names)
+             for v in scan.variants}
+    cols = parts[None] if scan.variants == [None] else _best_of_variants(parts, scan.variants)
+    for key in cols.extra:
+        cols.extra[key]["near_base"] = np.asarray(cols.near[key], np.int64)
+    exactness, n_neurons = _exactness_summary(evals, cols.near, cols.move, check_exactness)
+    if exactness["n_neurons_near_base"]:
+        _warn_inexact(exactness, n_neurons)
     shape = run_shape(store, evals[0].run)
-    df = ranking_frame("predictivity", scores, scope, extra, stack_order=list(shape.stacks))
+    df = ranking_frame("predictivity", cols.scores, scope, cols.extra,
+                       stack_order=list(shape.stacks))
     df.attrs["exactness"] = exactness
     if write:
-        meta = {
-            "method": "predictivity", "eval": [e.run for e in evals], "train": [t.run for t in trains],
-            "train_store": str(tstore.path), "eval_splits": [e.split for e in evals],
-            "datasets": sorted({e.dataset for e in evals}), "over_prompts": over_prompts,
-            "over_classes": over_classes, "scope": scope, "slots": split_names(slots) or None,
-            "slots_used": used_slots, "classes": class_names, "n_examples": n_examples,
-            "prompts": [e.prompt_hash for e in evals], "shape": shape.to_dict(),
-            "multiclass": multiclass, "combine_order": combine_order,
-            "balance_seed": balance_seed, "exactness": exactness,
-        }
-        if multiclass == "subtasks":
-            meta["subtasks"] = subtask_meta
+        meta = _ranking_meta(tstore, evals, trains, scan, shape, exactness,
+                             over_prompts=over_prompts, over_classes=over_classes, scope=scope,
+                             slots=slots, multiclass=multiclass, combine_order=combine_order,
+                             balance_seed=balance_seed)
         save_ranking(store, name, df, meta, overwrite)
     df.attrs["name"] = name
     return df

@@ -296,41 +296,9 @@ def load_data(data, split: str = "validation", config: str | None = None,
     number in the file). Both options change the dataset fingerprint when not the default.
     """
     p = PRESETS.get(preset) if preset else None
-    label_names: list[str] = list(p.labels) if p else []
-    codec = check_encoding(encoding)
-    in_memory = table_of(data)
-    local = None if in_memory is not None else _resolve_local(data, split)
-    if in_memory is not None:
-        table, fp, name = in_memory
-        label_names = _feature_names(data) or label_names
-    elif local is not None:
-        table, fp, name = _read_local(local, encoding), _sha256_file(local), str(local)
-        if codec != "utf-8":
-            fp += f":encoding={codec}"
-    elif data == "movie_reviews":
-        (table, fp), name = movie_reviews_table(split), "movie_reviews"
-    else:
-        hub = (data, config)
-        if data in PRESETS and PRESETS[data].hub:
-            h = PRESETS[data].hub
-            hub = (h[0], h[1] if len(h) > 1 else None)
-        table, fp, names = _from_hub(hub[0], hub[1], split, data)
-        name, config = hub[0], hub[1]
-        label_names = names or label_names
+    table, fp, name, config, label_names = _source(data, split, config, encoding, p)
     cols = table.column_names
-    if text_fields:
-        missing = [f for f in text_fields if f not in cols]
-        if missing:
-            raise ExtractError(f"the data has no text field {missing[0]!r} (columns: "
-                               f"{', '.join(cols)}); pass --text-field with one of them")
-        fields = list(text_fields)
-    elif p and all(f in cols for f in p.text_fields):
-        fields = list(p.text_fields)
-    else:
-        fields = next((list(g) for g in TEXT_FIELD_GUESSES[::-1] if all(f in cols for f in g)), [])
-        if not fields:
-            raise ExtractError(f"cannot tell the text field (columns: {', '.join(cols)}); "
-                               "pass --text-field F (twice for sentence pairs)")
+    fields = _text_fields(cols, text_fields, p)
     if label_field is not None and label_field not in cols:
         if require_labels:
             raise ExtractError(f"the data has no label field {label_field!r} (columns: "
@@ -343,45 +311,99 @@ def load_data(data, split: str = "validation", config: str | None = None,
     for col in texts_cols:
         missing |= np.fromiter((v is None for v in col), bool, count=len(col))
     if missing.any():
-        first = int(np.flatnonzero(missing)[0])
-        if not drop_missing_text:
-            f = next(f for f, col in zip(fields, texts_cols) if col[first] is None)
-            raise InputDecodeError(
-                f"{name}: text field {f!r} is missing (None/NaN) at row {first} "
-                f"({int(missing.sum())} rows in all); fill or remove those rows, or pass "
-                "--drop-missing-text to skip them")
-        keep = np.flatnonzero(~missing)
-        print(f"neurondb: dropped {int(missing.sum())} of {table.num_rows} rows of {name} "
-              f"({split}) whose text is missing (--drop-missing-text)", file=sys.stderr)
-        table = table.take(pa.array(keep))
-        row_ids = row_ids[keep]
-        texts_cols = [[col[i] for i in keep] for col in texts_cols]
+        table, row_ids, texts_cols = _drop_missing(table, row_ids, texts_cols, missing, fields,
+                                                   name, split, drop_missing_text)
         fp += f":drop-missing-text={int(missing.sum())}"
     n = table.num_rows if max_examples is None else min(table.num_rows, max_examples)
     table = table.slice(0, n)
     row_ids = row_ids[:n]
     texts_cols = [col[:n] for col in texts_cols]
     texts = [list(t) for t in zip(*texts_cols)] if texts_cols else [[] for _ in range(n)]
-    if label_field is None:
-        labels = np.full(n, -1, dtype=np.int64)
-    else:
-        raw = table.column(label_field).to_pylist()
-        if any(v is None for v in raw):
-            raise ExtractError(f"label field {label_field!r} has missing values; drop those rows")
-        if all(isinstance(v, (int, np.integer, bool)) for v in raw):
-            labels = np.asarray(raw, dtype=np.int64)
-            if labels.size and labels.min() < 0:
-                raise ExtractError(f"label field {label_field!r} has negative labels (unlabelled "
-                                   "test split?); use a labelled split or --readout none")
-            if not label_names:
-                label_names = [str(i) for i in range(int(labels.max()) + 1 if n else 0)]
-        else:
-            uniq = sorted({str(v) for v in raw})
-            lookup = {u: i for i, u in enumerate(uniq)}
-            labels = np.asarray([lookup[str(v)] for v in raw], dtype=np.int64)
-            label_names = uniq
+    labels, label_names = _labels(table, label_field, label_names)
     idx = (np.asarray(table.column("idx").to_pylist(), dtype=np.int64)
            if "idx" in cols else row_ids)
     return LoadedData(name=name, config=config, split=split, fingerprint=fp, text_fields=fields,
                       label_field=label_field, label_names=label_names, texts=texts,
                       labels=labels, idx=idx)
+
+
+def _source(data, split: str, config: str | None, encoding: str, p
+            ) -> tuple[pa.Table, str, str, str | None, list[str]]:
+    """``(table, fingerprint, name, config, label names)`` of the whole split, wherever the
+    data lives (memory, a local file, movie_reviews, the hub)."""
+    label_names: list[str] = list(p.labels) if p else []
+    codec = check_encoding(encoding)
+    in_memory = table_of(data)
+    if in_memory is not None:
+        table, fp, name = in_memory
+        return table, fp, name, config, _feature_names(data) or label_names
+    local = _resolve_local(data, split)
+    if local is not None:
+        fp = _sha256_file(local) + (f":encoding={codec}" if codec != "utf-8" else "")
+        return _read_local(local, encoding), fp, str(local), config, label_names
+    if data == "movie_reviews":
+        table, fp = movie_reviews_table(split)
+        return table, fp, "movie_reviews", config, label_names
+    hub = (data, config)
+    if data in PRESETS and PRESETS[data].hub:
+        h = PRESETS[data].hub
+        hub = (h[0], h[1] if len(h) > 1 else None)
+    table, fp, names = _from_hub(hub[0], hub[1], split, data)
+    return table, fp, hub[0], hub[1], names or label_names
+
+
+def _text_fields(cols: list[str], text_fields: list[str] | None, p) -> list[str]:
+    """The text columns: as given, the preset's, or the first known guess present."""
+    if text_fields:
+        missing = [f for f in text_fields if f not in cols]
+        if missing:
+            raise ExtractError(f"the data has no text field {missing[0]!r} (columns: "
+                               f"{', '.join(cols)}); pass --text-field with one of them")
+        return list(text_fields)
+    if p and all(f in cols for f in p.text_fields):
+        return list(p.text_fields)
+    fields = next((list(g) for g in TEXT_FIELD_GUESSES[::-1] if all(f in cols for f in g)), [])
+    if not fields:
+        raise ExtractError(f"cannot tell the text field (columns: {', '.join(cols)}); "
+                           "pass --text-field F (twice for sentence pairs)")
+    return fields
+
+
+def _drop_missing(table: pa.Table, row_ids: np.ndarray, texts_cols: list[list],
+                  missing: np.ndarray, fields: list[str], name: str, split: str,
+                  drop: bool) -> tuple[pa.Table, np.ndarray, list[list]]:
+    """Refuse rows whose text is missing, naming the first, or (``drop``) drop and count them."""
+    first = int(np.flatnonzero(missing)[0])
+    if not drop:
+        f = next(f for f, col in zip(fields, texts_cols) if col[first] is None)
+        raise InputDecodeError(
+            f"{name}: text field {f!r} is missing (None/NaN) at row {first} "
+            f"({int(missing.sum())} rows in all); fill or remove those rows, or pass "
+            "--drop-missing-text to skip them")
+    keep = np.flatnonzero(~missing)
+    print(f"neurondb: dropped {int(missing.sum())} of {table.num_rows} rows of {name} "
+          f"({split}) whose text is missing (--drop-missing-text)", file=sys.stderr)
+    return (table.take(pa.array(keep)), row_ids[keep],
+            [[col[i] for i in keep] for col in texts_cols])
+
+
+def _labels(table: pa.Table, label_field: str | None,
+            label_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """``int64 [n]`` labels (-1 without a label field) and the class names."""
+    n = table.num_rows
+    if label_field is None:
+        return np.full(n, -1, dtype=np.int64), label_names
+    raw = table.column(label_field).to_pylist()
+    if any(v is None for v in raw):
+        raise ExtractError(f"label field {label_field!r} has missing values; drop those rows")
+    if all(isinstance(v, (int, np.integer, bool)) for v in raw):
+        labels = np.asarray(raw, dtype=np.int64)
+        if labels.size and labels.min() < 0:
+            raise ExtractError(f"label field {label_field!r} has negative labels (unlabelled "
+                               "test split?); use a labelled split or --readout none")
+        if not label_names:
+            label_names = [str(i) for i in range(int(labels.max()) + 1 if n else 0)]
+        return labels, label_names
+    uniq = sorted({str(v) for v in raw})
+    lookup = {u: i for i, u in enumerate(uniq)}
+    return np.asarray([lookup[str(v)] for v in raw], dtype=np.int64), uniq

@@ -53,10 +53,10 @@ def check_prompt(lm: LoadedModel, prompt: SoftPrompt) -> None:
     if fp and fp != model_fingerprint(lm.model):
         raise TuneError(f"{where} was tuned on another model ({prompt.meta.get('model', '?')}, "
                         f"fingerprint {str(fp)[:12]}) than {lm.name}; tune a prompt for this model")
-    if prompt.has_head and lm.readout != "head":
+    if prompt.has_head and not lm.strategy.uses_head:
         raise TuneError(f"{where} carries a classification head but {lm.name} was loaded with "
                         f"readout {lm.readout!r}; load it with readout 'head'")
-    if lm.readout == "head" and not prompt.has_head:
+    if lm.strategy.uses_head and not prompt.has_head:
         raise TuneError(f"readout 'head' reads the label through a head, and {where} has none; "
                         "use a prompt made by `neurondb tune` for an encoder without an LM head")
 

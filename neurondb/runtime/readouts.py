@@ -239,6 +239,11 @@ def get_readout(name: str) -> Readout:
                          f"not {name!r}") from None
 
 
+def head_readout() -> Readout:
+    """The strategy that reads through a head saved with a soft prompt."""
+    return next(s for s in READOUTS.values() if s.uses_head)
+
+
 def may_give_logits(name: str) -> bool:
     """Whether readout ``name`` can give label logits (``auto``: until a model decides)."""
     return name == "auto" or get_readout(name).gives_logits
@@ -254,7 +259,7 @@ def auto_strategy(config, has_head: bool = False, architecture: str | None = Non
     model object, its class name); a prompt that carries a head: the head; ``none`` when
     nothing announces one."""
     if has_head:
-        return next(s for s in READOUTS.values() if s.uses_head)
+        return head_readout()
     arch = architecture if architecture is not None else (
         (getattr(config, "architectures", None) or [""])[0] or "")
     for s in sorted(READOUTS.values(), key=lambda s: s.priority):

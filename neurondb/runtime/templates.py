@@ -136,7 +136,9 @@ def resolve_labels(data: str | None, *, task: str | None = None, template: str |
     verb = (list(verbalizer) if verbalizer else None) or meta.get("verbalizer") or (
         list(preset.verbalizer) if preset else None)
     if prompt_has_head:
-        readout = "head"
+        from neurondb.runtime.readouts import head_readout
+
+        readout = head_readout().name
     elif readout == "auto" and meta.get("readout"):
         readout = str(meta["readout"])
     return LabelSpec(template=tmpl, verbalizer=list(verb) if verb else None, readout=readout,

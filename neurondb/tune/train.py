@@ -41,7 +41,7 @@ from neurondb.runtime.naming import data_key
 from neurondb.runtime.progress import TrainProgress
 from neurondb.runtime.prompt import SoftPrompt
 from neurondb.runtime.reader import POOLS, LabelReader, batch_logits, check_labels, make_readout
-from neurondb.runtime.readouts import READOUTS, get_readout
+from neurondb.runtime.readouts import get_readout, head_readout
 from neurondb.runtime.templates import resolve_labels
 from neurondb.store.manifest import model_fingerprint
 from neurondb.tune import defaults
@@ -268,8 +268,7 @@ class PromptTuner:
         readout = spec.readout
         if readout == "auto":  # an encoder without an LM head is tuned with a head
             s = auto_strategy_for(cfg.model)
-            readout = s.name if s.gives_logits else next(
-                n for n, x in READOUTS.items() if x.uses_head)
+            readout = s.name if s.gives_logits else head_readout().name
         if not get_readout(readout).gives_logits:
             raise TuneError(f"--readout {readout} gives no labels to tune on; use auto or head")
         self.train_data = self._load(cfg.split, cfg.max_examples)

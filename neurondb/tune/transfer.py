@@ -20,7 +20,7 @@ import pandas as pd
 
 from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import check_prompt, evaluate, readout_for
-from neurondb.runtime.model import LoadedModel, load_model
+from neurondb.runtime.model import LoadedModel, model_for
 from neurondb.runtime.naming import data_key, parse_data_spec
 from neurondb.runtime.progress import CountProgress
 from neurondb.runtime.prompt import PROMPT_JSON, SoftPrompt, load_prompt
@@ -120,12 +120,13 @@ def transfer(prompts: list[str | Path], datasets: list[tuple[str, str] | str],
         raise TuneError("no datasets given; pass --data DATA:split[,DATA:split...]")
     name = _model_name(sps, model)
     models: dict[str, LoadedModel] = {}
+    lms = []
     for sp in sps:
-        r = "head" if sp.has_head else str(sp.meta.get("readout") or "auto")
-        if r not in models:
-            models[r] = load_model(name, r, device, has_head=sp.has_head)
+        r = resolve_labels(None, prompt_meta=sp.meta, prompt_has_head=sp.has_head).readout
+        if r not in models:  # one load per readout, shared by the prompts read through it
+            models[r] = model_for(name, readout=r, device=device, has_head=sp.has_head)
         check_prompt(models[r], sp)
-    lms = [models["head" if sp.has_head else str(sp.meta.get("readout") or "auto")] for sp in sps]
+        lms.append(models[r])
     sources = [str((sp.meta.get("data") or {}).get("key") or Path(sp.source).name) for sp in sps]
     targets = []
     for data, split in specs:
