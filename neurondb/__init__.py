@@ -4,7 +4,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from neurondb.store import reader as _reader  # noqa: E402
 from neurondb.store.reader import Store, open_store  # noqa: E402
+
+# the store opens its SQL connection from the query layer above it (no store -> query import)
+_reader.CONNECTOR = "neurondb.query.connection:QueryConnection"
 
 open = open_store  # noqa: A001  (neurondb.open(path) is the public spelling)
 from neurondb import extract  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))

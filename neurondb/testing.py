@@ -55,6 +55,11 @@ def tiny_tokenizer(style: str = "bert") -> PreTrainedTokenizerFast:
 VOCAB_SIZE = len(SPECIALS) + len(set(WORDS))
 
 
+#: the tiny configurations :func:`tiny_config` builds (each maps to one adapter family)
+TINY_FAMILIES = ("bert", "roberta", "electra", "distilbert", "gpt2", "t5", "t5-gated", "llama",
+                 "mistral", "qwen2")
+
+
 def tiny_config(family: str, **overrides):
     """A small config for ``family`` in {bert, roberta, electra, distilbert, gpt2, t5,
     t5-gated, llama, mistral, qwen2}."""

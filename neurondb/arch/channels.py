@@ -17,6 +17,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from neurondb.arch.adapter import neuron_axis
+from neurondb.errors import PruneError
 
 ROLES = ("in", "out")
 
@@ -139,7 +140,5 @@ def ops_for(module: nn.Module) -> type[ChannelOps]:
     for ops in OPS:
         if isinstance(module, ops.kind):
             return ops
-    from neurondb.intervene.errors import PruneError
-
     raise PruneError(f"cannot prune a {type(module).__name__} projection; neurondb prunes "
                      "nn.Linear and GPT-2 Conv1D (load the model unquantized)")

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,11 @@ from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import MODES, replace_neurons
 from neurondb.intervene.scoring import Scorer, check_full_model, prepare_scorer
 from neurondb.intervene.selection import check_ratio, read_ranking, top_from_ranking
+
+if TYPE_CHECKING:
+    from neurondb.arch.shape import ModelShape
+    from neurondb.intervene.provenance import ModelId
+    from neurondb.store.reader import Store
 
 DEFAULT_RATES = (0.01, 0.03, 0.05, 0.10, 0.15)
 COLUMNS = ["rate", "selection", "seed", "accuracy", "n", "n_neurons", "mode", "data", "split"]
@@ -168,6 +174,120 @@ def _default_name(ranking: str | None, mask: str | Path | None, data: str, split
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", f"suppress_{what}_{d}_{split}")[:128]
 
 
+def _check_arguments(mask: str | Path | NeuronMask | None, ranking: str | None,
+                     store: str | Path | None, mode: str, sigma: float) -> None:
+    """Refuse inconsistent options before anything is loaded."""
+    if (mask is None) == (ranking is None):
+        raise PruneError("give either --mask FILE or --store STORE --ranking NAME")
+    if ranking is not None and store is None:
+        raise PruneError("--ranking names a ranking in a store: add --store STORE")
+    if mode not in MODES:
+        raise PruneError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "mean" and store is None:
+        raise PruneError("--mode mean replaces neurons by their training means, which come from "
+                         "--store STORE (its running statistics)")
+    if sigma <= 0 and mode == "noise":
+        raise PruneError("--sigma must be positive")
+
+
+def _given_mask(mask: str | Path | NeuronMask | None) -> NeuronMask | None:
+    """The mask to suppress: as given, read from its file, or None (a ranking is used)."""
+    return (mask if isinstance(mask, NeuronMask)
+            else NeuronMask.from_file(mask) if mask is not None else None)
+
+
+def _check_provenance(used: ModelId, *, store: str | Path | None, ranking: str | None,
+                      mask: str | Path | NeuronMask | None, sel_mask: NeuronMask | None,
+                      mode: str, means_run: str | None, allow_foreign: bool) -> None:
+    """The ranking's store, the mask and the means' store must be of the model ``used``
+    (a :class:`~neurondb.errors.ProvenanceError` otherwise, unless ``allow_foreign``)."""
+    from neurondb.intervene.provenance import check_mask, check_store
+
+    if ranking is not None:
+        check_store(store, used, f"ranking {ranking!r}", allow_foreign)
+    if sel_mask is not None:
+        check_mask(sel_mask.meta, used, str(mask) if not isinstance(mask, NeuronMask)
+                   else "given", allow_foreign)
+    if mode == "mean":
+        check_store(store, used, f"means (running statistics of {means_run or 'the train split'})",
+                    allow_foreign)
+
+
+def _results_target(out_st: Store | None, used: ModelId, store: str | Path | None,
+                    results_store: str | Path | None, png: str | Path | None
+                    ) -> tuple[Store | None, str | None, str | Path | None]:
+    """Where the table may go: ``(store or None, note, png)``.
+
+    A ``results_store`` of another model is refused; a ``store`` of another model (allowed as
+    the ranking's source) gets nothing, nor a plot inside it, and the note says so.
+    """
+    from neurondb.errors import ProvenanceError
+    from neurondb.intervene.provenance import result_store_ok, store_model
+
+    out_path = results_store if results_store is not None else store
+    if out_st is None or result_store_ok(out_path, used):
+        return out_st, None, png
+    if results_store is not None:
+        rec = store_model(results_store)
+        raise ProvenanceError(f"--results-store {results_store} is a store of "
+                              f"{rec.describe() if rec else 'another model'}; results of "
+                              f"{used.describe()} go only into a store of that model")
+    note = (f"not written to {store}: it holds another model's store (pass "
+            "--results-store with a store of this model to keep the table)")
+    if png and Path(store).resolve() in Path(png).resolve().parents:
+        png = None  # nor the plot
+    return None, note, png
+
+
+def _selections(df_rank: pd.DataFrame | None, rate_list: Sequence[float], shape: ModelShape,
+                total: int, sel_mask: NeuronMask | None, store: str | Path | None,
+                ranking: str | None) -> list[Selection]:
+    """The suppressed sets: the top ``rate`` of the ranking for each rate, else the mask
+    (its rate: its size over the ``total`` FFN neurons)."""
+    selections: list[Selection] = []
+    if df_rank is not None:
+        for r in rate_list:
+            m = top_from_ranking(df_rank, r, shape, meta={"store": str(store),
+                                                          "ranking": ranking})
+            selections.append(Selection(rate=float(r), mask=m, selection="skill"))
+    else:
+        assert sel_mask is not None
+        sel_mask.check_shape(shape)
+        selections.append(Selection(rate=len(sel_mask) / total, mask=sel_mask,
+                                    selection="mask"))
+    return selections
+
+
+def _training_means(st: Store, means_run: str | None) -> dict[LayerKey, np.ndarray]:
+    """Per layer, the ``[d_ff]`` mean activations of ``means_run`` (default the train split)."""
+    from neurondb.intervene.prune import means_from_stats
+
+    return means_from_stats(st.stats(run=means_run, split=None if means_run else "train"))
+
+
+def _result_meta(scorer: Scorer, used: ModelId, selections: Sequence[Selection], *, data: str,
+                 split: str, store: str | Path | None, ranking: str | None,
+                 mask: str | Path | NeuronMask | None, mode: str, sigma: float, seeds: int,
+                 rate_list: Sequence[float], total: int, allow_foreign: bool) -> dict:
+    """The provenance written with the suppression table."""
+    return {"model": scorer.lm.name, "model_fingerprint": used.fingerprint,
+            "data": str(data), "split": split, "ranking_store": None if store is None
+            else str(store), "allow_foreign": bool(allow_foreign),
+            "prompt": None if scorer.prompt is None else str(scorer.prompt.source),
+            "ranking": ranking, "mask": None if mask is None or isinstance(mask, NeuronMask)
+            else str(mask), "mode": mode, "sigma": sigma if mode == "noise" else None,
+            "seeds": seeds, "rates": list(rate_list), "n_neurons_total": total,
+            "scope": selections[0].mask.meta.get("scope") if selections else None}
+
+
+def _plot(table: pd.DataFrame, png: str | Path, data: str, split: str, mode: str) -> Path:
+    """PNG of accuracy against rate (see :func:`neurondb.intervene.plots.plot_suppression`)."""
+    from neurondb.intervene.plots import plot_suppression
+
+    return plot_suppression(table, png, title=f"suppression on {Path(str(data)).name}"
+                            f":{split} ({mode})")
+
+
 def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
              split: str = "validation", store: str | Path | None = None,
              ranking: str | None = None, mask: str | Path | NeuronMask | None = None,
@@ -194,40 +314,20 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
     are written only into a store of MODEL: ``results_store`` when given (checked), else
     ``store`` when it is MODEL's; a foreign store (allowed) gets nothing and ``note`` says so.
     """
-    from neurondb.errors import ProvenanceError
-    from neurondb.intervene.provenance import (
-        check_mask,
-        check_store,
-        model_id,
-        result_store_ok,
-        store_model,
-    )
+    from neurondb.intervene.provenance import model_id
     from neurondb.query.results import check_absent, write_result
     from neurondb.store.reader import open_store
 
-    if (mask is None) == (ranking is None):
-        raise PruneError("give either --mask FILE or --store STORE --ranking NAME")
-    if ranking is not None and store is None:
-        raise PruneError("--ranking names a ranking in a store: add --store STORE")
-    if mode not in MODES:
-        raise PruneError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "mean" and store is None:
-        raise PruneError("--mode mean replaces neurons by their training means, which come from "
-                         "--store STORE (its running statistics)")
-    if sigma <= 0 and mode == "noise":
-        raise PruneError("--sigma must be positive")
+    _check_arguments(mask, ranking, store, mode, sigma)
     rate_list = parse_rates(rates) if ranking is not None else ()
     st = open_store(store) if store is not None else None
-    out_path = results_store if results_store is not None else store
     out_st = (open_store(results_store) if results_store is not None else st)
-    split_name = split
     res_name = name or _default_name(ranking, mask if not isinstance(mask, NeuronMask)
-                                     else "mask", data, split_name)
+                                     else "mask", data, split)
     if out_st is not None:
         check_absent(out_st, "suppression", res_name, overwrite)
     df_rank = read_ranking(store, ranking) if ranking is not None else None
-    sel_mask = (mask if isinstance(mask, NeuronMask)
-                else NeuronMask.from_file(mask) if mask is not None else None)
+    sel_mask = _given_mask(mask)
 
     scorer = prepare_scorer(model, data, prompt=prompt, split=split, readout=readout,
                             template=template, verbalizer=verbalizer, task=task,
@@ -235,62 +335,20 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
                             max_examples=max_examples, batch_size=batch_size, device=device)
     check_full_model(scorer.lm, "suppression by a mask or ranking of the full model")
     used = model_id(scorer.lm.model, scorer.lm.name)
-    if ranking is not None:
-        check_store(store, used, f"ranking {ranking!r}", allow_foreign)
-    if sel_mask is not None:
-        check_mask(sel_mask.meta, used, str(mask) if not isinstance(mask, NeuronMask)
-                   else "given", allow_foreign)
-    if mode == "mean":
-        check_store(store, used, f"means (running statistics of {means_run or 'the train split'})",
-                    allow_foreign)
-    note = None
-    if out_st is not None and not result_store_ok(out_path, used):
-        if results_store is not None:
-            rec = store_model(results_store)
-            raise ProvenanceError(f"--results-store {results_store} is a store of "
-                                  f"{rec.describe() if rec else 'another model'}; results of "
-                                  f"{used.describe()} go only into a store of that model")
-        note = (f"not written to {store}: it holds another model's store (pass "
-                "--results-store with a store of this model to keep the table)")
-        out_st = None
-        if png and Path(store).resolve() in Path(png).resolve().parents:
-            png = None  # nor the plot
+    _check_provenance(used, store=store, ranking=ranking, mask=mask, sel_mask=sel_mask,
+                      mode=mode, means_run=means_run, allow_foreign=allow_foreign)
+    out_st, note, png = _results_target(out_st, used, store, results_store, png)
     shape = scorer.shape()
     total = shape.n_neurons()
-    selections: list[Selection] = []
-    if df_rank is not None:
-        for r in rate_list:
-            m = top_from_ranking(df_rank, r, shape, meta={"store": str(store),
-                                                          "ranking": ranking})
-            selections.append(Selection(rate=float(r), mask=m, selection="skill"))
-    else:
-        assert sel_mask is not None
-        sel_mask.check_shape(shape)
-        selections.append(Selection(rate=len(sel_mask) / total, mask=sel_mask,
-                                    selection="mask"))
-    means = None
-    if mode == "mean":
-        from neurondb.intervene.prune import means_from_stats
-
-        means = means_from_stats(st.stats(run=means_run,
-                                          split=None if means_run else "train"))
+    selections = _selections(df_rank, rate_list, shape, total, sel_mask, store, ranking)
+    means = _training_means(st, means_run) if mode == "mean" else None
     table = suppression_table(scorer, selections, seeds=seeds, mode=mode, means=means,
                               sigma=sigma, data_name=str(data), progress=progress)
     path = None
     if out_st is not None:
-        meta = {"model": scorer.lm.name, "model_fingerprint": used.fingerprint,
-                "data": str(data), "split": split_name, "ranking_store": None if store is None
-                else str(store), "allow_foreign": bool(allow_foreign),
-                "prompt": None if scorer.prompt is None else str(scorer.prompt.source),
-                "ranking": ranking, "mask": None if mask is None or isinstance(mask, NeuronMask)
-                else str(mask), "mode": mode, "sigma": sigma if mode == "noise" else None,
-                "seeds": seeds, "rates": list(rate_list), "n_neurons_total": total,
-                "scope": selections[0].mask.meta.get("scope") if selections else None}
+        meta = _result_meta(scorer, used, selections, data=data, split=split, store=store,
+                            ranking=ranking, mask=mask, mode=mode, sigma=sigma, seeds=seeds,
+                            rate_list=rate_list, total=total, allow_foreign=allow_foreign)
         path = write_result(out_st, "suppression", res_name, table, meta, overwrite=overwrite)
-    png_path = None
-    if png:
-        from neurondb.intervene.plots import plot_suppression
-
-        png_path = plot_suppression(table, png, title=f"suppression on {Path(str(data)).name}"
-                                    f":{split_name} ({mode})")
+    png_path = _plot(table, png, data, split, mode) if png else None
     return SuppressResult(table=table, path=path, png=png_path, note=note)

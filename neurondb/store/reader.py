@@ -348,9 +348,7 @@ class Store:
     def connection(self):
         """The read-only DuckDB connection with views over every table."""
         if self._conn is None:
-            from neurondb.query.connection import QueryConnection
-
-            self._conn = QueryConnection(self)
+            self._conn = _connector()(self)
         return self._conn
 
     def sql(self, query: str):
@@ -399,6 +397,21 @@ def _load_stats(f: Path, run: str) -> RunningStats:
         raise
     except Exception as e:
         raise _damaged(f, run, e) from e
+
+
+#: ``"module:Class"`` of the SQL connection a store opens. The store layer does not import
+#: the query layer above it: ``neurondb/__init__.py`` names it here (one dependency
+#: inversion, so there is no store -> query import)
+CONNECTOR = ""
+
+
+def _connector():
+    if not CONNECTOR:
+        raise RuntimeError("no SQL connection is registered (import neurondb first)")
+    import importlib
+
+    module, name = CONNECTOR.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def open_store(*paths: str | Path, partial: bool = False, verify: bool = True) -> Store:

@@ -7,12 +7,19 @@ import pytest
 import torch
 from transformers.activations import ACT2FN
 
-from neurondb.arch import adapter_for
+from neurondb.arch import adapter_for, supported_families
 from neurondb.runtime.hooks import FFNCapture
-from neurondb.testing import tiny_model
+from neurondb.testing import TINY_FAMILIES, tiny_config, tiny_model
 
-FAMILIES = ["bert", "roberta", "electra", "distilbert", "gpt2", "t5", "t5-gated", "llama",
-            "mistral", "qwen2"]
+#: the registry's families, each with the tiny configurations of its model types
+BY_FAMILY = {fam: [t for t in TINY_FAMILIES if adapter_for(tiny_config(t)).family == fam]
+             for fam in supported_families()}
+FAMILIES = [t for fam in BY_FAMILY for t in BY_FAMILY[fam]]
+
+
+def test_every_registered_family_is_tested():
+    """A family added to the adapter registry without a tiny model fails here."""
+    assert all(BY_FAMILY.values()), [f for f, ts in BY_FAMILY.items() if not ts]
 TEXTS = ["the movie was great and the story was good", "a dull film"]
 
 
