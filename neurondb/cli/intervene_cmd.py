@@ -114,14 +114,9 @@ def prune(
 
     console = Console()
     with one_line_errors():
-        from neurondb.intervene.errors import PruneError
         from neurondb.intervene.job import PruneRequest, run_prune
 
-        try:
-            sizes = tuple(int(x) for x in latency_batch.split(",") if x.strip())
-        except ValueError:
-            raise PruneError(f"--latency-batch takes a comma list of integers, not "
-                             f"{latency_batch!r}") from None
+        sizes = _latency_sizes(latency_batch)
         req = PruneRequest(model=model, out=out, mask=mask, store=store, ranking=ranking,
                            ratio=ratio, fmt=fmt, mean_compensation=mean_compensation,
                            means_run=means_run, overwrite=overwrite, search=search,
@@ -135,6 +130,24 @@ def prune(
             console.print(f"evaluation {step}: ratio {r:.2f} -> accuracy {acc:.4f} ({what})")
 
         res = run_prune(req, log=log)
+    _print_result(console, res, out, grid=grid, margin=margin, data=data, split=split)
+
+
+def _latency_sizes(text: str) -> tuple[int, ...]:
+    """``--latency-batch``: the batch sizes to time, from a comma list of integers."""
+    from neurondb.intervene.errors import PruneError
+
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise PruneError(f"--latency-batch takes a comma list of integers, not "
+                         f"{text!r}") from None
+
+
+def _print_result(console, res, out: Path, *, grid: float, margin: float, data: str | None,
+                  split: str) -> None:
+    """Print what ``neurondb prune`` did: the searched ratio, the export's summary, the
+    evaluation against the unpruned model and the files written."""
     if res.search is not None:
         found = res.search.search
         console.print(f"chosen ratio {found.chosen_ratio:.2f}: the largest on the {grid:g} grid "

@@ -196,12 +196,33 @@ class Extraction:
             tag = _data_tag(req.data_label)
         else:
             tag = self.task or _data_tag(req.data_label)
-        suffix = f"-p{self.prompt.sha256[:8]}" if self.prompt else ""
+        suffix = self._prompt_suffix(f"{tag}-{req.split}")
         self.run_name = check_run_name(req.run or f"{tag}-{req.split}{suffix}")
         self.stats_run = None
         if req.stats_split:
             name = f"{req.run or tag}-{req.stats_split}{suffix}"
             self.stats_run = check_run_name(name + "-stats" if name == self.run_name else name)
+
+    def _prompt_suffix(self, stem: str) -> str:
+        """A soft prompt's part of a run name: ``-seed<k>`` for a tuned prompt (its meta names
+        the seed; the prompt's sha256 is kept in the run's metadata), ``-p<sha8>`` for a
+        prompt without a seed, or when ``<stem>-seed<k>`` already holds another prompt."""
+        sp = self.prompt
+        if sp is None:
+            return ""
+        seed = sp.meta.get("seed")
+        if seed is None:
+            return f"-p{sp.sha256[:8]}"
+        readable = f"-seed{seed}"
+        taken = self.out / RUNS_DIR / f"{stem}{readable}" / RUN_JSON
+        if taken.exists() and not self.cfg.overwrite:
+            try:
+                other = json.loads(taken.read_text()).get("prompt_hash")
+            except (OSError, json.JSONDecodeError):
+                other = None  # damaged: the resume check names it
+            if other and other != sp.sha256:
+                return f"{readable}-p{sp.sha256[:8]}"
+        return readable
 
     def _plan_jobs(self) -> None:
         """The runs still to write; a run completed by an interrupted run of the same command

@@ -191,6 +191,70 @@ def _fix_config(path: Path, arch: str) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def _attach_spec(work: nn.Module, report: PruneReport, fmt: str,
+                 auto_map: dict[str, str]) -> None:
+    """Record ``config.neurondb_prune`` (and ``config.auto_map`` when given) on the pruned model."""
+    if fmt == "compact":
+        spec = shrink_spec(work)
+    else:
+        spec = {"version": SPEC_VERSION, "format": "zeroed", "family": report.family,
+                "widths": report.widths_after, "modules": []}
+    work.config.neurondb_prune = spec
+    if auto_map:
+        work.config.auto_map = auto_map
+
+
+def _save_model(work: nn.Module, tokenizer, tmp: Path, arch: str,
+                auto_map: dict[str, str]) -> int:
+    """Write weights, config, modeling file (compact) and tokenizer into ``tmp``; returns the
+    safetensors files' size in bytes (measured before any extra file is copied in)."""
+    work.save_pretrained(tmp)
+    weights_bytes = safetensors_bytes(tmp)  # before extra files (a prompt may be one)
+    _fix_config(tmp / "config.json", arch)
+    if auto_map:
+        classes = sorted({v.split(".")[-1][len(CLASS_PREFIX):] for v in auto_map.values()})
+        (tmp / MODELING_FILE).write_text(modeling_source(classes))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    return weights_bytes
+
+
+def _export_record(model: nn.Module, work: nn.Module, mask: NeuronMask, report: PruneReport,
+                   tmp: Path, *, fmt: str, arch: str, mask_file: str | Path | None,
+                   bytes_before: int, weights_bytes: int, auto_map: dict[str, str],
+                   extras: list[str], provenance: dict | None) -> dict:
+    """The provenance record (``neurondb_prune.json``); ``tmp`` holds the mask file already."""
+    return {
+        "neurondb_version": neurondb.__version__,
+        "transformers_version": transformers.__version__,
+        "format": fmt, "architecture": arch, "family": report.family,
+        "source_model": getattr(model.config, "_name_or_path", None),
+        "mask": {
+            "file": MASK_FILE, "sha256": file_sha256(tmp / MASK_FILE),
+            "selection_sha256": report.removed.sha256(),
+            "source_file": None if mask_file is None else str(mask_file),
+            "source_sha256": None if mask_file is None else file_sha256(mask_file),
+            "n_selected": len(mask), "provenance": mask.meta,
+        },
+        "prune": report.to_dict(),
+        "tensor_bytes_before": bytes_before, "tensor_bytes_after": tensor_bytes(work),
+        "weights_file_bytes": weights_bytes,
+        "auto_map": auto_map, "extra_files": extras,
+        "provenance": provenance or {},
+    }
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` directory to ``out``, replacing an existing export."""
+    if out.exists():
+        trash = out.with_name(f"{PARTIAL_PREFIX}{out.name}.old-{os.getpid()}")
+        out.rename(trash)
+        tmp.rename(out)
+        shutil.rmtree(trash)
+    else:
+        tmp.rename(out)
+
+
 def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | Path,
                   format: str = "compact", *,  # noqa: A002  (the CLI's --format)
                   means: Mapping[LayerKey, np.ndarray] | None = None,
@@ -218,56 +282,22 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
     report = prune_model(work, mask, means=means, priority=priority, fmt=format)
     arch = stock_class(work).__name__
     auto_map = _auto_map(work) if format == "compact" else {}
-    if format == "compact":
-        spec = shrink_spec(work)
-    else:
-        spec = {"version": SPEC_VERSION, "format": "zeroed", "family": report.family,
-                "widths": report.widths_after, "modules": []}
-    work.config.neurondb_prune = spec
-    if auto_map:
-        work.config.auto_map = auto_map
+    _attach_spec(work, report, format, auto_map)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_exports(out.parent)
     tmp = _partial_dir(out)
     try:
-        work.save_pretrained(tmp)
-        weights_bytes = safetensors_bytes(tmp)  # before extra files (a prompt may be one)
-        _fix_config(tmp / "config.json", arch)
-        if auto_map:
-            classes = sorted({v.split(".")[-1][len(CLASS_PREFIX):] for v in auto_map.values()})
-            (tmp / MODELING_FILE).write_text(modeling_source(classes))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+        weights_bytes = _save_model(work, tokenizer, tmp, arch, auto_map)
         mask_meta = {**mask.meta, "removed_by": "neurondb prune", "format": format}
         report.removed.to_file(tmp / MASK_FILE, mask_meta)
         reserved = {p.name for p in tmp.iterdir()} | {RECORD_FILE}
         extras = _copy_extra(extra_files, tmp, reserved)
-        record = {
-            "neurondb_version": neurondb.__version__,
-            "transformers_version": transformers.__version__,
-            "format": format, "architecture": arch, "family": report.family,
-            "source_model": getattr(model.config, "_name_or_path", None),
-            "mask": {
-                "file": MASK_FILE, "sha256": file_sha256(tmp / MASK_FILE),
-                "selection_sha256": report.removed.sha256(),
-                "source_file": None if mask_file is None else str(mask_file),
-                "source_sha256": None if mask_file is None else file_sha256(mask_file),
-                "n_selected": len(mask), "provenance": mask.meta,
-            },
-            "prune": report.to_dict(),
-            "tensor_bytes_before": bytes_before, "tensor_bytes_after": tensor_bytes(work),
-            "weights_file_bytes": weights_bytes,
-            "auto_map": auto_map, "extra_files": extras,
-            "provenance": provenance or {},
-        }
+        record = _export_record(model, work, mask, report, tmp, fmt=format, arch=arch,
+                                mask_file=mask_file, bytes_before=bytes_before,
+                                weights_bytes=weights_bytes, auto_map=auto_map,
+                                extras=extras, provenance=provenance)
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        if out.exists():
-            trash = out.with_name(f"{PARTIAL_PREFIX}{out.name}.old-{os.getpid()}")
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
+        _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,20 +15,32 @@ result as ``results/<table>/<name>.parquet``, which SQL sees as the view ``<tabl
 
 from __future__ import annotations
 
-from neurondb.query.api import rank
-from neurondb.query.attribution import attribution, random_ranking
-from neurondb.query.baseline import load_baseline, running_stats_from_tokens
-from neurondb.query.compare import compare_rankings, correlate
-from neurondb.query.errors import QueryError
-from neurondb.query.masks import make_mask
-from neurondb.query.overlap import activated_overlap
-from neurondb.query.predictivity import predictivity
-from neurondb.query.rankings import load_ranking
-from neurondb.query.results import list_results, read_result
-from neurondb.query.top import top_examples
+import importlib
 
-__all__ = [
-    "QueryError", "activated_overlap", "attribution", "compare_rankings", "correlate",
-    "list_results", "load_baseline", "load_ranking", "make_mask", "predictivity",
-    "random_ranking", "rank", "read_result", "running_stats_from_tokens", "top_examples",
-]
+# names are imported on first use, so that opening a store and running SQL (which imports
+# neurondb.query.connection, and so this package) does not import pandas and SciPy
+_EXPORTS = {
+    "rank": "neurondb.query.api",
+    "attribution": "neurondb.query.attribution",
+    "random_ranking": "neurondb.query.attribution",
+    "load_baseline": "neurondb.query.baseline",
+    "running_stats_from_tokens": "neurondb.query.baseline",
+    "compare_rankings": "neurondb.query.compare",
+    "correlate": "neurondb.query.compare",
+    "QueryError": "neurondb.query.errors",
+    "make_mask": "neurondb.query.masks",
+    "activated_overlap": "neurondb.query.overlap",
+    "predictivity": "neurondb.query.predictivity",
+    "load_ranking": "neurondb.query.rankings",
+    "list_results": "neurondb.query.results",
+    "read_result": "neurondb.query.results",
+    "top_examples": "neurondb.query.top",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'neurondb.query' has no attribute {name!r}")
