@@ -6,37 +6,38 @@ from pathlib import Path
 
 import typer
 
+from neurondb.cli import options as opt
 from neurondb.cli.errors import one_line_errors
 
 
 def extract_command(
     model: str = typer.Argument(..., help="Hugging Face model name or local directory (or .gguf file)."),
-    data: str = typer.Option(..., "--data", help="Dataset: hub name, task preset, local csv/tsv/jsonl/parquet file, a directory of <split>.<ext> files, or 'movie_reviews' (offline)."),
+    data: str = opt.data(),
     out: Path = typer.Option(..., "--out", help="Store directory (created, or an existing store of the same model)."),
-    split: str = typer.Option("validation", "--split", help="Split captured per token."),
-    data_config: str | None = typer.Option(None, "--data-config", help="Hub dataset configuration."),
-    text_field: list[str] | None = typer.Option(None, "--text-field", help="Text field; give twice for sentence pairs ({text1}, {text2})."),
-    label_field: str = typer.Option("label", "--label-field", help="Label field (integer classes or strings)."),
-    template: str | None = typer.Option(None, "--template", help="Template with {text}/{text1}/{text2} and a {mask} slot."),
-    verbalizer: str | None = typer.Option(None, "--verbalizer", help="Comma list of label words, in label order."),
-    task: str | None = typer.Option(None, "--task", help="Task preset: sst2, imdb, mrpc, qqp, qnli, rte, ag_news, movie_reviews."),
-    readout: str = typer.Option("auto", "--readout", help="auto, mlm, causal, seq2seq, classifier, head or none."),
-    prompt: str | None = typer.Option(None, "--prompt", help="Soft prompt: neurondb/PEFT prompt directory or [P, d_model] tensor file."),
+    split: str = opt.split(help="Split captured per token."),
+    data_config: str | None = opt.data_config(),
+    text_field: list[str] | None = opt.text_field(),
+    label_field: str = opt.label_field(),
+    template: str | None = opt.template(),
+    verbalizer: str | None = opt.verbalizer(),
+    task: str | None = opt.task(),
+    readout: str = opt.readout(),
+    prompt: str | None = opt.prompt(),
     positions: str = typer.Option("prompt,mask", "--positions", help="Comma list of prompt, mask, first, last, all."),
     stats_split: str | None = typer.Option(None, "--stats-split", help="Also capture this split as running statistics only (baselines)."),
     grad: bool = typer.Option(False, "--grad", help="Also record gradients dF/dh of the target logit."),
     grad_target: str = typer.Option("gold", "--grad-target", help="gold (label word logit), pred, or loss (log-probability of the gold label)."),
     dtype: str | None = typer.Option(None, "--dtype", help="Storage dtype: float16, bfloat16, float32 (default: float32 when only some positions are captured, float16 with all)."),
     model_dtype: str | None = typer.Option(None, "--model-dtype", help="Load the model in float32, float16 or bfloat16."),
-    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each split."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: int | None = typer.Option(None, "--max-length", help="Token limit (text is shortened, the mask kept)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
+    max_examples: int | None = opt.max_examples(),
+    batch_size: int = opt.batch_size(),
+    max_length: int | None = opt.max_length(),
+    device: str = opt.device(),
     run: str | None = typer.Option(None, "--run", help="Run name (default: <dataset>-<split>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace runs of the same name."),
+    overwrite: bool = opt.overwrite(help="Replace runs of the same name."),
     chunk_examples: int = typer.Option(4096, "--chunk-examples", help="Examples per shard: the unit of atomic commits, resume and multi-process work."),
     device_map: str | None = typer.Option(None, "--device-map", help="Spread a large model over GPUs (e.g. 'auto'; needs accelerate)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opt.quiet(),
     encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of a csv/tsv/jsonl data file (e.g. latin-1, cp1252); undecodable bytes are an error naming the offset."),
     drop_missing_text: bool = typer.Option(False, "--drop-missing-text", help="Skip rows whose text is missing (None/NaN) and print how many; without it such a row is an error naming it."),
 ) -> None:
@@ -56,9 +57,8 @@ def extract_command(
             decoding["drop_missing_text"] = True
         store = extract(
             model, data, out, split=split, data_config=data_config,
-            text_fields=list(text_field) if text_field else None, label_field=label_field,
-            template=template, verbalizer=verbalizer.split(",") if verbalizer else None,
-            task=task, readout=readout, prompt=prompt, positions=positions,
+            **opt.label_kwargs(text_field=text_field, verbalizer=verbalizer),
+            label_field=label_field, template=template, task=task, readout=readout, prompt=prompt, positions=positions,
             stats_split=stats_split, grad=grad, grad_target=grad_target, dtype=dtype,
             model_dtype=model_dtype, max_examples=max_examples, batch_size=batch_size,
             max_length=max_length, device=device, run=run, overwrite=overwrite,

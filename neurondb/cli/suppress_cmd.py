@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
+from neurondb.cli import options as opt
 from neurondb.cli.errors import one_line_errors
 
 
 def suppress_command(
     model: str | None = typer.Argument(None, help="Model (hub name, directory, 'minilm'); default: the one --prompt was tuned on."),
-    data: str = typer.Option(..., "--data", help="Dataset to score on (preset, hub name, file or directory of <split> files); may differ from the ranking's."),
-    split: str = typer.Option("validation", "--split", help="Split to score."),
+    data: str = opt.data(help="Dataset to score on (preset, hub name, file or directory of <split> files); may differ from the ranking's."),
+    split: str = opt.split(help="Split to score."),
     mask: Path | None = typer.Option(None, "--mask", help="Mask file: the neurons to suppress (rates do not apply)."),
     store: Path | None = typer.Option(None, "--store", help="Store holding --ranking; results go to STORE/results/suppression."),
     ranking: str | None = typer.Option(None, "--ranking", help="Ranking name in the store: its top RATE neurons are suppressed."),
@@ -22,20 +23,20 @@ def suppress_command(
     seeds: int = typer.Option(3, "--seeds", help="Random controls per rate (same count per layer)."),
     sigma: float = typer.Option(0.1, "--sigma", help="Noise standard deviation for --mode noise."),
     means_run: str | None = typer.Option(None, "--means-run", help="Store run whose statistics give the means (default: the train split)."),
-    prompt: Path | None = typer.Option(None, "--prompt", help="Tuned prompt directory (`neurondb tune`); sets the readout, template and head."),
-    readout: str = typer.Option("auto", "--readout", help="Without --prompt: auto, mlm, causal, seq2seq or classifier."),
-    template: str | None = typer.Option(None, "--template", help="Template (default: the prompt's, else the task preset's)."),
-    verbalizer: str | None = typer.Option(None, "--verbalizer", help="Comma list of label words."),
-    task: str | None = typer.Option(None, "--task", help="Task preset for the template and verbalizer."),
-    text_field: list[str] | None = typer.Option(None, "--text-field", help="Text field; twice for pairs."),
-    label_field: str = typer.Option("label", "--label-field"),
-    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    device: str = typer.Option("auto", "--device"),
+    prompt: Path | None = opt.prompt(help="Tuned prompt directory (`neurondb tune`); sets the readout, template and head."),
+    readout: str = opt.readout(help="Without --prompt: auto, mlm, causal, seq2seq or classifier."),
+    template: str | None = opt.template(),
+    verbalizer: str | None = opt.verbalizer(),
+    task: str | None = opt.task(),
+    text_field: list[str] | None = opt.text_field(),
+    label_field: str = opt.label_field(),
+    max_examples: int | None = opt.max_examples(),
+    batch_size: int = opt.batch_size(),
+    device: str = opt.device(),
     name: str | None = typer.Option(None, "--name", help="Result name (default: suppress_<ranking>_<data>_<split>)."),
     png: Path | None = typer.Option(None, "--png", help="Plot of accuracy vs rate (default with --store: STORE/results/suppression/<name>.png)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overwrite: bool = opt.overwrite(help="Replace a result of the same name."),
+    quiet: bool = opt.quiet(),
     allow_foreign: bool = typer.Option(False, "--allow-foreign", help="Accept a ranking, mask or means of another model (a deliberate cross-model study); results then go only to --results-store."),
     results_store: Path | None = typer.Option(None, "--results-store", help="Store of MODEL to write the results to (default: --store when it is MODEL's)."),
 ) -> None:
@@ -52,9 +53,8 @@ def suppress_command(
             png = target / "results" / "suppression" / f"{res_name}.png"
         res = suppress(model, data, prompt=prompt, split=split, store=store, ranking=ranking,
                        mask=mask, rates=rates, mode=mode, seeds=seeds, sigma=sigma,
-                       means_run=means_run, readout=readout, template=template,
-                       verbalizer=verbalizer.split(",") if verbalizer else None, task=task,
-                       text_fields=list(text_field) if text_field else None,
+                       means_run=means_run, readout=readout, template=template, task=task,
+                       **opt.label_kwargs(text_field=text_field, verbalizer=verbalizer),
                        label_field=label_field, max_examples=max_examples,
                        batch_size=batch_size, device=device, name=res_name, png=png,
                        overwrite=overwrite, progress=not quiet, allow_foreign=allow_foreign,

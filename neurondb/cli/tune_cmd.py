@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from neurondb.cli import options as opt
 from neurondb.cli.errors import one_line_errors
 from neurondb.errors import UsageError
 from neurondb.tune import defaults
@@ -33,28 +34,28 @@ def tune_command(
     out: Path = typer.Option(..., "--out", help="Directory for the prompts: one OUT/seed-<k>/ per seed."),
     prompt_tokens: int = typer.Option(100, "--prompt-tokens", help="P, the number of soft-prompt vectors."),
     seeds: str = typer.Option("1,2,3", "--seeds", help="Comma list of seeds, one prompt each."),
-    split: str = typer.Option("train", "--split", help="Training split."),
+    split: str = opt.split("train", help="Training split."),
     eval_split: str = typer.Option("validation", "--eval-split", help="Validation split for early stopping ('none': keep the last epoch)."),
-    data_config: str | None = typer.Option(None, "--data-config", help="Hub dataset configuration."),
+    data_config: str | None = opt.data_config(),
     lr: float = typer.Option(defaults.LR, "--lr", help="AdamW learning rate of the prompt."),
     head_lr: float = typer.Option(defaults.HEAD_LR, "--head-lr", help="AdamW learning rate of the classification head (readout head)."),
     epochs: int = typer.Option(defaults.EPOCHS, "--epochs", help="Most epochs."),
     patience: int = typer.Option(defaults.PATIENCE, "--patience", help="Stop after this many epochs without a better validation accuracy (0: never)."),
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size"),
-    max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each split."),
+    batch_size: int = opt.batch_size(defaults.BATCH_SIZE),
+    max_examples: int | None = opt.max_examples(),
     max_eval_examples: int | None = typer.Option(None, "--max-eval-examples", help="Only the first N validation examples (default: --max-examples)."),
-    template: str | None = typer.Option(None, "--template", help="Template with {text}/{text1}/{text2} and a {mask} slot."),
-    verbalizer: str | None = typer.Option(None, "--verbalizer", help="Comma list of label words, in label order."),
-    task: str | None = typer.Option(None, "--task", help="Task preset: sst2, imdb, mrpc, qqp, qnli, rte, ag_news, movie_reviews."),
-    readout: str = typer.Option("auto", "--readout", help="auto, mlm, causal, seq2seq, classifier or head (auto: head for an encoder without an LM head)."),
+    template: str | None = opt.template(),
+    verbalizer: str | None = opt.verbalizer(),
+    task: str | None = opt.task(),
+    readout: str = opt.readout(help="auto, mlm, causal, seq2seq, classifier or head (auto: head for an encoder without an LM head)."),
     pool: str = typer.Option("mask", "--pool", help="Where a head reads: mask, first or mean."),
     init: str = typer.Option("vocab", "--init", help="Prompt init: vocab (embeddings of sampled tokens) or random."),
-    text_field: list[str] | None = typer.Option(None, "--text-field", help="Text field; give twice for sentence pairs."),
-    label_field: str = typer.Option("label", "--label-field", help="Label field."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Token limit of the text (as for extract)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda ..."),
+    text_field: list[str] | None = opt.text_field(),
+    label_field: str = opt.label_field(),
+    max_length: int | None = opt.max_length(),
+    device: str = opt.device(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing seed directories."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opt.quiet(),
     from_prompt: Path | None = typer.Option(None, "--from-prompt", help="Start from this tuned prompt (and head) instead of a fresh one: knowledge condensation on a pruned export (`neurondb tune EXPORT DATA --from-prompt EXPORT/prompt`); accuracy before and after is reported."),
 ) -> None:
     """Tune soft prompts (one per seed) for a frozen MODEL on DATA."""
@@ -70,9 +71,9 @@ def tune_command(
         dirs = tune_prompt(
             model, data, out, split=split,
             eval_split=None if eval_split.lower() == "none" else eval_split,
-            data_config=data_config, text_fields=list(text_field) if text_field else None,
-            label_field=label_field, template=template,
-            verbalizer=verbalizer.split(",") if verbalizer else None, task=task,
+            data_config=data_config,
+            **opt.label_kwargs(text_field=text_field, verbalizer=verbalizer),
+            label_field=label_field, template=template, task=task,
             readout=readout, prompt_tokens=prompt_tokens, seeds=_int_list(seeds, "--seeds"),
             lr=lr, head_lr=head_lr, epochs=epochs, patience=patience, batch_size=batch_size,
             max_examples=max_examples, max_eval_examples=max_eval_examples, max_length=max_length, init=init, pool=pool,
@@ -109,8 +110,8 @@ def transfer_command(
     csv: Path | None = typer.Option(None, "--csv", help="Write the table (one row per prompt and target) here."),
     max_examples: int | None = typer.Option(None, "--max-examples", help="Only the first N examples of each target."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    device: str = typer.Option("auto", "--device"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: str = opt.device(),
+    quiet: bool = opt.quiet(),
     store: Path | None = typer.Option(None, "--store", help="Also write the table to STORE/results/transfers/NAME.parquet (for SQL and `neurondb report`)."),
     name: str = typer.Option("transfer", "--name", help="Result name with --store."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
