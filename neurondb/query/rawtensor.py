@@ -41,6 +41,10 @@ class Block:
     start: int
     n: int
 
+#: read uncompressed chunks straight from the file with ``preadv`` when the layout allows it;
+#: False reads every chunk through h5py (the fallback, which gives the same values)
+DIRECT_READS = True
+
 
 class _Shard:
     """One shard's dataset, its chunk geometry and (if possible) its chunk file offsets."""
@@ -55,7 +59,10 @@ class _Shard:
         self.fd: int | None = None
 
     def _chunk_runs(self, bits: np.dtype) -> list[list[tuple[int, int, int]]] | None:
-        """Per chunk row, ``(first col chunk, end col chunk, file offset)`` of contiguous runs."""
+        """Per chunk row, ``(first col chunk, end col chunk, file offset)`` of contiguous runs;
+        None (read through h5py) when direct reads are off or the layout does not allow them."""
+        if not DIRECT_READS:
+            return None
         ds = self.ds
         if ds.chunks is None or tuple(ds.chunks) != (self.chunk_rows, self.chunk_cols):
             return None

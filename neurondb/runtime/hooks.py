@@ -9,6 +9,7 @@ also on error.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -18,6 +19,8 @@ from neurondb.arch import adapter_for
 from neurondb.arch.adapter import ArchAdapter
 
 LayerKey = tuple[str, int]
+#: model -> how many neurondb hooks are installed on it now (see :func:`active_hooks`)
+_ACTIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: ``h`` ``[..., d_ff]`` -> the tensor the output projection receives instead
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
@@ -80,12 +83,21 @@ class FFNHooks:
         except BaseException:
             self.__exit__()
             raise
+        _ACTIVE[self.model] = _ACTIVE.get(self.model, 0) + len(self._handles)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._handles and self.model in _ACTIVE:
+            _ACTIVE[self.model] -= len(self._handles)
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+def active_hooks(model: torch.nn.Module) -> int:
+    """How many FFN hooks neurondb has installed on ``model`` right now (0 outside every
+    :class:`FFNHooks` context: none is ever left behind)."""
+    return int(_ACTIVE.get(model, 0))
 
 
 def _input_of(module, args: tuple, kwargs: dict):

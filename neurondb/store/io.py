@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from neurondb.errors import StoreError, StoreIOError
+from neurondb.store import failpoints
 
 _TMP = re.compile(r"^\..+\.tmp-(\d+)$")
 _PARTIAL = re.compile(r"^\.partial-.*-(\d+)$")
@@ -74,6 +75,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            failpoints.hit("atomic.replace", path=path)
             os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
@@ -98,6 +100,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         yield tmp
         with os_errors(path):
             fsync_file(tmp)
+            failpoints.hit("atomic.replace", path=path)
             os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from neurondb.store import catalog
+from neurondb.store import catalog, failpoints
 from neurondb.store.errors import StoreError
 from neurondb.store.io import atomic_file, read_json, remove_dead_leftovers
 from neurondb.store.io import sha256_file as sha256_file  # imported from here by others
@@ -156,6 +156,7 @@ def begin_run(root: Path, info: RunInfo) -> Path:
     d = run_dir(root, info.run)
     with store_lock(root):
         (d / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        failpoints.hit("run.begin", run=info.run)
         info.status = "running"
         atomic_write_json(d / RUN_JSON, info.to_dict())
     return d
@@ -190,6 +191,7 @@ def remove_partials(run_path: Path) -> list[Path]:
 
 def finalize_run(root: Path, info: RunInfo) -> RunInfo:
     """Totals from the shards, ``run.parquet``, and ``run.json`` saying ``complete``."""
+    failpoints.hit("run.finalize.before", run=info.run)
     d = run_dir(root, info.run)
     shards = [ShardInfo.read(p) for p in shard_dirs(d)]
     if info.n_chunks and len(shards) != info.n_chunks:
@@ -259,6 +261,7 @@ class ShardWriter:
         if w is None:
             w = pq.ParquetWriter(self.tmp / name, schema, compression="zstd")
             self._writers[name] = w
+        failpoints.hit("parquet.write", table=name)
         w.write_table(table.select(schema.names).cast(schema))
 
     def write_examples(self, table: pa.Table) -> None:
@@ -288,8 +291,10 @@ class ShardWriter:
     def append(self, kind: str, stack: str, layer: int, rows) -> None:
         """Append stored-dtype rows ``[n, d_ff]`` to ``activations`` or ``gradients``."""
         self.tensors[kind].append(stack, layer, rows)
+        failpoints.hit("shard.append.after", kind=kind, stack=stack, layer=layer)
 
     def commit(self) -> ShardInfo:
+        failpoints.hit("shard.commit.before", chunk=self.chunk)
         for name, schema in ((EXAMPLES, EXAMPLES_SCHEMA), (TOKENS, TOKENS_SCHEMA),
                              (ROWS, ROWS_SCHEMA)):
             if name in self._writers:
@@ -310,8 +315,10 @@ class ShardWriter:
         atomic_write_json(self.tmp / SHARD_JSON, asdict(info))
         if self.final.exists():
             shutil.rmtree(self.final)
+        failpoints.hit("shard.rename", src=self.tmp, dst=self.final)
         os.replace(self.tmp, self.final)
         self.committed = True
+        failpoints.hit("shard.commit.after", chunk=self.chunk)
         return info
 
     def abort(self) -> None:

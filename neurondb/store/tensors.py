@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from neurondb.errors import StoreError, StoreIOError
+from neurondb.store import failpoints
 from neurondb.store.codec import decode, numpy_storage_dtype
 from neurondb.store.io import describe_os_error
 from neurondb.store.layout import tensor_key
@@ -179,6 +180,7 @@ class TensorWriter:
                     self._flush(key)
 
     def _flush(self, key: tuple[str, int]) -> None:
+        failpoints.hit("tensor.flush", key=key)
         f = self.fill[key]
         if f == 0:
             return

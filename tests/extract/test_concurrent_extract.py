@@ -35,40 +35,27 @@ WORKER = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
     import neurondb
-    from neurondb.store import run as R
+    from neurondb.store import failpoints
     a = json.loads(sys.argv[1])
     sync = Path(a.get("sync") or ".")
     def pause():
         (sync / (a["tag"] + "-ready")).write_text(str(os.getpid()))
         while not (sync / "go").exists():
             time.sleep(0.05)
-    calls = {"n": 0}
-    orig_commit = R.ShardWriter.commit
-    def commit(self):
-        calls["n"] += 1
-        if calls["n"] == a.get("pause_before_commit"):
-            pause()
-        r = orig_commit(self)
-        if calls["n"] == a.get("pause_after_commit"):
-            pause()
-        if a.get("kill") == "commit" and calls["n"] == a.get("kill_at"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return r
-    R.ShardWriter.commit = commit
-    if a.get("kill") == "manifest":              # at the rename of manifest.json into place
-        orig_replace = os.replace
-        def replace(src, dst):
-            if Path(dst).name == "manifest.json":
-                os.kill(os.getpid(), signal.SIGKILL)
-            return orig_replace(src, dst)
-        os.replace = replace
+    kill = failpoints.action("kill")
+    if a.get("pause_before_commit"):
+        failpoints.arm("shard.commit.before", lambda **_: pause(), nth=a["pause_before_commit"])
+    if a.get("pause_after_commit"):
+        failpoints.arm("shard.commit.after", lambda **_: pause(), nth=a["pause_after_commit"])
+    if a.get("kill") == "commit":                # right after a shard was renamed into place
+        failpoints.arm("shard.commit.after", kill, nth=a["kill_at"])
+    elif a.get("kill") == "manifest":            # at the rename of manifest.json into place
+        def manifest(path, **_):
+            if Path(path).name == "manifest.json":
+                kill()
+        failpoints.arm("atomic.replace", manifest, repeat=True)
     elif a.get("kill") == "rundir":              # run directory made, run.json not yet written
-        orig_json = R.atomic_write_json
-        def write_json(path, obj):
-            if Path(path).name == "run.json" and obj.get("status") == "running":
-                os.kill(os.getpid(), signal.SIGKILL)
-            return orig_json(path, obj)
-        R.atomic_write_json = write_json
+        failpoints.arm("run.begin", kill)
     neurondb.extract(a["model"], a["data"], a["out"], **a["kw"]).close()
     print("DONE", flush=True)
 """)

@@ -23,8 +23,7 @@ import pytest
 import neurondb
 from neurondb.errors import NeurondbError
 from neurondb.extract.writer import WriteFaultError, write_fault
-from neurondb.store import tensors
-from neurondb.store.run import ShardWriter
+from neurondb.store import failpoints, tensors
 
 from .test_resume import assert_same_store
 
@@ -62,10 +61,15 @@ def _h5_error(code: int) -> OSError:
                          f"errno = {code}, error message = '{os.strerror(code)}')")
 
 
+def _raise(exc: BaseException):
+    def act(**_):
+        raise exc
+    return act
+
+
 def _inject(monkeypatch, point: str, code: int) -> None:
     if point == "hdf5-append":
-        orig = tensors.TensorWriter._flush
-        monkeypatch.setattr(tensors.TensorWriter, "_flush", _nth(9, _h5_error(code))(orig))
+        failpoints.arm("tensor.flush", _raise(_h5_error(code)), nth=9)
     elif point == "hdf5-close":
         import h5py
 
@@ -74,25 +78,23 @@ def _inject(monkeypatch, point: str, code: int) -> None:
                             _nth(2, RuntimeError(f"Can't flush cache (file write failed: "
                                                  f"errno = {code}, error message = 'x')"))(orig))
     elif point == "parquet-write":
-        orig = ShardWriter._write
-        monkeypatch.setattr(ShardWriter, "_write", _nth(7, OSError(
-            code, f"Error writing bytes to file. Detail: [errno {code}] {os.strerror(code)}"))(orig))
+        failpoints.arm("parquet.write", _raise(OSError(
+            code, f"Error writing bytes to file. Detail: [errno {code}] {os.strerror(code)}")),
+            nth=7)
     elif point == "shard-rename":
-        import neurondb.store.run as run_mod
+        def rename(src, dst, **_):
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
-        real = os.replace
-        seen = {"n": 0}
-
-        def replace(src, dst, *a, **k):
-            if Path(str(src)).name.startswith(".partial-"):
-                seen["n"] += 1
-                if seen["n"] == 2:
-                    raise OSError(code, os.strerror(code), str(src), None, str(dst))
-            return real(src, dst, *a, **k)
-
-        monkeypatch.setattr(run_mod.os, "replace", replace)
+        failpoints.arm("shard.rename", rename, nth=2)
     else:
         raise AssertionError(point)
+
+
+@pytest.fixture(autouse=True)
+def _disarmed():
+    yield
+    for name in failpoints.POINTS:
+        failpoints.disarm(name)
 
 
 @pytest.mark.parametrize("point,code", [

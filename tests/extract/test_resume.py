@@ -3,7 +3,6 @@ a full disk, queries during an extraction, and a 2-process (Gloo) run."""
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 import neurondb
 from neurondb.extract.errors import ExtractError
-from neurondb.store.run import ShardWriter
+from neurondb.store import failpoints
 
 KW = dict(template="{text} It was {mask}.", verbalizer=["bad", "good"], positions="mask,first,last",
           batch_size=2, chunk_examples=3, grad=True, progress=False)
@@ -71,28 +70,16 @@ def test_sharded_store_reads_as_one(reference):
 
 
 def interrupt_at_commit(n: int):
-    """A ``ShardWriter.commit`` that raises KeyboardInterrupt on its ``n``-th call (Ctrl-C
-    while the ``n``-th shard is committed); the earlier shards are committed."""
-    calls = {"n": 0}
-    orig = ShardWriter.commit
-
-    def commit(self):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    return commit
+    """Ctrl-C while the ``n``-th shard is committed (the failpoint before its commit); the
+    earlier shards are committed."""
+    return failpoints.armed("shard.commit.before", "interrupt", nth=n)
 
 
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment_dir,
                                                     reference, monkeypatch):
-    orig = ShardWriter.commit
-    monkeypatch.setattr(ShardWriter, "commit", interrupt_at_commit(3))
     out = tmp_path / "s"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_commit(3), pytest.raises(KeyboardInterrupt):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, stats_split="train", **KW)
-    monkeypatch.setattr(ShardWriter, "commit", orig)
     assert neurondb.open(out).runs() == []  # nothing complete is visible
     assert len(neurondb.open(out, partial=True).shards("sentiment0-validation")) == 2
     assert not list((out / "runs" / "sentiment0-validation" / "shards").glob(".partial-*"))
@@ -101,31 +88,15 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentime
 
 
 KILLER = textwrap.dedent("""
-    import os, signal, sys
+    import sys
     import neurondb
-    from neurondb.store import run as R
-    from neurondb.extract import run as X
+    from neurondb.store import failpoints
     where, n = sys.argv[5], int(sys.argv[6])
-    calls = {"n": 0}
-    def hit():
-        calls["n"] += 1
-        if calls["n"] == n:
-            os.kill(os.getpid(), signal.SIGKILL)
-    if where == "append":                       # in the middle of a shard's tensors
-        orig_append = R.ShardWriter.append
-        def append(self, *a):
-            orig_append(self, *a); hit()
-        R.ShardWriter.append = append
-    elif where == "commit":                     # right after a shard was renamed into place
-        orig_commit = R.ShardWriter.commit
-        def commit(self):
-            r = orig_commit(self); hit(); return r
-        R.ShardWriter.commit = commit
-    elif where == "finalize":                   # all shards written, run not yet complete
-        orig_fin = X.finalize_run
-        def fin(*a):
-            hit(); return orig_fin(*a)
-        X.finalize_run = fin
+    point = {"append": "shard.append.after",      # in the middle of a shard's tensors
+             "commit": "shard.commit.after",      # right after a shard was renamed into place
+             "finalize": "run.finalize.before",   # all shards written, run not yet complete
+             }[where]
+    failpoints.arm(point, failpoints.action("kill"), nth=n)
     neurondb.extract(sys.argv[1], sys.argv[2], sys.argv[3], stats_split=sys.argv[4],
                      template="{text} It was {mask}.", verbalizer=["bad", "good"],
                      positions="mask,first,last", batch_size=2, chunk_examples=3, grad=True,
@@ -158,20 +129,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment
 
 def test_changed_command_is_refused_with_the_difference(tmp_path, tiny_path, sentiment_dir,
                                                         monkeypatch):
-    orig = ShardWriter.commit
-    calls = {"n": 0}
-
-    def commit(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(ShardWriter, "commit", commit)
     out = tmp_path / "s"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_commit(2), pytest.raises(KeyboardInterrupt):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, **KW)
-    monkeypatch.setattr(ShardWriter, "commit", orig)
     kw = dict(KW, template="{text} Overall {mask}.")
     with pytest.raises(ExtractError, match="started with another command \\(template"):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, **kw)
@@ -185,20 +145,10 @@ def test_changed_command_is_refused_with_the_difference(tmp_path, tiny_path, sen
 
 def test_full_disk_ends_clearly_and_consistently(tmp_path, tiny_path, sentiment_dir, reference,
                                                  monkeypatch):
-    from neurondb.store import tensors
-
-    calls = {"n": 0}
-    orig = tensors.TensorWriter._flush
-
-    def flush(self, key):
-        calls["n"] += 1
-        if calls["n"] > 12:  # two shards fit (2 layers x 2 kinds x 3 flushes... then full)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return orig(self, key)
-
-    monkeypatch.setattr(tensors.TensorWriter, "_flush", flush)
     out = tmp_path / "s"
-    with pytest.raises(ExtractError, match="disk filled up.*resume") as e:
+    # two shards fit (2 layers x 2 kinds x 3 flushes), then the disk stays full
+    with failpoints.armed("tensor.flush", "enospc", nth=13, repeat=True), \
+            pytest.raises(ExtractError, match="disk filled up.*resume") as e:
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, stats_split="train", **KW)
     assert "\n" not in str(e.value)
     from neurondb.store.verify import verify_store
@@ -206,7 +156,6 @@ def test_full_disk_ends_clearly_and_consistently(tmp_path, tiny_path, sentiment_
     rep = verify_store(out)
     assert rep.ok and any("still running or was interrupted" in n for n in rep.notes)
     assert not list(out.glob("runs/*/shards/.partial-*"))
-    monkeypatch.setattr(tensors.TensorWriter, "_flush", orig)
     neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, stats_split="train", **KW).close()
     assert_same_store(out, reference)
 
@@ -214,10 +163,9 @@ def test_full_disk_ends_clearly_and_consistently(tmp_path, tiny_path, sentiment_
 def test_query_during_extraction_sees_only_complete_chunks(tmp_path, tiny_path, sentiment_dir,
                                                            monkeypatch):
     seen = []
-    orig = ShardWriter.commit
     out = tmp_path / "s"
 
-    def commit(self):
+    def look(**_):
         st = neurondb.open(out, partial=True)
         n_rows = st.sql("SELECT count(*) FROM rows").fetchall()[0][0]
         n_ex = st.sql("SELECT count(*) FROM examples").fetchall()[0][0]
@@ -225,10 +173,10 @@ def test_query_during_extraction_sees_only_complete_chunks(tmp_path, tiny_path, 
         seen.append((n_ex, n_rows, n_act, len(st.shards("sentiment0-validation"))))
         st.close()
         assert neurondb.open(out).runs() == []  # not listed as complete
-        return orig(self)
 
-    monkeypatch.setattr(ShardWriter, "commit", commit)
-    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, **KW).close()
+    # before every commit (repeat from the first)
+    with failpoints.armed("shard.commit.before", look, nth=1, repeat=True):
+        neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, **KW).close()
     assert seen == [(3 * k, 9 * k, 9 * k, k) for k in range(4)]
 
 
