@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -288,17 +288,46 @@ def _plot(table: pd.DataFrame, png: str | Path, data: str, split: str, mode: str
                             f":{split} ({mode})")
 
 
-def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
-             split: str = "validation", store: str | Path | None = None,
-             ranking: str | None = None, mask: str | Path | NeuronMask | None = None,
-             rates: Sequence[float] | str = DEFAULT_RATES, mode: str = "zero", seeds: int = 3,
-             sigma: float = 0.1, means_run: str | None = None, readout: str = "auto",
-             template: str | None = None, verbalizer: list[str] | None = None,
-             task: str | None = None, text_fields: list[str] | None = None,
-             label_field: str = "label", max_examples: int | None = None, batch_size: int = 32,
-             device: str = "auto", name: str | None = None, png: str | Path | None = None,
-             overwrite: bool = False, progress: bool = True, allow_foreign: bool = False,
-             results_store: str | Path | None = None) -> SuppressResult:
+@dataclass(frozen=True)
+class SuppressRequest:
+    """One suppression evaluation (SPEC §5); the CLI flags and the keyword arguments of
+    :func:`suppress` map one to one onto these fields. ``model``: a name, a path or a loaded
+    model (with ``tokenizer``); None: the one ``prompt`` was tuned on."""
+
+    model: Any
+    data: Any
+    tokenizer: Any = None
+    prompt: str | Path | None = None
+    split: str = "validation"
+    store: str | Path | None = None
+    ranking: str | None = None
+    mask: str | Path | NeuronMask | None = None
+    rates: Sequence[float] | str = DEFAULT_RATES
+    mode: str = "zero"
+    seeds: int = 3
+    sigma: float = 0.1
+    means_run: str | None = None
+    readout: str = "auto"
+    template: str | None = None
+    verbalizer: list[str] | None = None
+    task: str | None = None
+    text_fields: list[str] | None = None
+    label_field: str = "label"
+    max_examples: int | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    name: str | None = None
+    png: str | Path | None = None
+    overwrite: bool = False
+    progress: bool = True
+    allow_foreign: bool = False
+    results_store: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        _check_arguments(self.mask, self.ranking, self.store, self.mode, self.sigma)
+
+
+def suppress(model, data, **kwargs) -> SuppressResult:
     """Suppression evaluation of MODEL on DATA (SPEC §5).
 
     Selections: the top ``rates`` of ``ranking`` in ``store`` (per layer or global, as the
@@ -313,42 +342,50 @@ def suppress(model: str | None, data: str, *, prompt: str | Path | None = None,
     :class:`~neurondb.errors.ProvenanceError` naming both, unless ``allow_foreign``. Results
     are written only into a store of MODEL: ``results_store`` when given (checked), else
     ``store`` when it is MODEL's; a foreign store (allowed) gets nothing and ``note`` says so.
+    Keyword arguments are the fields of :class:`SuppressRequest`.
     """
+    return run_suppression(SuppressRequest(model=model, data=data, **kwargs))
+
+
+def run_suppression(r: SuppressRequest) -> SuppressResult:
+    """Carry out one :class:`SuppressRequest`."""
     from neurondb.intervene.provenance import model_id
     from neurondb.query.results import check_absent, write_result
     from neurondb.store.reader import open_store
 
-    _check_arguments(mask, ranking, store, mode, sigma)
-    rate_list = parse_rates(rates) if ranking is not None else ()
-    st = open_store(store) if store is not None else None
-    out_st = (open_store(results_store) if results_store is not None else st)
-    res_name = name or _default_name(ranking, mask if not isinstance(mask, NeuronMask)
-                                     else "mask", data, split)
+    rate_list = parse_rates(r.rates) if r.ranking is not None else ()
+    st = open_store(r.store) if r.store is not None else None
+    out_st = (open_store(r.results_store) if r.results_store is not None else st)
+    data_name = r.data if isinstance(r.data, (str, Path)) else "data"
+    res_name = r.name or _default_name(r.ranking, r.mask if not isinstance(r.mask, NeuronMask)
+                                       else "mask", str(data_name), r.split)
     if out_st is not None:
-        check_absent(out_st, "suppression", res_name, overwrite)
-    df_rank = read_ranking(store, ranking) if ranking is not None else None
-    sel_mask = _given_mask(mask)
+        check_absent(out_st, "suppression", res_name, r.overwrite)
+    df_rank = read_ranking(r.store, r.ranking) if r.ranking is not None else None
+    sel_mask = _given_mask(r.mask)
 
-    scorer = prepare_scorer(model, data, prompt=prompt, split=split, readout=readout,
-                            template=template, verbalizer=verbalizer, task=task,
-                            text_fields=text_fields, label_field=label_field,
-                            max_examples=max_examples, batch_size=batch_size, device=device)
+    scorer = prepare_scorer(r.model, r.data, prompt=r.prompt, split=r.split, readout=r.readout,
+                            template=r.template, verbalizer=r.verbalizer, task=r.task,
+                            text_fields=r.text_fields, label_field=r.label_field,
+                            max_examples=r.max_examples, batch_size=r.batch_size,
+                            device=r.device, tokenizer=r.tokenizer)
     check_full_model(scorer.lm, "suppression by a mask or ranking of the full model")
     used = model_id(scorer.lm.model, scorer.lm.name)
-    _check_provenance(used, store=store, ranking=ranking, mask=mask, sel_mask=sel_mask,
-                      mode=mode, means_run=means_run, allow_foreign=allow_foreign)
-    out_st, note, png = _results_target(out_st, used, store, results_store, png)
+    _check_provenance(used, store=r.store, ranking=r.ranking, mask=r.mask, sel_mask=sel_mask,
+                      mode=r.mode, means_run=r.means_run, allow_foreign=r.allow_foreign)
+    out_st, note, png = _results_target(out_st, used, r.store, r.results_store, r.png)
     shape = scorer.shape()
     total = shape.n_neurons()
-    selections = _selections(df_rank, rate_list, shape, total, sel_mask, store, ranking)
-    means = _training_means(st, means_run) if mode == "mean" else None
-    table = suppression_table(scorer, selections, seeds=seeds, mode=mode, means=means,
-                              sigma=sigma, data_name=str(data), progress=progress)
+    selections = _selections(df_rank, rate_list, shape, total, sel_mask, r.store, r.ranking)
+    means = _training_means(st, r.means_run) if r.mode == "mean" else None
+    table = suppression_table(scorer, selections, seeds=r.seeds, mode=r.mode, means=means,
+                              sigma=r.sigma, data_name=str(data_name), progress=r.progress)
     path = None
     if out_st is not None:
-        meta = _result_meta(scorer, used, selections, data=data, split=split, store=store,
-                            ranking=ranking, mask=mask, mode=mode, sigma=sigma, seeds=seeds,
-                            rate_list=rate_list, total=total, allow_foreign=allow_foreign)
-        path = write_result(out_st, "suppression", res_name, table, meta, overwrite=overwrite)
-    png_path = _plot(table, png, data, split, mode) if png else None
+        meta = _result_meta(scorer, used, selections, data=str(data_name), split=r.split,
+                            store=r.store, ranking=r.ranking, mask=r.mask, mode=r.mode,
+                            sigma=r.sigma, seeds=r.seeds, rate_list=rate_list, total=total,
+                            allow_foreign=r.allow_foreign)
+        path = write_result(out_st, "suppression", res_name, table, meta, overwrite=r.overwrite)
+    png_path = _plot(table, png, str(data_name), r.split, r.mode) if png else None
     return SuppressResult(table=table, path=path, png=png_path, note=note)
