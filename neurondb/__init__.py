@@ -11,7 +11,17 @@ from neurondb.store.reader import Store, open_store  # noqa: E402
 _reader.CONNECTOR = "neurondb.query.connection:QueryConnection"
 
 open = open_store  # noqa: A001  (neurondb.open(path) is the public spelling)
-from neurondb import extract  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))
+from neurondb import (
+    extract,  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))
+    tune,  # noqa: E402  (callable: neurondb.tune(model, data, out, ...))
+)
+
+
+def suppress(model, data, **kwargs):
+    """Suppression evaluation (:func:`neurondb.intervene.suppress.suppress`)."""
+    from neurondb.intervene.suppress import suppress as _suppress
+
+    return _suppress(model, data, **kwargs)
 
 
 def load_pruned(path, model_class=None, **kwargs):
@@ -21,4 +31,5 @@ def load_pruned(path, model_class=None, **kwargs):
     return _load(path, model_class=model_class, **kwargs)
 
 
-__all__ = ["load_pruned", "Store", "open", "open_store", "extract", "__version__"]
+__all__ = ["load_pruned", "Store", "open", "open_store", "extract", "tune", "suppress",
+           "__version__"]

@@ -1,5 +1,8 @@
 """Prompt tuning and transfer (SPEC §7): ``tune_prompt``, ``evaluate``, ``transfer``.
 
+``neurondb.tune`` is both this package and a function: ``neurondb.tune(model, data, out,
+...)`` calls :func:`neurondb.tune.train.tune_prompt`.
+
 Names are imported on first use so that ``import neurondb.tune.defaults`` (the CLI) stays
 light.
 """
@@ -7,6 +10,8 @@ light.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 _EXPORTS = {
     "TuneError": "neurondb.tune.errors",
@@ -27,3 +32,13 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'neurondb.tune' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from neurondb.tune.train import tune_prompt
+
+        return tune_prompt(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -142,3 +142,10 @@ def test_adopted_readout_follows_the_object_class(tiny_path):
 
 
 _ = pa  # pyarrow is used through pq
+
+
+def test_the_package_functions_stay_callable_after_their_modules_load():
+    import neurondb.extract.run  # noqa: F401  (importing a submodule must not shadow them)
+    import neurondb.tune.train  # noqa: F401
+
+    assert callable(neurondb.extract) and callable(neurondb.tune) and callable(neurondb.suppress)
