@@ -11,10 +11,8 @@ from neurondb.store.reader import Store, open_store  # noqa: E402
 _reader.CONNECTOR = "neurondb.query.connection:QueryConnection"
 
 open = open_store  # noqa: A001  (neurondb.open(path) is the public spelling)
-from neurondb import (
-    extract,  # noqa: E402  (callable: neurondb.extract(model, data, out, ...))
-    tune,  # noqa: E402  (callable: neurondb.tune(model, data, out, ...))
-)
+# callable packages: neurondb.extract(model, data, out, ...), neurondb.tune(model, data, out, ...)
+from neurondb import extract, tune  # noqa: E402
 
 
 def suppress(model, data, **kwargs):
