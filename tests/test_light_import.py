@@ -47,3 +47,27 @@ def test_cli_query_does_not_import_torch(tmp_path):
                          text=True, check=True).stdout
     assert "HEAVY []" in out, out
 
+
+
+SQL_ONLY = """
+import sys
+import neurondb
+s = neurondb.open(sys.argv[1])
+assert s.sql("SELECT count(*) FROM examples WHERE run = 'ev'").fetchall()[0][0] == 12
+assert s.sql("SELECT count(*) FROM rows").fetchall()[0][0] > 0
+print("HEAVY", sorted(m for m in ("torch", "transformers", "pandas", "scipy", "pyarrow.dataset")
+                      if m in sys.modules))
+"""
+
+
+def test_open_and_sql_import_neither_pandas_nor_arrow_datasets(tmp_path):
+    """Opening a store and running SQL is a light import: the store's tables reach DuckDB
+    through neurondb.query.parquet_files, not pyarrow.dataset (which imports pandas)."""
+    root = make_store(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % 2
+    acts = {("encoder", la): rng.normal(size=(12, 2, 16)).astype(np.float32) for la in range(2)}
+    write_periodic_run(root, "ev", "validation", labels, ["prompt:0", "mask"], acts)
+    out = subprocess.run([sys.executable, "-c", SQL_ONLY, str(root)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "HEAVY []" in out, out

@@ -6,15 +6,6 @@ out, ...)`` calls :func:`neurondb.extract.run.extract`.
 
 from __future__ import annotations
 
-import sys
-import types
+from neurondb.callable_module import make_callable
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from neurondb.extract.run import extract
-
-        return extract(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "neurondb.extract.run:extract")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from neurondb.arch import ModelShape
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.query.rankings import fraction_count
 from neurondb.store.errors import StoreError
+from neurondb.store.io import read_parquet
 from neurondb.store.layout import RESULTS_DIR
 
 RANKING_COLUMNS = ("stack", "layer", "neuron", "rank")
@@ -48,7 +48,7 @@ def read_ranking(store: str | Path, name: str) -> pd.DataFrame:
         have = sorted(p.stem for p in path.parent.glob("*.parquet")) if path.parent.exists() else []
         raise StoreError(f"store {store} has no ranking {name!r} (rankings: "
                          f"{', '.join(have) or 'none'}); make one with `neurondb rank`")
-    df = pq.read_table(path).to_pandas()
+    df = read_parquet(path).to_pandas()
     missing = [c for c in RANKING_COLUMNS if c not in df.columns]
     if missing:
         raise StoreError(f"{path} lacks ranking column(s) {', '.join(missing)}")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from neurondb.callable_module import make_callable
 from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, select_slots
@@ -235,3 +236,8 @@ def random_ranking(store: Store | str | Path, *, seed: int = 0, scope: str = "gl
                                        "shape": shape.to_dict()}, overwrite)
     df.attrs["name"] = name
     return df
+
+
+# ``neurondb.query.attribution(...)`` calls the function even once this module is loaded under
+# that name (the package imports its names on first use)
+make_callable(__name__, "neurondb.query.attribution:attribution")

@@ -39,14 +39,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from neurondb.errors import one_line
 from neurondb.query.errors import QueryError
+from neurondb.query.parquet_files import constant_array, lazy_table
 from neurondb.store.catalog import recorded_results
 from neurondb.store.errors import StoreError
+from neurondb.store.io import read_parquet
 from neurondb.store.kinds import RESERVED_VIEWS, RESULT_KINDS, quote_ident
 from neurondb.store.layout import EXAMPLES, RESULTS_DIR, ROWS, RUN_TABLE, TOKENS
 from neurondb.store.run import EXAMPLES_SCHEMA, ROWS_SCHEMA, TOKENS_SCHEMA, RunInfo
@@ -155,13 +154,11 @@ class QueryConnection:
         return out
 
     @staticmethod
-    def _dataset(files: list[str], schema: pa.Schema, partitions=None) -> pads.Dataset:
-        """A lazy Arrow dataset over Parquet ``files`` with a known ``schema`` (no file is opened
-        here; DuckDB scans it through Arrow, so it needs no file access of its own)."""
-        kw = {"partitions": partitions} if partitions is not None else {}
-        return pads.FileSystemDataset.from_paths(
-            files, schema=schema, format=pads.ParquetFileFormat(),
-            filesystem=pafs.LocalFileSystem(), **kw)
+    def _dataset(files: list[str], schema: pa.Schema,
+                 constants: list[dict] | None = None):
+        """Parquet ``files`` as a lazy table of ``schema`` (no file is opened here; DuckDB
+        scans it through Arrow, so it needs no file access of its own)."""
+        return lazy_table(files, schema, constants)
 
     def _table_view(self, name: str, filename: str, schema: pa.Schema) -> None:
         files = self._shard_files(filename)
@@ -175,13 +172,13 @@ class QueryConnection:
             if not f.exists():
                 continue  # a run still being extracted (--partial) has no run table yet
             try:
-                t = pq.read_table(f)
+                t = read_parquet(f)
             except (OSError, pa.ArrowException) as e:
                 problems.append(one_line(
                     f"run table {f} cannot be read ({_first_line(e)}); run `neurondb verify "
                     f"{self.store.root_of(info.run)}` and re-extract the run"))
                 continue
-            store_col = pa.array([self.store.root_of(info.run).name] * t.num_rows, pa.string())
+            store_col = constant_array(self.store.root_of(info.run).name, pa.string(), t.num_rows)
             if "store" in t.column_names:
                 t = t.set_column(t.column_names.index("store"), "store", store_col)
             else:
@@ -214,8 +211,8 @@ class QueryConnection:
     def _rows_view(self) -> None:
         """``rows`` with global row numbers: each shard's local ``row`` plus its offset.
 
-        Each shard's file carries its offsets as constant columns (one per stack, from the
-        dataset's partition expressions), so one lazy dataset serves every run and shard.
+        Each shard's file carries its offsets as constant columns (one per stack), so one lazy
+        table serves every run and shard.
         """
         files, offsets = [], []
         stacks: list[str] = []
@@ -237,13 +234,7 @@ class QueryConnection:
         schema = ROWS_SCHEMA
         for c in cols:
             schema = schema.append(pa.field(c, pa.int64()))
-        parts = []
-        for off in offsets:
-            terms = [pads.field(c) == off.get(s, 0) for c, s in zip(cols, stacks)]
-            expr = terms[0]
-            for t in terms[1:]:
-                expr = expr & t
-            parts.append(expr)
+        parts = [{c: off.get(s, 0) for c, s in zip(cols, stacks)} for off in offsets]
         inner = f"{INTERNAL}rows"
         self._register(inner, self._dataset(files, schema, parts), "rows")
         case = " ".join(f"WHEN {_lit(s)} THEN {quote_ident(c)}" for s, c in zip(stacks, cols))
@@ -292,7 +283,7 @@ class QueryConnection:
             raise QueryError(one_line(f"result file {path} cannot be read "
                                       f"({e.strerror or e}); {fix}")) from e
         try:
-            return pq.read_table(pa.BufferReader(data))
+            return read_parquet(pa.BufferReader(data))
         except (pa.ArrowException, OSError, ValueError) as e:
             raise QueryError(one_line(f"result file {path} cannot be read as Parquet "
                                       f"({str(e).splitlines()[0] if str(e) else e}); "

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from neurondb.arch.shape import ModelShape
+from neurondb.callable_module import make_callable
 from neurondb.errors import ProvenanceError, UsageError
 from neurondb.query.baseline import Baseline, load_baseline, run_shape, subset_baseline
 from neurondb.query.counting import count_above
@@ -701,3 +702,8 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
         save_ranking(store, name, df, meta, overwrite)
     df.attrs["name"] = name
     return df
+
+
+# ``neurondb.query.predictivity(...)`` calls the function even once this module is loaded under
+# that name (the package imports its names on first use)
+make_callable(__name__, "neurondb.query.predictivity:predictivity")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from neurondb.query.errors import QueryError
 from neurondb.store import catalog
-from neurondb.store.io import atomic_file, os_errors, remove_dead_leftovers
+from neurondb.store.io import atomic_file, os_errors, read_parquet, remove_dead_leftovers
 from neurondb.store.kinds import RESULT_KINDS, TABLES, result_kind  # noqa: F401
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.locks import result_lock, store_lock
@@ -157,6 +157,6 @@ def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.Da
         hint = result_kind(table).hint
         raise QueryError(f"no {what} named {name!r} in the store ({table}: {have}); {hint}")
     _check_recorded(path, table)
-    t = pq.read_table(path)
+    t = read_parquet(path)
     meta = json.loads((t.schema.metadata or {}).get(META_KEY, b"{}"))
     return t.to_pandas(), meta

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from neurondb.query.results import META_KEY
 from neurondb.report.errors import ReportError
 from neurondb.runtime.prompt import PROMPT_JSON
+from neurondb.store.io import read_parquet
 from neurondb.store.kinds import RESULT_KINDS
 from neurondb.store.layout import RESULTS_DIR
 from neurondb.store.reader import Store
@@ -160,7 +160,7 @@ def result_files(store: Store, table: str) -> dict[str, Path]:
 
 def read_table(table: str, path: Path) -> ResultTable:
     """Read one result file; provenance from the schema metadata, else the ``params`` column."""
-    t = pq.read_table(path)
+    t = read_parquet(path)
     df = t.to_pandas()
     raw = (t.schema.metadata or {}).get(META_KEY)
     if raw is None and "params" in df.columns and len(df):

@@ -194,3 +194,12 @@ def remove_dead_leftovers(directory: str | Path, recursive: bool = False) -> lis
         elif recursive and p.is_dir() and not p.is_symlink():
             removed.extend(remove_dead_leftovers(p, recursive=True))
     return removed
+
+
+def read_parquet(source, columns=None):
+    """One Parquet file (a path or a buffer) as a ``pyarrow.Table``, through
+    ``pyarrow.parquet.ParquetFile``: unlike ``pq.read_table`` it does not import Arrow's dataset
+    module (and with it pandas), so reading a store stays a light import."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(source).read(columns=columns)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neurondb.store.errors import StoreError
-from neurondb.store.io import atomic_file, os_errors
+from neurondb.store.io import atomic_file, os_errors, read_parquet
 
 MASK_SCHEMA = pa.schema([("stack", pa.string()), ("layer", pa.int32()), ("neuron", pa.int32())])
 META_KEY = b"neurondb"
@@ -96,7 +96,7 @@ def read_mask(path: str | Path) -> tuple[pa.Table, dict]:
 
 def _read_checked(path: Path) -> tuple[pa.Table, dict]:
     again = "make the mask again with `neurondb mask ... --out`"
-    t = pq.read_table(path)
+    t = read_parquet(path)
     missing = [c for c in MASK_SCHEMA.names if c not in t.column_names]
     if missing:
         raise StoreError(f"{path} lacks mask column(s) {', '.join(missing)}; a mask file has "

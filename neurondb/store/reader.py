@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from neurondb.arch.shape import ModelShape
 from neurondb.errors import UsageError
 from neurondb.store.errors import StoreError
+from neurondb.store.io import read_parquet
 from neurondb.store.layout import (
     EXAMPLES,
     PARTIAL_PREFIX,
@@ -257,7 +258,8 @@ class Store:
             f = p / ROWS
             if not f.exists():
                 continue
-            t = _read_parquet(f, info.run, filters=[("stack", "=", stack)])
+            t = _read_parquet(f, info.run)
+            t = t.filter(pc.equal(t.column("stack"), stack))
             if off:
                 i = t.schema.get_field_index("row")
                 t = t.set_column(i, "row", pa.compute.add(t.column("row"), off))
@@ -385,7 +387,7 @@ def _damaged_tensor(kind: str, run: str, e: Exception) -> StoreError:
 def _read_parquet(f: Path, run: str, **kw) -> pa.Table:
     """``pq.read_table`` whose failure on a damaged file is a one-line StoreError."""
     try:
-        return pq.read_table(f, **kw)
+        return read_parquet(f, **kw)
     except Exception as e:  # ArrowInvalid, OSError, ... whatever the damage makes it raise
         raise _damaged(f, run, e) from e
 

@@ -10,8 +10,8 @@ light.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
+
+from neurondb.callable_module import make_callable
 
 _EXPORTS = {
     "TuneError": "neurondb.tune.errors",
@@ -34,11 +34,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neurondb.tune' has no attribute {name!r}")
 
 
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from neurondb.tune.train import tune_prompt
-
-        return tune_prompt(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "neurondb.tune.train:tune_prompt")
