@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,6 +16,8 @@ from neurondb.serve.rendering import environment
 from neurondb.serve.routes import Pages
 from neurondb.serve.security import SecurityHeaders, allowed_hosts
 from neurondb.store.reader import Store
+
+log = logging.getLogger("neurondb.serve")
 
 
 def create_app(store: Store, host: str = "127.0.0.1") -> SecurityHeaders:
@@ -37,6 +41,7 @@ def create_app(store: Store, host: str = "127.0.0.1") -> SecurityHeaders:
         return pages.error(status, detail)
 
     async def internal_error(request: Request, exc: Exception):
+        log.error("error on %s", request.url.path, exc_info=exc)
         return pages.error(500, f"internal error ({type(exc).__name__}); the server's log "
                                 "has the details")
 

@@ -18,11 +18,13 @@ SPACE_MARKERS = ("Ġ", "▁")
 
 @dataclass
 class Token:
-    """One shown token: ``text`` as displayed, ``raw`` the model's token, ``value`` the
-    neuron's activation there (None: not captured), ``shade`` a CSS class, ``peak`` whether it
-    is the example's most extreme captured token, ``kind`` input/special/prompt/mask."""
+    """One shown token: ``text`` as displayed, ``space`` whether a space goes before it,
+    ``raw`` the model's token, ``value`` the neuron's activation there (None: not captured),
+    ``shade`` a CSS class, ``peak`` whether it is the example's most extreme captured token,
+    ``kind`` input/special/prompt/mask."""
 
     text: str
+    space: bool
     raw: str
     value: float | None
     shade: str
@@ -73,6 +75,7 @@ def example_tokens(raw: list[str], kinds: list[str], values: list[float | None],
         text = display(str(t), str(k), first, markers)
         if k not in ("prompt", "special"):
             first = False
-        out.append(Token(text=text, raw=str(t), value=v, shade=shade(v, scale), peak=i == peak,
+        space = text.startswith(" ")
+        out.append(Token(text=text[1:] if space else text, space=space, raw=str(t), value=v, shade=shade(v, scale), peak=i == peak,
                          kind=str(k)))
     return out

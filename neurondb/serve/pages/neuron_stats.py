@@ -49,7 +49,7 @@ def from_column(ctx: ServeContext, info: RunInfo, stack: str, col: np.ndarray) -
         return RunStats(info.run, info.mode, 0, None, None, note="no captured tokens")
     qs = np.quantile(col, [0.1, 0.5, 0.9])
     counts, edges = np.histogram(col, bins=BINS)
-    slots = lay.slots[:MAX_SLOTS]
+    slots = [s for s in lay.slots if not s.startswith("pos:")][:MAX_SLOTS]
     y = lay.labels[lay.ex_idx]
     means: dict[str, dict[str, float]] = {}
     for c, name in enumerate(lay.label_names):
