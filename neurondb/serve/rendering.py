@@ -22,6 +22,9 @@ def num(v: object, digits: int = 3) -> str:
         return "—" if v is None else str(v)
     if not math.isfinite(x):
         return "—"
+    x = x + 0.0  # no "-0"
+    if x != 0 and abs(x) < 10 ** -(digits + 1):
+        return "0"  # a negligible value that would print as "-3e-05"
     return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
 
 

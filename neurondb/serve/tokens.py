@@ -36,7 +36,7 @@ def shade(value: float | None, scale: float) -> str:
     """CSS class of ``value`` relative to ``scale`` (the largest |value| shown)."""
     if value is None or not np.isfinite(value) or scale <= 0:
         return ""
-    level = int(round(LEVELS * min(1.0, abs(value) / scale)))
+    level = int(LEVELS * min(1.0, abs(value) / scale))  # under 1/9 of the scale: no shade
     if level == 0:
         return ""
     return f"{'p' if value > 0 else 'n'}{level}"
