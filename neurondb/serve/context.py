@@ -24,8 +24,11 @@ from neurondb.store.reader import Store
 from neurondb.store.run import RunInfo
 from neurondb.store.stats import RunningStats
 
-#: Largest ``rows x neurons`` of a run for which neuron correlations are computed on the fly.
+#: Most ``rows x neurons`` values neuron correlations are computed from (on the fly; a larger
+#: run is sampled at evenly spaced rows) ...
 PARTNER_BUDGET = 16_000_000
+#: ... and the largest run (``rows x neurons``) sampled at all: its tensors are read once.
+PARTNER_MAX_SCAN = 2_000_000_000
 
 
 @dataclass
@@ -118,19 +121,26 @@ class ServeContext:
     # -- neuron correlations --------------------------------------------------------------
     def zscores(self, info: RunInfo, stack: str) -> np.ndarray | None:
         """``[rows, neurons of every layer of stack]`` standardized activations of a tokens
-        run (zero where a neuron is constant), or None when the run is over the budget."""
+        run (zero where a neuron is constant): all its rows, or evenly spaced rows when all
+        would exceed :data:`PARTNER_BUDGET` values; None when even the sample would be too
+        small a part of a very large run (:data:`PARTNER_MAX_SCAN`)."""
         key = (info.run, stack)
         if key not in self._zscores:
-            widths = self.store.shape_of(info.run).widths[stack]
-            rows = int(info.n_rows.get(stack, 0))
-            if info.mode != "tokens" or rows < 3 or rows * sum(widths) > PARTNER_BUDGET:
-                self._zscores[key] = None
-            else:
-                parts = []
-                for layer in range(len(widths)):
-                    x = self.store.activations(layer, run=info.run, stack=stack)
-                    x = x - x.mean(axis=0)
-                    sd = x.std(axis=0)
-                    parts.append(np.divide(x, sd, out=np.zeros_like(x), where=sd > 0))
-                self._zscores[key] = np.concatenate(parts, axis=1).astype(np.float32)
+            self._zscores[key] = self._standardized(info, stack)
         return self._zscores[key]
+
+    def _standardized(self, info: RunInfo, stack: str) -> np.ndarray | None:
+        widths = self.store.shape_of(info.run).widths[stack]
+        rows = int(info.n_rows.get(stack, 0))
+        total = sum(widths)
+        if info.mode != "tokens" or rows < 3 or rows * total > PARTNER_MAX_SCAN:
+            return None
+        keep = min(rows, max(3, PARTNER_BUDGET // total))
+        pick = None if keep == rows else np.linspace(0, rows - 1, keep).round().astype(np.int64)
+        parts = []
+        for layer in range(len(widths)):
+            x = self.store.activations(layer, run=info.run, stack=stack, rows=pick)
+            x = x - x.mean(axis=0)
+            sd = x.std(axis=0)
+            parts.append(np.divide(x, sd, out=np.zeros_like(x), where=sd > 0))
+        return np.concatenate(parts, axis=1).astype(np.float32)

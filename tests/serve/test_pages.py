@@ -187,3 +187,32 @@ def test_statistics_only_store(tmp_path):
         r = http.get("/neurons/encoder/1/5")
         assert r.status_code == 200 and "statistics only" in r.text
         assert http.get("/runs/tr").status_code == 200
+
+
+def test_partners_of_a_large_run_come_from_a_sample(full_store, monkeypatch):
+    from neurondb.serve import context
+
+    monkeypatch.setattr(context, "PARTNER_BUDGET", 32 * 40)
+    with client(full_store.root) as http:
+        r = http.get("/neurons/encoder/1/5")
+    assert "Pearson over 40 evenly spaced of the 86 captured tokens of ev" in r.text
+    monkeypatch.setattr(context, "PARTNER_MAX_SCAN", 100)
+    with client(full_store.root) as http:
+        r = http.get("/neurons/encoder/1/5")
+    assert "too large to correlate on the fly" in r.text
+
+
+def test_demo_prints_the_serve_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import neurondb.demo
+    from neurondb.cli.app import app
+
+    class Summary:
+        def text(self) -> str:
+            return "summary"
+
+    monkeypatch.setattr(neurondb.demo, "run_demo", lambda cfg, say: Summary())
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert f"neurondb serve {tmp_path / 'd' / 'store'}" in r.output

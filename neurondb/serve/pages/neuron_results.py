@@ -134,4 +134,7 @@ def partners(ctx: ServeContext, info: RunInfo | None, key: Key) -> tuple[list[Pa
             continue
         layer = int(np.searchsorted(offsets, j, side="right") - 1)
         out.append(Partner(layer, int(j - offsets[layer]), float(r[j])))
-    return out, f"Pearson over the {z.shape[0]:,} captured tokens of {info.run}"
+    rows = int(info.n_rows.get(key[0], 0))
+    of = (f"the {rows:,} captured tokens" if z.shape[0] == rows
+          else f"{z.shape[0]:,} evenly spaced of the {rows:,} captured tokens")
+    return out, f"Pearson over {of} of {info.run} (computed on the fly)"
