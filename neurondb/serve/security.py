@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = (
     (b"content-security-policy", CSP.encode()),

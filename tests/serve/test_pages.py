@@ -216,3 +216,12 @@ def test_demo_prints_the_serve_command(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert f"neurondb serve {tmp_path / 'd' / 'store'}" in r.output
+
+
+def test_two_stores_opened_together(full_store, bare_store):
+    with client(full_store.root, bare_store) as http:
+        page = Html(http.get("/").text)
+        assert {"/runs/ev", "/runs/only"} <= set(page.links)
+        assert http.get("/runs/only").status_code == 200
+        r = http.get("/neurons/encoder/1/5?run=only")
+        assert r.status_code == 200 and "great" in Html(r.text).ids["top-examples"]
