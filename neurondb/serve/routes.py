@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -17,7 +19,7 @@ from neurondb.serve import params as P
 from neurondb.serve.context import ServeContext
 from neurondb.serve.pages import compare, neuron, overview, rankings, runs, sql
 
-STATIC = __import__("pathlib").Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "static"
 SQL_PARAMS = ("q", "limit")
 
 
@@ -92,6 +94,20 @@ class Pages:
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"content-disposition": 'attachment; filename="query.csv"'})
 
+    def neuron_jump(self, request: Request) -> RedirectResponse:
+        """``/neurons?stack=&layer=&neuron=[&run=]``: the jump form's redirect (303) to the
+        neuron's page; 400 for a malformed number, 404 for a neuron the model lacks."""
+        q = request.query_params
+        P.known(q, ("stack", "layer", "neuron", "run"))
+        with self.ctx.lock:
+            stack = P.text(q, "stack", self.ctx.store.shape.stacks[0])
+            layer = P.integer(q, "layer", 0, 0, 10**6)
+            index = P.integer(q, "neuron", 0, 0, 10**8)
+            key = neuron.locate(self.ctx, stack, str(layer), str(index))
+        run = P.text(q, "run")
+        url = f"/neurons/{quote(key[0], safe='')}/{key[1]}/{key[2]}"
+        return RedirectResponse(url + (f"?run={quote(run, safe='')}" if run else ""), 303)
+
     # -- routes ------------------------------------------------------------------------
     def routes(self) -> list:
         ctx = self.ctx
@@ -103,6 +119,7 @@ class Pages:
                 ctx, pp(r, "run"), r.query_params)), methods=get),
             Route("/rankings/{name}", self.page("ranking.html", lambda r: rankings.ranking_page(
                 ctx, pp(r, "name"), r.query_params)), methods=get),
+            Route("/neurons", self.neuron_jump, methods=get),
             Route("/neurons/{stack}/{layer}/{neuron}", self.page(
                 "neuron.html", lambda r: neuron.neuron_page(
                     ctx, pp(r, "stack"), pp(r, "layer"), pp(r, "neuron"), r.query_params)),

@@ -59,6 +59,14 @@ def test_overview_ranking_neuron_and_console(site):
     assert d.find_elements(By.CSS_SELECTOR, "svg.fig rect")  # the histogram drew
     # hostile texts are text, not markup: no <script> or <img> inside the examples
     assert not d.find_elements(By.CSS_SELECTOR, "#top-examples script, #top-examples img")
+    d.get(url + "/")
+    form = d.find_element(By.CSS_SELECTOR, "form.jump")
+    for name, value in (("layer", "0"), ("neuron", "3")):
+        box = form.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    form.find_element(By.TAG_NAME, "button").click()
+    wait.until(EC.url_contains("/neurons/encoder/0/3"))
     d.get(url + "/sql")
     box = d.find_element(By.ID, "sql-q")
     box.clear()

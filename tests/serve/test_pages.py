@@ -225,3 +225,13 @@ def test_two_stores_opened_together(full_store, bare_store):
         assert http.get("/runs/only").status_code == 200
         r = http.get("/neurons/encoder/1/5?run=only")
         assert r.status_code == 200 and "great" in Html(r.text).ids["top-examples"]
+
+
+def test_neuron_jump_form_redirects(http):
+    r = http.get("/neurons?layer=1&neuron=5", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/neurons/encoder/1/5"
+    r = http.get("/neurons?stack=encoder&layer=0&neuron=3&run=ev", follow_redirects=False)
+    assert r.headers["location"] == "/neurons/encoder/0/3?run=ev"
+    assert http.get("/neurons?layer=1&neuron=99").status_code == 404
+    assert http.get("/neurons?layer=x").status_code == 400
+    assert 'action="/neurons"' in http.get("/").text

@@ -102,4 +102,5 @@ def neuron_page(ctx: ServeContext, stack: str, layer: str, neuron: str,
     return {"key": key, "runs": runs, "shown": shown, "examples": examples, "stats": stats,
             "rankings": R.ranking_entries(ctx, key), "masks": masks,
             "suppressed": R.suppressed_by(ctx, key, masks), "partners": partner_list,
-            "partner_note": partner_note, "links": neighbours(ctx, key)}
+            "partner_note": partner_note, "links": neighbours(ctx, key),
+            "stacks": list(ctx.store.shape.stacks)}
