@@ -84,7 +84,9 @@ def from_column(ctx: ServeContext, info: RunInfo, stack: str, col: np.ndarray,
                 k: int = K) -> NeuronExamples:
     """Top and bottom examples of a per-token run from the neuron's activation column."""
     lay = ctx.layout(info, stack)
-    scale = float(np.abs(col).max()) if col.size else 0.0
+    if col.size == 0:
+        return NeuronExamples(info.run, "per-token activations", [], [], 0.0)
+    scale = float(np.abs(col).max())
     names = _labels(ctx, info)
     ends = []
     for sign in (1.0, -1.0):

@@ -42,6 +42,16 @@ class RunStats:
     note: str = ""
 
 
+def shown_slots(slots: list[str]) -> list[str]:
+    """The slots the mean-per-label table shows: named ones (``mask``, ``first``, ``last``)
+    first, then the others in slot order (``prompt:<i>``), never ``pos:<i>`` (every position of
+    a ``--positions all`` run), at most :data:`MAX_SLOTS`."""
+    ordered = sorted(slots, key=slot_key)
+    named = [s for s in ordered if ":" not in s]
+    rest = [s for s in ordered if ":" in s and not s.startswith("pos:")]
+    return (named + rest)[:MAX_SLOTS]
+
+
 def from_column(ctx: ServeContext, info: RunInfo, stack: str, col: np.ndarray) -> RunStats:
     """Statistics of a per-token run's activation column ``[rows]``."""
     lay = ctx.layout(info, stack)
@@ -49,7 +59,7 @@ def from_column(ctx: ServeContext, info: RunInfo, stack: str, col: np.ndarray) -
         return RunStats(info.run, info.mode, 0, None, None, note="no captured tokens")
     qs = np.quantile(col, [0.1, 0.5, 0.9])
     counts, edges = np.histogram(col, bins=BINS)
-    slots = [s for s in lay.slots if not s.startswith("pos:")][:MAX_SLOTS]
+    slots = shown_slots(lay.slots)
     y = lay.labels[lay.ex_idx]
     means: dict[str, dict[str, float]] = {}
     for c, name in enumerate(lay.label_names):
@@ -106,8 +116,7 @@ def from_running_stats(ctx: ServeContext, info: RunInfo, stack: str, layer: int,
     total = float(n.sum())
     m = float((mean * n).sum() / total)
     v = float(((var + mean ** 2) * n).sum() / total - m * m)
-    order = sorted(range(len(rs.slots[stack])), key=lambda i: slot_key(rs.slots[stack][i]))
-    shown = order[:MAX_SLOTS]
+    shown = [rs.slots[stack].index(s) for s in shown_slots(rs.slots[stack])]
     lmean = rs.label_mean(stack, layer)[:, :, neuron]
     lcount = rs.label_count[stack]
     names = info.labels or [str(i) for i in range(rs.n_labels)]
