@@ -18,7 +18,7 @@ from neurondb.serve.context import ServeContext
 from neurondb.store.run import RunInfo
 
 #: Slots the mean-per-label table shows at most (the first in slot order).
-MAX_SLOTS = 6
+MAX_SLOTS = 4
 BINS = 40
 
 
