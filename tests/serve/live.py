@@ -5,6 +5,7 @@ driver manager is never asked to download anything)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import threading
@@ -69,6 +70,8 @@ def chrome(width: int = 1400, height: int = 1000) -> Iterator[object]:
     """A headless Chromium with the browser console log enabled."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must never download
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium_binary()
