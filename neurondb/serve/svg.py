@@ -123,3 +123,28 @@ def scatter(x: np.ndarray, y: np.ndarray, title: str, xlabel: str, ylabel: str,
             f'<text x="{PAD_L + 4}" y="{PAD_T + 10}" font-size="11" fill="{INK}">'
             f'{escape(ylabel)}</text>']
     return _frame(title, _fmt(lo_x), _fmt(hi_x), _fmt(hi_y), xlabel, body, w, h, _fmt(lo_y))
+
+
+def signed_bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str,
+                limit: float = 1.0) -> Markup:
+    """Bars up (orange) or down (blue) from a zero line, on the fixed range ``±limit`` (a
+    correlation per layer)."""
+    vals = np.clip(np.nan_to_num(np.asarray(values, np.float64)), -limit, limit)
+    if vals.size == 0:
+        return Markup('<p class="muted">no values</p>')
+    pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    zero = PAD_T + ph / 2
+    step = pw / vals.size
+    body = [f'<line x1="{PAD_L}" y1="{zero:.1f}" x2="{W - PAD_R}" y2="{zero:.1f}" '
+            f'stroke="{GRID}"/>']
+    for i, (lab, v) in enumerate(zip(labels, vals)):
+        hgt = (ph / 2) * abs(v) / limit
+        x = PAD_L + i * step
+        y = zero - hgt if v > 0 else zero
+        body.append(f'<rect x="{x + step * 0.15:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" '
+                    f'height="{max(hgt, 0.5):.1f}" fill="{POS if v > 0 else NEG}">'
+                    f'<title>{escape(lab)}: {_fmt(v)}</title></rect>')
+        if vals.size <= 32:
+            body.append(f'<text x="{x + step / 2:.1f}" y="{PAD_T + ph + 12}" font-size="10" '
+                        f'fill="{INK}" text-anchor="middle">{escape(lab)}</text>')
+    return _frame(title, "", "", _fmt(limit), xlabel, body, y0=_fmt(-limit))

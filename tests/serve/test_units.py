@@ -66,3 +66,8 @@ def test_svg_escapes_titles_and_handles_empty_input():
     assert "no values" in svg.scatter(np.array([np.nan]), np.array([1.0]), "t", "x", "y")
     big = svg.scatter(np.arange(10_000.0), np.arange(10_000.0), "t", "x", "y", max_points=500)
     assert big.count("<circle") == 500
+
+
+def test_signed_bars_go_both_ways():
+    out = svg.signed_bars(["0", "1"], [0.5, -0.25], "rho", "layer")
+    assert out.count("<rect") == 2 and svg.POS in out and svg.NEG in out

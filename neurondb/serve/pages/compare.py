@@ -16,6 +16,11 @@ from neurondb.serve.errors import BadRequestError, NotFoundError
 PARAMS = ("rankings", "top")
 
 
+def _layer_labels(table) -> list[str]:
+    multi = table["stack"].nunique() > 1
+    return [f"{s[:3]}{la}" if multi else str(la) for s, la in zip(table["stack"], table["layer"])]
+
+
 def compare_page(ctx: ServeContext, query: Mapping[str, str]) -> dict:
     """Two rankings compared; without ``rankings`` only the form (with the names to pick)."""
     P.known(query, PARAMS)
@@ -43,6 +48,6 @@ def compare_page(ctx: ServeContext, query: Mapping[str, str]) -> dict:
                 mean_overlap=float(table["topk_overlap"].mean()),
                 scatter=svg.scatter(x, y, f"{parts[0]} against {parts[1]}",
                                     f"score in {parts[0]}", f"score in {parts[1]}"),
-                rho=svg.bars([str(k) for k in table["layer"]], table["spearman"].clip(lower=0),
-                             "Spearman per layer", "layer (Spearman's rho)"))
+                rho=svg.signed_bars(_layer_labels(table), table["spearman"],
+                                    "Spearman per layer", "layer (Spearman's rho, -1 to 1)"))
     return page
