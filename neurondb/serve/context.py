@@ -62,6 +62,7 @@ class ServeContext:
     _tokens: dict = field(default_factory=dict)
     _zscores: dict = field(default_factory=dict)
     _stats: dict = field(default_factory=dict)
+    _example_rows: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.results = ResultCache(self.store)
@@ -80,6 +81,18 @@ class ServeContext:
         if key not in self._layouts:
             self._layouts[key] = load_layout(self.store, info, stack)
         return self._layouts[key]
+
+    def example_rows(self, info: RunInfo, stack: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, bounds)``: the rows of example index ``e`` of the run's layout are
+        ``order[bounds[e]:bounds[e + 1]]``."""
+        key = (info.run, stack)
+        if key not in self._example_rows:
+            ex = self.layout(info, stack).ex_idx
+            order = np.argsort(ex, kind="stable")
+            n_ex = self.layout(info, stack).example_ids.size
+            bounds = np.searchsorted(ex[order], np.arange(n_ex + 1))
+            self._example_rows[key] = (order, bounds)
+        return self._example_rows[key]
 
     def examples(self, info: RunInfo) -> pd.DataFrame:
         """The run's examples indexed by ``example_id`` (text, label, pred, correct, ...)."""

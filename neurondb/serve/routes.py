@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from neurondb.errors import NeurondbError, QueryError, one_line
 from neurondb.serve import params as P
 from neurondb.serve.context import ServeContext
+from neurondb.serve.errors import BadRequestError
 from neurondb.serve.pages import compare, neuron, overview, rankings, runs, sql
 
 STATIC = Path(__file__).parent / "static"
@@ -74,7 +75,7 @@ class Pages:
         try:
             query, limit = self._sql_args(request, sql.MAX_ROWS)
             if query is None:
-                raise P.BadRequestError("parameter 'q' (the SQL) is required")
+                raise BadRequestError("parameter 'q' (the SQL) is required")
             r = sql.run_sql(self.ctx, query, limit)
         except NeurondbError as e:
             return JSONResponse({"error": one_line(str(e))}, status_code=400)
@@ -84,7 +85,7 @@ class Pages:
     def sql_csv(self, request: Request) -> Response:
         query, limit = self._sql_args(request, sql.CSV_ROWS)
         if query is None:
-            raise P.BadRequestError("parameter 'q' (the SQL) is required")
+            raise BadRequestError("parameter 'q' (the SQL) is required")
         r = sql.run_sql(self.ctx, query, limit if "limit" in request.query_params
                         else sql.CSV_ROWS)
         buf = io.StringIO()

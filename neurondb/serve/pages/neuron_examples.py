@@ -93,8 +93,10 @@ def from_column(ctx: ServeContext, info: RunInfo, stack: str, col: np.ndarray,
         best = best_row_per_example(sign * col, lay.ex_idx)
         best = best[np.lexsort((lay.ex_idx[best], -sign * col[best]))][:k]
         items = []
+        order, bounds = ctx.example_rows(info, stack)
         for r in best:
-            rows = np.flatnonzero(lay.ex_idx == lay.ex_idx[r])
+            e = lay.ex_idx[r]
+            rows = order[bounds[e]:bounds[e + 1]]
             values = {int(lay.positions[j]): float(col[j]) for j in rows}
             items.append(shown(ctx, info, stack, int(lay.example_ids[lay.ex_idx[r]]), values,
                                int(lay.positions[r]), lay.slots[lay.slot_idx[r]], scale, names))

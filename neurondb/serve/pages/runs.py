@@ -10,6 +10,7 @@ import pandas as pd
 from neurondb.query.layout import label_names
 from neurondb.serve import params as P
 from neurondb.serve.context import ServeContext
+from neurondb.serve.errors import BadRequestError
 
 PER_PAGE = 50
 PARAMS = ("label", "correct", "q", "page")
@@ -32,7 +33,7 @@ def label_index(label: str, names: list[str]) -> int:
         return names.index(label)
     if label.isascii() and label.isdigit() and int(label) < len(names):
         return int(label)
-    raise P.BadRequestError(f"parameter 'label' must be one of {', '.join(names) or 'none'}")
+    raise BadRequestError(f"parameter 'label' must be one of {', '.join(names) or 'none'}")
 
 
 def run_page(ctx: ServeContext, run: str, query: Mapping[str, str]) -> dict:
