@@ -75,3 +75,22 @@ class ReportError(NeurondbError):
 def one_line(msg: str) -> str:
     """Collapse whitespace so a message built from several parts stays on one line."""
     return " ".join(str(msg).split())
+
+
+class ServeError(NeurondbError):
+    """A request the store browser (``neurondb serve``) cannot answer as asked; ``status`` is
+    the HTTP status it is answered with."""
+
+    status = 400
+
+
+class NotFoundError(ServeError):
+    """A URL naming a run, ranking, layer or neuron the store does not have (HTTP 404)."""
+
+    status = 404
+
+
+class BadRequestError(ServeError):
+    """A malformed query parameter (HTTP 400)."""
+
+    status = 400

@@ -225,3 +225,62 @@ def write_stats_run(root: str | Path, run: str, split: str, labels: Sequence[int
         w.abort()
         raise
     return root / "runs" / run
+
+
+def write_text_run(root: str | Path, run: str, split: str, texts: Sequence[str],
+                   labels: Sequence[int], label_names: Sequence[str] | None = None,
+                   tokens: Sequence[Sequence[str]] | None = None,
+                   plants: Sequence[tuple[str, int, int, str, float]] = (), seed: int = 0,
+                   preds: Sequence[int] | None = None, id_offset: int = 1000,
+                   dataset: str = "synthetic") -> Path:
+    """A tokens run over real texts with every token captured (slot ``pos:<i>``), as
+    ``--positions all`` keeps them: each text's ``tokens`` (default: ``text.split()``) wrapped
+    in ``[CLS]``/``[SEP]``; activations ``N(0, 0.3)`` plus, for each plant ``(stack, layer,
+    neuron, token, value)``, ``value`` at every occurrence of ``token`` (case-insensitive)."""
+    root = Path(root)
+    widths = store_widths(root)
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, np.int64)
+    preds = labels if preds is None else np.asarray(preds, np.int64)
+    toks = [["[CLS]", *(tokens[i] if tokens is not None else t.split()), "[SEP]"]
+            for i, t in enumerate(texts)]
+    ids = id_offset + np.arange(len(texts), dtype=np.int64)
+    n_tok = np.array([len(t) for t in toks], np.int64)
+    flat = [w for t in toks for w in t]
+    pos = np.concatenate([np.arange(k) for k in n_tok]).astype(np.int32)
+    row_ex = np.repeat(np.arange(len(texts)), n_tok)
+    n = len(flat)
+    slots = [f"pos:{p}" for p in pos]
+    info = _info(run, split, "tokens", labels, label_names, slots, "float32", False,
+                 {s: n for s in widths}, len(texts), 0, dataset, None)
+    info.positions = ["all"]
+    info.accuracy = float((preds == labels).mean()) if len(labels) else None
+    w = RunWriter(root, info, widths)
+    try:
+        ex = examples_table(run, split, labels, ids, n_tok)
+        ex = ex.set_column(ex.schema.get_field_index("text"), "text", pa.array(list(texts)))
+        ex = ex.set_column(ex.schema.get_field_index("pred"), "pred", pa.array(preds))
+        ex = ex.set_column(ex.schema.get_field_index("correct"), "correct",
+                           pa.array(preds == labels))
+        w.write_examples(ex)
+        kinds = ["special" if t in ("[CLS]", "[SEP]") else "input" for t in flat]
+        low = np.array([t.lower() for t in flat], dtype=object)
+        for stack in widths:
+            w.write_tokens(pa.table({"run": [run] * n, "example_id": ids[row_ex],
+                                     "stack": [stack] * n, "position": pos,
+                                     "token_id": np.arange(n, dtype=np.int32), "token": flat,
+                                     "kind": kinds}))
+            w.write_rows(pa.table({"run": [run] * n, "stack": [stack] * n,
+                                   "row": np.arange(n, dtype=np.int64), "example_id": ids[row_ex],
+                                   "position": pos, "slot": slots}))
+            for layer, d in enumerate(widths[stack]):
+                x = rng.normal(0.0, 0.3, (n, d)).astype(np.float32)
+                for s, la, neuron, token, value in plants:
+                    if (s, la) == (stack, layer):
+                        x[low == token.lower(), neuron] += value
+                w.append("activations", stack, layer, x)
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return root / "runs" / run

@@ -69,6 +69,7 @@ COMMAND_MODULES = (
     "neurondb.cli.tune_cmd",
     "neurondb.cli.demo_cmd",
     "neurondb.cli.report_cmd",
+    "neurondb.cli.serve_cmd",
 )
 
 

@@ -40,6 +40,7 @@ def demo_command(
         summary = run_demo(cfg, say=typer.echo)
     typer.echo("")
     typer.echo(summary.text())
+    typer.echo(f"\nBrowse the store: neurondb serve {out / 'store'}   (then open http://127.0.0.1:8000/)")
 
 
 def register(app: typer.Typer) -> None:

@@ -197,6 +197,14 @@ def read_results(store: Store, table: str, problems: list[str]) -> list[ResultTa
     return out
 
 
+def _prompt_json() -> str:
+    """A tuned prompt's meta file name (imported here: :mod:`neurondb.extract.prompt` imports
+    torch, and reading a store's results must not)."""
+    from neurondb.extract.prompt import PROMPT_JSON
+
+    return PROMPT_JSON
+
+
 def prompt_dirs(paths: list[str | Path]) -> list[Path]:
     """Seed directories: each path itself if it holds a tuned prompt (``neurondb_prompt.json``
     or ``curve.csv``), else its ``seed-*`` directories in seed order (a ``neurondb tune --out``
@@ -212,24 +220,25 @@ def prompt_dirs(paths: list[str | Path]) -> list[Path]:
         subs = sorted((d for d in p.glob("seed-*") if d.is_dir() and _is_seed_dir(d)),
                       key=lambda d: (len(d.name), d.name))
         if not subs:
-            raise ReportError(f"{p} holds no tuned prompt (no {PROMPT_JSON} or {CURVE_CSV}, no "
+            raise ReportError(f"{p} holds no tuned prompt (no {_prompt_json()} or {CURVE_CSV}, no "
                               "seed-<k>/ directories); pass a `neurondb tune --out` directory")
         out.extend(subs)
     return out
 
 
 def _is_seed_dir(p: Path) -> bool:
-    return (p / PROMPT_JSON).exists() or (p / CURVE_CSV).exists()
+    return (p / _prompt_json()).exists() or (p / CURVE_CSV).exists()
 
 
 def read_seed(path: Path, problems: list[str]) -> TunedSeed:
     """One seed directory: ``curve.csv`` and the prompt's meta (``neurondb_prompt.json``)."""
     meta: dict = {}
-    if (path / PROMPT_JSON).exists():
+    prompt_json = path / _prompt_json()
+    if prompt_json.exists():
         try:
-            meta = json.loads((path / PROMPT_JSON).read_text())
+            meta = json.loads(prompt_json.read_text())
         except ValueError as e:
-            problems.append(f"{path / PROMPT_JSON}: not valid JSON ({e})")
+            problems.append(f"{prompt_json}: not valid JSON ({e})")
     records: list[EpochRecord] = []
     if (path / CURVE_CSV).exists():
         try:

@@ -12,8 +12,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from neurondb.intervene.suppress import summarize_suppression
-
 #: Fraction of all neurons whose layers the score histogram counts (global top 1%) ...
 TOP_FRACTION = 0.01
 #: ... but at least this many neurons (small models).
@@ -96,7 +94,12 @@ def transfer_summary(frame: pd.DataFrame) -> pd.DataFrame:
                          "seeds": g.size()}).reset_index()
 
 
-suppression_summary = summarize_suppression
+def suppression_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per rate: :func:`neurondb.intervene.suppress.summarize_suppression` (imported here, as
+    that module imports torch and reading a store's results must not)."""
+    from neurondb.intervene.suppress import summarize_suppression
+
+    return summarize_suppression(table)
 
 
 def search_margin(meta: dict, frame: pd.DataFrame) -> float | None:

@@ -1,0 +1,3 @@
+"""Re-exports of :mod:`neurondb.errors` (the one home of neurondb's errors)."""
+
+from neurondb.errors import BadRequestError, NotFoundError, ServeError  # noqa: F401

@@ -1,0 +1,1 @@
+"""One module per page: each gathers what its template shows (no HTML here)."""
