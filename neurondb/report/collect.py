@@ -198,9 +198,8 @@ def read_results(store: Store, table: str, problems: list[str]) -> list[ResultTa
 
 
 def _prompt_json() -> str:
-    """A tuned prompt's meta file name (imported here: :mod:`neurondb.extract.prompt` imports
+    """A tuned prompt's meta file name (imported here: :mod:`neurondb.runtime.prompt` imports
     torch, and reading a store's results must not)."""
-    from neurondb.extract.prompt import PROMPT_JSON
 
     return PROMPT_JSON
 
