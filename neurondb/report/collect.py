@@ -18,7 +18,6 @@ import pandas as pd
 
 from neurondb.query.results import META_KEY
 from neurondb.report.errors import ReportError
-from neurondb.runtime.prompt import PROMPT_JSON
 from neurondb.store.io import read_parquet
 from neurondb.store.kinds import RESULT_KINDS
 from neurondb.store.layout import RESULTS_DIR
@@ -200,6 +199,7 @@ def read_results(store: Store, table: str, problems: list[str]) -> list[ResultTa
 def _prompt_json() -> str:
     """A tuned prompt's meta file name (imported here: :mod:`neurondb.runtime.prompt` imports
     torch, and reading a store's results must not)."""
+    from neurondb.runtime.prompt import PROMPT_JSON
 
     return PROMPT_JSON
 
