@@ -22,7 +22,7 @@ def extract_command(
     task: str | None = typer.Option(None, "--task", help="Task preset: sst2, imdb, mrpc, qqp, qnli, rte, ag_news, movie_reviews."),
     readout: str = typer.Option("auto", "--readout", help="auto, mlm, causal, seq2seq, classifier, head or none."),
     prompt: str | None = typer.Option(None, "--prompt", help="Soft prompt: neurondb/PEFT prompt directory or [P, d_model] tensor file."),
-    positions: str = typer.Option("prompt,mask", "--positions", help="Comma list of prompt, mask, first, last, all."),
+    positions: str | None = typer.Option(None, "--positions", help="Comma list of prompt, mask, first, last, all (default prompt,mask; all with --profile)."),
     stats_split: str | None = typer.Option(None, "--stats-split", help="Also capture this split as running statistics only (baselines)."),
     grad: bool = typer.Option(False, "--grad", help="Also record gradients dF/dh of the target logit."),
     grad_target: str = typer.Option("gold", "--grad-target", help="gold (label word logit), pred, or loss (log-probability of the gold label)."),
@@ -38,6 +38,9 @@ def extract_command(
     device_map: str | None = typer.Option(None, "--device-map", help="Spread a large model over GPUs (e.g. 'auto'; needs accelerate)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of a csv/tsv/jsonl data file (e.g. latin-1, cp1252); undecodable bytes are an error naming the offset."),
+    profile: bool = typer.Option(False, "--profile", help="Reduce every captured token on the device into a neuron profile (count, mean, std, min, max, frac_positive, histogram, exact top/bottom-K); no per-token tensors are stored."),
+    top_k: int = typer.Option(20, "--top-k", help="--profile: tokens kept per neuron at the top and at the bottom."),
+    profile_bins: int = typer.Option(256, "--profile-bins", help="--profile: histogram bins per layer (plus under/overflow)."),
     drop_missing_text: bool = typer.Option(False, "--drop-missing-text", help="Skip rows whose text is missing (None/NaN) and print how many; without it such a row is an error naming it."),
 ) -> None:
     """Run MODEL over a dataset and record FFN neuron activations into a store.
@@ -54,6 +57,8 @@ def extract_command(
             decoding["encoding"] = encoding
         if drop_missing_text:
             decoding["drop_missing_text"] = True
+        if profile:
+            decoding.update(profile=True, top_k=top_k, profile_bins=profile_bins)
         store = extract(
             model, data, out, split=split, data_config=data_config,
             text_fields=list(text_field) if text_field else None, label_field=label_field,

@@ -39,6 +39,7 @@ from neurondb.extract.prompt import SoftPrompt, load_prompt
 from neurondb.extract.size import extraction_sizes
 from neurondb.extract.templates import PRESETS, Template
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
+from neurondb.profile import seam as profile_seam
 from neurondb.store import catalog, locks
 from neurondb.store.codec import check_dtype, default_storage_dtype
 from neurondb.store.io import leftover_pid, os_errors, remove_dead_leftovers
@@ -91,6 +92,10 @@ class ExtractConfig:
     writer_thread: bool = True
     encoding: str = "utf-8"
     drop_missing_text: bool = False
+    # --profile: reduce every captured token on the device, no per-token tensors
+    profile: bool = False
+    top_k: int = profile_seam.DEFAULT_TOP_K
+    profile_bins: int = profile_seam.DEFAULT_BINS
     extra: dict = field(default_factory=dict)
 
 
@@ -151,8 +156,10 @@ class _Extraction:
             raise ExtractError("--batch-size must be at least 1")
         if cfg.chunk_examples < 1:
             raise ExtractError("--chunk-examples must be at least 1")
+        profile_seam.check_request(cfg)  # --profile
         self.dist = Dist.from_env()
-        self.positions = parse_positions(cfg.positions)
+        self.positions = parse_positions(
+            "all" if cfg.profile and cfg.positions is None else cfg.positions)
         #: storage dtype: as given, else float32 for slot-limited captures (exact predictivity)
         #: and float16 when every token is captured (docs/CONVENTIONS.md)
         self.dtype = check_dtype(cfg.dtype or default_storage_dtype(self.positions))
@@ -243,12 +250,14 @@ class _Extraction:
         local = Path(cfg.data).exists()
         tag = _data_tag(cfg.data) if local else (self.task or _data_tag(cfg.data))
         suffix = f"-p{self.prompt.sha256[:8]}" if self.prompt else ""
-        self.run_name = check_run_name(cfg.run or f"{tag}-{cfg.split}{suffix}")
+        main_mode = "profile" if cfg.profile else "tokens"
+        self.run_name = check_run_name(cfg.run or f"{tag}-{cfg.split}{suffix}"
+                                       + ("-profile" if cfg.profile else ""))
         self.stats_run = None
         if cfg.stats_split:
             name = f"{cfg.run or tag}-{cfg.stats_split}{suffix}"
             self.stats_run = check_run_name(name + "-stats" if name == self.run_name else name)
-        self.jobs = [(self.data, "tokens", self.run_name)]
+        self.jobs = [(self.data, main_mode, self.run_name)]
         if self.stats_data is not None:
             self.jobs.append((self.stats_data, "stats", self.stats_run))
         states = [self._check_resume(name, self._config(data, mode))
@@ -272,7 +281,8 @@ class _Extraction:
                 "positions": self.positions, "mode": mode, "dtype": self.dtype,
                 "grad": bool(c.grad and mode == "tokens"), "grad_target": c.grad_target,
                 "max_examples": c.max_examples, "max_length": self.max_length,
-                "batch_size": c.batch_size, "chunk_examples": c.chunk_examples}
+                "batch_size": c.batch_size, "chunk_examples": c.chunk_examples,
+                **(profile_seam.profile_config(c) if mode == "profile" else {})}
 
     def _check_resume(self, name: str, config: dict) -> str:
         """``new``, ``resume`` (interrupted, same command) or ``complete`` (same command);
@@ -331,6 +341,9 @@ class _Extraction:
         rep = Reporter(self.cfg.progress and self.dist.is_main)
         dist = self.dist
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
+        for (d, mode, _), ln in zip(self.jobs, lens):  # --profile: top-K within the tokens
+            if mode == "profile":
+                profile_seam.check_tokens(self, len(d), self.expected_rows(ln))
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
         other = "float32" if self.dtype != "float32" else "float16"
@@ -492,6 +505,7 @@ class _Extraction:
         t0 = time.perf_counter()
         writer = BackgroundWriter(threaded=self.cfg.writer_thread)
         run_path = self.out / RUNS_DIR / info.run
+        profiler = profile_seam.RunProfiler.for_run(self, info, run_path)  # None unless --profile
         try:
             shards: list[ShardWriter] = []
             with FFNCapture(self.lm.model, self.lm.adapter, grad=info.grad) as cap:
@@ -500,7 +514,10 @@ class _Extraction:
                         shard = ShardWriter(run_path, k, info, self.shape.widths,
                                             self.expected_rows(lengths[chunks[k]]), self.dist.rank)
                         shards.append(shard)
-                        self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task)
+                        acc = profiler.accumulator(k) if profiler else None  # --profile
+                        self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task, acc)
+                        if acc is not None:  # --profile: the shard commits the reduced state
+                            shard.profile = acc.state()
                         writer.submit(shard.commit)  # checksums and fsync overlap the next chunk
                     writer.flush()
                 except BaseException:
@@ -514,7 +531,8 @@ class _Extraction:
         info.seconds = round(time.perf_counter() - t0, 3)
 
     def _capture_chunk(self, data: LoadedData, chunk: np.ndarray, shard: ShardWriter,
-                       cap: FFNCapture, writer: BackgroundWriter, rep: Reporter, task: int) -> None:
+                       cap: FFNCapture, writer: BackgroundWriter, rep: Reporter, task: int,
+                       acc: profile_seam.ProfileAccumulator | None = None) -> None:
         lm, enc, cfg, info = self.lm, self.encoder, self.cfg, shard.info
         grad = info.grad
         in_stack = self.shape.stacks[0]
@@ -548,12 +566,16 @@ class _Extraction:
             offsets = dict(rows_done)
             for stack, (b, _, _) in sels.items():
                 rows_done[stack] += len(b)
+            if acc is not None:  # --profile: reduce the captured rows on the device
+                acc.update_batch(cap.acts, profile_seam.profile_rows(sels, ids, labels))
             if info.mode == "tokens":
                 acts = {key: HostCopy(x, info.dtype) for key, x in cap.acts.items()}
                 grads = {key: HostCopy(g, info.dtype) for key, g in cap.grads.items()} if grad else {}
-            else:
+            elif info.mode == "stats":
                 acts = {key: HostCopy(x, "float32") for key, x in cap.acts.items()}
                 grads = {}
+            else:  # profile: nothing per token leaves the device
+                acts, grads = {}, {}
             writer.submit(self._write_batch, shard, data, batch, ids, labels, pred, logits_np,
                           sels, offsets, acts, grads)
             rep.advance(task, B, int(batch.lengths.sum()) + B * enc.n_prompt)
@@ -587,6 +609,10 @@ class _Extraction:
                 shard.append("activations", key[0], key[1], hc.numpy())
             for key, hc in grads.items():
                 shard.append("gradients", key[0], key[1], hc.numpy())
+        elif info.mode == "profile":  # tokens (for context windows) and row counts only
+            shard.write_tokens(self._tokens_table(info.run, batch, ids))
+            for stack, (b, _t, _slots) in sels.items():
+                shard.count_rows(stack, len(b))
         else:
             st = shard.stats
             for stack, (b, _t, slots) in sels.items():

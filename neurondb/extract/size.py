@@ -115,11 +115,17 @@ def rows_bytes(n_rows: int, groups: int) -> int:
 
 
 def shard_bytes(sh: ShardShape, widths: dict[str, Sequence[int]], *, mode: str = "tokens",
-                dtype: str = "float16", grad: bool = False, n_labels: int = 2) -> int:
-    """Bytes of one complete shard directory."""
+                dtype: str = "float16", grad: bool = False, n_labels: int = 2,
+                profile: tuple[int, int] = (20, 256)) -> int:
+    """Bytes of one complete shard directory (``profile``: top_k and bins of a profile run)."""
     total = SHARD_JSON + examples_bytes(sh.n, sh.batches, sh.text_zstd, n_labels)
     if mode == "stats":
         return total + stats_file_bytes(widths, sh.slots, n_labels)
+    if mode == "profile":
+        from neurondb.profile.state import profile_file_bytes
+
+        return (total + tokens_bytes(sh.tokens, sh.batches)
+                + profile_file_bytes(widths, *profile, n_labels))
     groups = sh.batches * sum(1 for s in widths if sh.rows.get(s, 0))
     total += tokens_bytes(sh.tokens, sh.batches) + rows_bytes(sum(sh.rows.values()), groups)
     total += hdf5_tensor_bytes(widths, sh.rows, dtype) * (2 if grad else 1)
@@ -228,7 +234,8 @@ def _job_bytes(ext, data, shapes: list[ShardShape], mode: str, dtype: str | None
     dtype = dtype or getattr(ext, "dtype", None) or ext.cfg.dtype  # the resolved storage dtype
     return [shard_bytes(sh, ext.shape.widths, mode=mode, dtype=dtype,
                         grad=bool(ext.cfg.grad and mode == "tokens"),
-                        n_labels=max(2, len(data.label_names))) for sh in shapes]
+                        n_labels=max(2, len(data.label_names)),
+                        profile=(ext.cfg.top_k, ext.cfg.profile_bins)) for sh in shapes]
 
 
 def plan_job(ext, data, lengths: np.ndarray, mode: str, dtype: str | None = None) -> list[int]:
