@@ -30,7 +30,8 @@ class ResultKind:
 RESULT_KINDS: dict[str, ResultKind] = {}
 
 #: Views the connection creates itself; no result kind may take these names.
-RESERVED_VIEWS = frozenset({"runs", "examples", "tokens", "rows", "activations", "gradients"})
+RESERVED_VIEWS = frozenset({"runs", "examples", "tokens", "rows", "activations", "gradients",
+                            "neuron_profile", "neuron_top"})
 
 
 def register(kind: ResultKind) -> ResultKind:
