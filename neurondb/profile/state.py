@@ -123,10 +123,19 @@ class ProfileState:
         Path(path).write_bytes(self.to_bytes())
 
     @classmethod
+    def load_bytes(cls, data: bytes, path: Path | str = "profile state") -> ProfileState:
+        """A state from :meth:`to_bytes` output."""
+        return cls._load(io.BytesIO(data), path)
+
+    @classmethod
     def load(cls, path: Path) -> ProfileState:
         """Read a ``profile.npz``; damage is a one-line StoreError naming the file."""
+        return cls._load(path, path)
+
+    @classmethod
+    def _load(cls, src, path) -> ProfileState:
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(src, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 st = cls(int(meta["top_k"]), int(meta["n_bins"]), int(meta["n_labels"]),
                          int(meta["n_positions"]))
