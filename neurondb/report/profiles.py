@@ -19,7 +19,8 @@ def _frac_positive_png(df: pd.DataFrame, run: str) -> bytes:
     plt = figures._pyplot()
     keys = sorted({(s, la) for s, la in zip(df["stack"], df["layer"])})
     fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(keys), 3.5))
-    data = [df[(df.stack == s) & (df.layer == la)]["frac_positive"].to_numpy() for s, la in keys]
+    data = [df[(df["stack"] == s) & (df["layer"] == la)]["frac_positive"].to_numpy()
+            for s, la in keys]
     ax.boxplot(data, positions=range(len(keys)), widths=0.6)
     ax.set_xticks(range(len(keys)), [f"{s[:3]} {la}" for s, la in keys])
     ax.set_ylabel("frac_positive (P[h > 0])")
@@ -38,9 +39,9 @@ def _hardest(store, run: str, df: pd.DataFrame) -> str:
     parts = []
     for _, r in df.nlargest(NEURONS, "max").iterrows():
         ctx = store.connection.arrow(
-            f"SELECT rank, value, context, label FROM top_contexts('{run}', '{r.stack}', "
+            f"SELECT rank, value, context, label FROM top_contexts('{run}', '{r['stack']}', "
             f"{int(r.layer)}, {int(r.neuron)}, k := {TOKENS}, width := {WIDTH})").to_pandas()
-        parts.append(H.para(f"{r.stack} layer {int(r.layer)}, neuron {int(r.neuron)}: max "
+        parts.append(H.para(f"{r['stack']} layer {int(r.layer)}, neuron {int(r.neuron)}: max "
                             f"{r['max']:.3g}, frac_positive {r.frac_positive:.3f}", "meta"))
         parts.append(H.table(ctx, text_columns=("context",)))
     return "".join(parts)

@@ -320,6 +320,8 @@ class Store:
             files = self.shard_files(info.run, TENSOR_FILES[kind])
             if not files:
                 hint = ("re-extract with --grad" if kind == "gradients"
+                        else "it is a profile run (no per-token tensors): read Store.profile() "
+                        "or the neuron_profile view" if info.mode == "profile"
                         else "this run holds running statistics only")
                 raise StoreError(f"run {info.run!r} has no {kind}; {hint}")
             try:
