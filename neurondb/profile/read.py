@@ -40,21 +40,22 @@ def profile_runs(store) -> list[str]:
 
 
 def run_state(store, run: str) -> ProfileState:
-    """The profile of ``run``: its shards' states merged (exactly) in chunk order."""
+    """The profile of ``run``: the run's ``profile.npz`` (its shards' states merged, exactly,
+    in chunk order when the run was completed), or, for a run still being extracted
+    (``partial=True``), the complete shards merged now."""
     info = store.run(run)
     if info.mode != "profile":
         raise QueryError(f"run {info.run!r} is a {info.mode} run, not a profile; extract one "
                          "with `neurondb extract ... --profile`")
-    files = store.shard_files(info.run, PROFILE_FILE)
+    whole = store.run_dir(info.run) / PROFILE_FILE
+    files = [whole] if info.status == "complete" else store.shard_files(info.run, PROFILE_FILE)
     key = (info.run, tuple(str(f) for f in files))
     cache = store._profiles
     if key not in cache:
-        if not files:
-            raise StoreError(f"profile run {info.run!r} has no {PROFILE_FILE} in its shards; "
-                             "run `neurondb verify` and re-extract the run")
-        st = ProfileState.load(files[0])
-        for f in files[1:]:
-            st.merge(ProfileState.load(f))
+        if not files or not files[0].exists():
+            raise StoreError(f"profile run {info.run!r} has no {PROFILE_FILE}; run `neurondb "
+                             "verify` and re-extract the run")
+        st = ProfileState.merged(files)
         if len(cache) >= 8:  # a few runs' states (K x neurons each), not every run's
             cache.pop(next(iter(cache)))
         cache[key] = st

@@ -101,6 +101,16 @@ class ProfileState:
                 self.layers[key] = copy.deepcopy(st)
         return self
 
+    @classmethod
+    def merged(cls, paths: list[Path]) -> ProfileState:
+        """The states of ``paths`` (``profile.npz`` files) merged in the order given."""
+        if not paths:
+            raise StoreError("no profile state to merge (a profile run without shards)")
+        st = cls.load(paths[0])
+        for f in paths[1:]:
+            st.merge(cls.load(f))
+        return st
+
     # -- persistence -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The ``profile.npz`` bytes (uncompressed NumPy archive, no pickles)."""

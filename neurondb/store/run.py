@@ -191,7 +191,8 @@ def remove_partials(run_path: Path) -> list[Path]:
 
 
 def finalize_run(root: Path, info: RunInfo) -> RunInfo:
-    """Totals from the shards, ``run.parquet``, and ``run.json`` saying ``complete``."""
+    """Totals from the shards, ``run.parquet`` (a profile run: ``profile.npz``, its shards'
+    states merged), and ``run.json`` saying ``complete``."""
     d = run_dir(root, info.run)
     shards = [ShardInfo.read(p) for p in shard_dirs(d)]
     if info.n_chunks and len(shards) != info.n_chunks:
@@ -209,6 +210,11 @@ def finalize_run(root: Path, info: RunInfo) -> RunInfo:
     if scored:
         info.accuracy = sum(s.n_correct for s in shards) / scored
     info.status = "complete"
+    own = {RUN_TABLE: d / RUN_TABLE}
+    if info.mode == "profile":  # the shards' profiles merged once: readers read one file
+        with atomic_file(d / PROFILE_FILE) as tmp:
+            ProfileState.merged([p / PROFILE_FILE for p in shard_dirs(d)]).save(tmp)
+        own[PROFILE_FILE] = d / PROFILE_FILE
     with store_lock(root):
         with atomic_file(d / RUN_TABLE) as tmp:
             pq.write_table(info.table(), tmp)
@@ -216,8 +222,7 @@ def finalize_run(root: Path, info: RunInfo) -> RunInfo:
         # into place, so no reader ever sees a complete run that the catalog does not record
         with atomic_file(d / RUN_JSON) as tmp:
             tmp.write_text(json.dumps(info.to_dict(), indent=2, default=str) + "\n")
-            catalog.record_run(root, info.run, {RUN_JSON: tmp, RUN_TABLE: d / RUN_TABLE},
-                               len(shards))
+            catalog.record_run(root, info.run, {RUN_JSON: tmp, **own}, len(shards))
     return info
 
 

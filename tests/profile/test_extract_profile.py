@@ -131,7 +131,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, relu_model, sen
     with pytest.raises(KeyboardInterrupt):
         neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE)
     monkeypatch.setattr(ShardWriter, "commit", orig)
-    assert len(neurondb.open(out, partial=True).shards("p")) == 2
+    part = neurondb.open(out, partial=True)  # a run being extracted: its complete shards
+    assert len(part.shards("p")) == 2
+    n = sum(sh.n_rows["encoder"] for _, sh in part.shards("p"))
+    assert n > 0 and (part.profile(run="p")["count"] == n).all()
+    part.close()
     neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE).close()
     assert_same_tables(out, chunked, exact=True)
 

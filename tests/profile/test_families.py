@@ -43,24 +43,31 @@ def test_profile_equals_a_per_token_capture(tmp_path, tiny_path, sentiment_dir, 
     st.close()
 
 
-def test_damaged_profile_fails_only_the_profile_views(tmp_path, tiny_path, sentiment_dir):
+def test_damaged_profile_is_refused_on_open_or_fails_only_its_views(tmp_path, tiny_path,
+                                                                   sentiment_dir, monkeypatch):
+    from neurondb.store import verify
+
     st = neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "s",
                           readout="none", profile=True, top_k=3, progress=False, run="p",
                           template="{text}")
     with pytest.raises(NeurondbError, match="it is a profile run"):
         st.activations(0, run="p")  # no per-token tensors in a profile run
     st.close()
-    f = next((tmp_path / "s").glob("runs/p/shards/*/profile.npz"))
+    f = tmp_path / "s" / "runs" / "p" / "profile.npz"  # the run's merged profile
     data = bytearray(f.read_bytes())
     data[200] ^= 0xFF
     f.write_bytes(bytes(data))
-    st = neurondb.open(tmp_path / "s")  # sizes match: opening does not hash large files
+    with pytest.raises(NeurondbError, match="profile.npz does not match its checksum"):
+        neurondb.open(tmp_path / "s")  # a small file: hashed on open
+    monkeypatch.setattr(verify, "SMALL_FILE", 0)  # as for a large profile: sizes only
+    st = neurondb.open(tmp_path / "s")
     assert st.sql("SELECT count(*) FROM examples").fetchall() == [(12,)]
     for view in ("neuron_profile", "neuron_top"):
         with pytest.raises(NeurondbError, match="profile.npz cannot be read as a profile") as e:
             st.connection.arrow(f"SELECT * FROM {view}")
         assert "\n" not in str(e.value)
     st.close()
+    assert not verify.verify_store(tmp_path / "s").ok
 
 
 def test_profile_of_a_tokens_run_is_refused(tmp_path, tiny_path, sentiment_dir):
