@@ -254,10 +254,16 @@ def extraction_sizes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable
     out = {d: [0, 0] for d in dtypes}
     for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
         shapes = _job_shapes(ext, data, lens)
+        whole = 0  # a profile run also writes its shards' states merged, at completion
+        if mode == "profile":
+            from neurondb.profile.state import profile_file_bytes
+
+            whole = profile_file_bytes(ext.shape.widths, ext.cfg.top_k, ext.cfg.profile_bins,
+                                       max(2, len(data.label_names)))
         for d in dtypes:
             per = _job_bytes(ext, data, shapes, mode, d)
-            out[d][0] += bytes_to_write(per, ())
-            out[d][1] += bytes_to_write(per, done[j] if done is not None else ())
+            out[d][0] += bytes_to_write(per, ()) + whole
+            out[d][1] += bytes_to_write(per, done[j] if done is not None else ()) + whole
     return {d: (t, left) for d, (t, left) in out.items()}
 
 

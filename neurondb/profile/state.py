@@ -183,12 +183,11 @@ def empty_layer(d: int, edges: np.ndarray, n_labels: int, top_k: int) -> LayerSt
 
 def profile_file_bytes(widths: dict[str, tuple[int, ...]], top_k: int, n_bins: int,
                        n_labels: int) -> int:
-    """Bytes of a shard's ``profile.npz`` (the arrays plus about 1 kB of archive headers per
-    array)."""
-    total = 4096
-    per_layer_arrays = 11
+    """Bytes of a ``profile.npz``: the arrays, about 270 bytes of zip and ``.npy`` headers
+    per array (11 per layer) and the JSON metadata."""
+    total, header = 1024, 272
     for ws in widths.values():
         for d in ws:
             total += d * (8 * 2 + 4 * 2 + 8 + 8 * (n_bins + 2) + 8 * n_labels + 16 * top_k)
-            total += 8 * (n_bins + 1) + 8 * n_labels + 1024 * per_layer_arrays
+            total += 8 * (n_bins + 1) + 8 * n_labels + 11 * header + 40
     return int(total)

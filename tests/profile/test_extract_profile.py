@@ -218,3 +218,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, relu_model, sentimen
         with pytest.raises(ExtractError, match=match) as e:
             neurondb.extract(relu_model, str(sentiment_dir), out, **dict(PROFILE, **kw))
         assert "\n" not in str(e.value) and not out.exists()
+
+
+def test_size_estimate_is_close(relu_model, sentiment_dir, chunked):
+    from tests.extract.test_size_estimate import _estimate, _written
+
+    total, _, _ = _estimate(relu_model, sentiment_dir, dict(PROFILE, chunk_examples=8))
+    written = _written(chunked)
+    assert abs(total - written) <= 0.05 * written, (total, written)
