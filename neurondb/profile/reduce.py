@@ -4,11 +4,15 @@ Per ``(stack, layer)`` it keeps (``d`` = d_ff, ``K`` = top_k, ``N`` = bins, ``L`
 float64 ``sum``/``sumsq`` ``[d]``, float32 ``min``/``max`` ``[d]``, int64 ``n_positive`` ``[d]``,
 an int64 histogram ``[d, N+2]`` over the run's fixed edges (:mod:`neurondb.profile.edges`),
 float64 label sums ``[L, d]`` and int64 label counts ``[L]``, and the exact top/bottom-K as
-int64 keys ``[d, K]`` (:mod:`neurondb.profile.keys`). Memory: the state (about
-``d * (16K + 8N + 8L + 40)`` bytes per layer) plus one batch's temporaries (about
-``40 * rows * d`` bytes). Every operation is deterministic on CPU and CUDA (sorting by unique
-keys, integer atomics, no float atomics), so the same tokens in the same batches give the
-same state bit for bit.
+int64 keys ``[d, K]`` (:mod:`neurondb.profile.keys`).
+
+The layers of a stack that share a width are reduced together, as one ``[G, rows, d]`` tensor
+(G layers), so a batch costs the same few dozen kernel launches whatever the depth.
+Memory: the state (about ``d * (16K + 8N + 8L + 40)`` bytes per layer) plus one batch's
+temporaries (about ``40 * G * rows * d`` bytes, G cut so that ``G * rows * d`` stays under
+:data:`MAX_VALUES`: at most about 1.3 GB). Every operation is deterministic on CPU and
+CUDA (sorting unique keys, integer atomics, no float atomics), so the same tokens in the same
+batches give the same state bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,20 @@ from neurondb.profile.keys import EMPTY, make_keys, ordered_from_bits
 from neurondb.profile.state import KINDS, LayerState, ProfileState
 
 EdgesFor = Callable[[dict], dict]
+#: at most this many values (layers x rows x d_ff) are reduced at once: a batch of a large
+#: model is reduced a few layers at a time (the temporaries are about 40 bytes per value)
+MAX_VALUES = 1 << 25
+
+
+def layer_groups(widths: dict[str, tuple[int, ...]]) -> list[tuple[str, tuple[int, ...]]]:
+    """``(stack, layers)`` groups of equal width (every layer of an unpruned stack)."""
+    out = []
+    for stack, ws in widths.items():
+        by_width: dict[int, list[int]] = {}
+        for layer, d in enumerate(ws):
+            by_width.setdefault(int(d), []).append(layer)
+        out.extend((stack, tuple(ls)) for ls in by_width.values())
+    return out
 
 
 class ProfileAccumulator:
@@ -35,34 +53,37 @@ class ProfileAccumulator:
     def __init__(self, widths: dict[str, tuple[int, ...]], top_k: int, n_bins: int,
                  n_labels: int, n_positions: int, device, edges_for: EdgesFor):
         self.widths = {s: tuple(w) for s, w in widths.items()}
+        self.groups = layer_groups(self.widths)
         self.top_k, self.n_bins, self.n_labels = int(top_k), int(n_bins), int(n_labels)
         self.n_positions = int(n_positions)
         self.device = torch.device(device)
         self.edges_for = edges_for
         self.edges: dict[tuple[str, int], np.ndarray] | None = None
-        self.count: dict[tuple[str, int], int] = {}
-        self.t: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self.count: dict[int, int] = {}
+        self.t: dict[int, dict[str, torch.Tensor]] = {}
 
-    def _init_layer(self, key: tuple[str, int]) -> dict[str, torch.Tensor]:
-        d = self.widths[key[0]][key[1]]
-        dev, K, L = self.device, self.top_k, self.n_labels
-        e = self.edges[key]
-        w = float(e[1] - e[0])
+    def _init_group(self, g: int) -> dict[str, torch.Tensor]:
+        stack, layers = self.groups[g]
+        G, d = len(layers), self.widths[stack][layers[0]]
+        dev, K, L, B = self.device, self.top_k, self.n_labels, self.n_bins + 2
         f64, i64 = torch.float64, torch.int64
-        st = {"sum": torch.zeros(d, dtype=f64, device=dev),
-              "sumsq": torch.zeros(d, dtype=f64, device=dev),
-              "min": torch.full((d,), float("inf"), device=dev),
-              "max": torch.full((d,), float("-inf"), device=dev),
-              "n_positive": torch.zeros(d, dtype=i64, device=dev),
-              "hist": torch.zeros(d * (self.n_bins + 2), dtype=i64, device=dev),
+        w = [float(self.edges[(stack, la)][1] - self.edges[(stack, la)][0]) for la in layers]
+        e0 = [float(self.edges[(stack, la)][0]) for la in layers]
+        st = {"sum": torch.zeros(G, d, dtype=f64, device=dev),
+              "sumsq": torch.zeros(G, d, dtype=f64, device=dev),
+              "min": torch.full((G, d), float("inf"), device=dev),
+              "max": torch.full((G, d), float("-inf"), device=dev),
+              "n_positive": torch.zeros(G, d, dtype=i64, device=dev),
+              "hist": torch.zeros(G * d * B, dtype=i64, device=dev),
               "label_count": torch.zeros(L, dtype=i64, device=dev),
-              "label_sum": torch.zeros((L, d), dtype=f64, device=dev),
-              "inv_w": torch.tensor(1.0 / w, device=dev),
-              "m": torch.tensor(round(float(e[0]) / w) - 1.0, device=dev),
-              "col": torch.arange(d, device=dev, dtype=i64) * (self.n_bins + 2)}
+              "label_sum": torch.zeros((G, L, d), dtype=f64, device=dev),
+              "inv_w": torch.tensor([1.0 / x for x in w], device=dev).view(G, 1, 1),
+              "m": torch.tensor([round(a / x) - 1.0 for a, x in zip(e0, w)],
+                                device=dev).view(G, 1, 1),
+              "col": (torch.arange(G * d, device=dev, dtype=i64) * B).view(G, 1, d)}
         for kind in KINDS:
-            st[kind] = torch.full((d, K), EMPTY, dtype=i64, device=dev)
-        self.count[key] = 0
+            st[kind] = torch.full((G, d, K), EMPTY, dtype=i64, device=dev)
+        self.count[g] = 0
         return st
 
     def update_batch(self, acts: dict[tuple[str, int], torch.Tensor],
@@ -73,35 +94,44 @@ class ProfileAccumulator:
         if self.edges is None:
             self.edges = self.edges_for(acts)
         dev = self.device
-        by_stack = {s: tuple(torch.as_tensor(np.asarray(a), device=dev, dtype=torch.int64)
-                             for a in r) for s, r in rows.items()}
-        for key, h in acts.items():
-            if key[0] in by_stack:
-                self.update(key, h, *by_stack[key[0]])
+        for g, (stack, layers) in enumerate(self.groups):
+            if stack not in rows or (stack, layers[0]) not in acts:
+                continue
+            ex, pos, lab = (torch.as_tensor(np.asarray(a), device=dev, dtype=torch.int64)
+                            for a in rows[stack])
+            per = acts[(stack, layers[0])].numel()
+            step = max(1, MAX_VALUES // max(per, 1))
+            for a in range(0, len(layers), step):
+                h = torch.stack([acts[(stack, la)] for la in layers[a:a + step]])
+                self.update(g, h, ex, pos, lab, slice(a, a + h.shape[0]))
 
     @torch.no_grad()
-    def update(self, key: tuple[str, int], h: torch.Tensor, example_id: torch.Tensor,
-               position: torch.Tensor, label: torch.Tensor) -> None:
-        """Reduce rows ``h`` ``[n, d]`` of one layer with their int64 ``[n]`` example ids,
-        positions and labels (all on the device)."""
-        if h.shape[0] == 0:
+    def update(self, g: int, h: torch.Tensor, example_id: torch.Tensor, position: torch.Tensor,
+               label: torch.Tensor, layers: slice | None = None) -> None:
+        """Reduce rows ``h`` ``[G', n, d]`` of the layers ``layers`` (default all G) of layer
+        group ``g`` with their int64 ``[n]`` example ids, positions and labels (all on the
+        device)."""
+        if h.shape[1] == 0:
             return
-        if key not in self.t:
-            self.t[key] = self._init_layer(key)
-        st = self.t[key]
+        if g not in self.t:
+            self.t[g] = self._init_group(g)
+        sl = layers or slice(0, h.shape[0])
+        st = {k: v if k in ("hist", "label_count") else v[sl] for k, v in self.t[g].items()}
         x = h.detach().to(torch.float32).contiguous() + 0.0  # -0.0 -> +0.0
         xd = x.double()
-        self.count[key] += int(x.shape[0])
-        st["sum"] += xd.sum(0)
-        st["sumsq"] += (xd * xd).sum(0)
-        torch.minimum(st["min"], x.amin(0), out=st["min"])
-        torch.maximum(st["max"], x.amax(0), out=st["max"])
-        st["n_positive"] += (x > 0).sum(0)
+        if sl.start == 0:  # rows and labels are counted once per group, with its first layers
+            self.count[g] += int(x.shape[1])
+        st["sum"] += xd.sum(1)
+        st["sumsq"] += (xd * xd).sum(1)
+        torch.minimum(st["min"], x.amin(1), out=st["min"])
+        torch.maximum(st["max"], x.amax(1), out=st["max"])
+        st["n_positive"] += (x > 0).sum(1)
         self._histogram(st, x)
         if self.n_labels:
             onehot = (label[:, None] == torch.arange(self.n_labels, device=x.device)).double()
-            st["label_count"] += onehot.sum(0).long()
-            st["label_sum"] += onehot.T @ xd
+            if sl.start == 0:
+                st["label_count"] += onehot.sum(0).long()
+            st["label_sum"] += torch.matmul(onehot.T, xd)
         self._top_k(st, x, example_id * self.n_positions + position)
 
     def _histogram(self, st: dict[str, torch.Tensor], x: torch.Tensor) -> None:
@@ -113,20 +143,24 @@ class ProfileAccumulator:
                                                            device=b.device))
 
     def _top_k(self, st: dict[str, torch.Tensor], x: torch.Tensor, tok: torch.Tensor) -> None:
-        ordered = ordered_from_bits(x.view(torch.int32)).long()
+        ordered = ordered_from_bits(x.view(torch.int32)).long().transpose(1, 2)  # [G, d, n]
         for kind in KINDS:
-            keys = make_keys(ordered, tok[:, None], kind == "bottom")
-            cand = torch.cat([st[kind], keys.T], dim=1)
-            st[kind] = torch.topk(cand, self.top_k, dim=1, sorted=True).values
+            keys = make_keys(ordered, tok, kind == "bottom")
+            cand = torch.cat([st[kind], keys], dim=2)
+            st[kind].copy_(torch.topk(cand, self.top_k, dim=2, sorted=True).values)
 
     def state(self) -> ProfileState:
         """The NumPy state of everything reduced so far (copies from the device)."""
         out = ProfileState(self.top_k, self.n_bins, self.n_labels, self.n_positions)
-        for key, st in sorted(self.t.items()):
+        for g, st in sorted(self.t.items()):
+            stack, layers = self.groups[g]
             a = {k: v.cpu().numpy() for k, v in st.items()}
-            out.layers[key] = LayerState(
-                count=self.count[key], sum=a["sum"], sumsq=a["sumsq"], min=a["min"],
-                max=a["max"], n_positive=a["n_positive"], edges=self.edges[key],
-                hist=a["hist"].reshape(-1, self.n_bins + 2), label_count=a["label_count"],
-                label_sum=a["label_sum"], keys={k: a[k] for k in KINDS})
+            hist = a["hist"].reshape(len(layers), -1, self.n_bins + 2)
+            for i, la in enumerate(layers):
+                out.layers[(stack, la)] = LayerState(
+                    count=self.count[g], sum=a["sum"][i], sumsq=a["sumsq"][i],
+                    min=a["min"][i], max=a["max"][i], n_positive=a["n_positive"][i],
+                    edges=self.edges[(stack, la)], hist=hist[i],
+                    label_count=a["label_count"], label_sum=a["label_sum"][i],
+                    keys={k: a[k][i] for k in KINDS})
         return out

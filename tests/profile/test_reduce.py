@@ -148,3 +148,35 @@ def test_quantiles_are_within_their_bound():
         w = edges[key][1] - edges[key][0]
         inside = (exact > edges[key][0]) & (exact < edges[key][-1])
         assert (bound[inside] <= w + 1e-12).all()
+
+
+def test_layers_reduced_together_or_a_few_at_a_time_agree(monkeypatch):
+    from neurondb.profile import reduce
+
+    rng = np.random.default_rng(5)
+    widths = {"encoder": (6, 6, 6), "decoder": (6, 3)}
+    n = 40
+    ex, pos = np.arange(n) // 4, np.arange(n) % 4
+    acts = {(s, la): rng.normal(size=(n, d)).astype(np.float32)
+            for s, ws in widths.items() for la, d in enumerate(ws)}
+
+    def states():
+        acc = ProfileAccumulator(widths, 3, BINS, N_LABELS, N_POS, "cpu", lambda b: edges_from(
+            {k: v.numpy() for k, v in b.items()}))
+        for a, b in ((0, 27), (27, 40)):
+            acc.update_batch({k: torch.from_numpy(x[a:b]) for k, x in acts.items()},
+                             {s: (ex[a:b], pos[a:b], ex[a:b] % 2) for s in widths})
+        return acc.state()
+
+    together = states()
+    monkeypatch.setattr(reduce, "MAX_VALUES", 1)  # one layer at a time
+    apart = states()
+    assert sorted(together.layers) == sorted(acts)
+    for key, ls in together.layers.items():
+        other = apart.layers[key]
+        assert ls.count == other.count == 40
+        for name in ("sum", "sumsq", "min", "max", "n_positive", "hist", "label_count",
+                     "label_sum"):
+            np.testing.assert_array_equal(getattr(ls, name), getattr(other, name))
+        for kind in ("top", "bottom"):
+            np.testing.assert_array_equal(ls.keys[kind], other.keys[kind])
