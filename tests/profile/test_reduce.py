@@ -180,3 +180,22 @@ def test_layers_reduced_together_or_a_few_at_a_time_agree(monkeypatch):
             np.testing.assert_array_equal(getattr(ls, name), getattr(other, name))
         for kind in ("top", "bottom"):
             np.testing.assert_array_equal(ls.keys[kind], other.keys[kind])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_activations_reduce_as_their_float32_values(dtype):
+    acts, ex, pos, labels = planted(6)
+    low = {k: torch.from_numpy(x).to(dtype) for k, x in acts.items()}
+    as32 = {k: v.float().numpy() for k, v in low.items()}
+    edges = edges_from(as32)
+    ref = run(as32, ex, pos, labels, [20], edges)
+    acc = ProfileAccumulator(WIDTHS, K, BINS, N_LABELS, N_POS, "cpu", lambda b: edges)
+    for a, b in ((0, 20), (20, len(ex))):
+        acc.update_batch({k: v[a:b] for k, v in low.items()},
+                         {"encoder": (ex[a:b], pos[a:b], labels[a:b])})
+    got = acc.state()
+    for key, ls in ref.layers.items():
+        for kind in ("top", "bottom"):
+            np.testing.assert_array_equal(got.layers[key].keys[kind], ls.keys[kind])
+        np.testing.assert_array_equal(got.layers[key].hist, ls.hist)
+        np.testing.assert_array_equal(got.layers[key].sum, ls.sum)
