@@ -138,7 +138,8 @@ class ProfileAccumulator:
         """Bin index ``floor(h / w) - e0 / w + 1`` (exact: ``w`` is a power of two), clamped
         to the under/overflow bins 0 and N+1, counted per neuron."""
         b = torch.floor(x * st["inv_w"]) - st["m"]
-        b = b.clamp_(0, self.n_bins + 1).long() + st["col"]
+        b = torch.nan_to_num(b, nan=self.n_bins + 1.0)  # NaN: counted as overflow (and seen
+        b = b.clamp_(0, self.n_bins + 1).long() + st["col"]  # in min/max/mean as NaN)
         st["hist"].index_add_(0, b.reshape(-1), torch.ones(b.numel(), dtype=torch.int64,
                                                            device=b.device))
 

@@ -199,3 +199,14 @@ def test_16_bit_activations_reduce_as_their_float32_values(dtype):
             np.testing.assert_array_equal(got.layers[key].keys[kind], ls.keys[kind])
         np.testing.assert_array_equal(got.layers[key].hist, ls.hist)
         np.testing.assert_array_equal(got.layers[key].sum, ls.sum)
+
+
+def test_non_finite_activations_do_not_crash_and_show():
+    acts, ex, pos, labels = planted(7)
+    x = acts[("encoder", 1)]
+    x[3, 0], x[4, 1], x[5, 2] = np.nan, np.inf, -np.inf
+    edges = edges_from({k: v[:2] for k, v in acts.items()})
+    ls = run(acts, ex, pos, labels, [10], edges).layers[("encoder", 1)]
+    assert np.isnan(ls.max[0]) and np.isnan(ls.sum[0]) and ls.max[1] == np.inf
+    assert ls.min[2] == -np.inf and ls.hist.sum(axis=1).tolist() == [len(ex)] * 4
+    assert ls.hist[0, -1] >= 1 and ls.hist[1, -1] >= 1 and ls.hist[2, 0] >= 1
