@@ -102,7 +102,8 @@ class ProfileAccumulator:
             per = acts[(stack, layers[0])].numel()
             step = max(1, MAX_VALUES // max(per, 1))
             for a in range(0, len(layers), step):
-                h = torch.stack([acts[(stack, la)] for la in layers[a:a + step]])
+                # .to(dev): with --device-map the layers live on several devices
+                h = torch.stack([acts[(stack, la)].to(dev) for la in layers[a:a + step]])
                 self.update(g, h, ex, pos, lab, slice(a, a + h.shape[0]))
 
     @torch.no_grad()
