@@ -41,6 +41,7 @@ def extract_command(
     profile: bool = typer.Option(False, "--profile", help="Reduce every captured token on the device into a neuron profile (count, mean, std, min, max, frac_positive, histogram, exact top/bottom-K); no per-token tensors are stored."),
     top_k: int = typer.Option(20, "--top-k", help="--profile: tokens kept per neuron at the top and at the bottom."),
     profile_bins: int = typer.Option(256, "--profile-bins", help="--profile: histogram bins per layer (plus under/overflow)."),
+    correlate_layers: str | None = typer.Option(None, "--correlate-layers", help="--profile: also accumulate the Pearson sums between every pair of neurons of these layers (comma list; 8 x neurons^2 bytes); read with `neurondb correlate-neurons STORE --runs RUN`."),
     drop_missing_text: bool = typer.Option(False, "--drop-missing-text", help="Skip rows whose text is missing (None/NaN) and print how many; without it such a row is an error naming it."),
 ) -> None:
     """Run MODEL over a dataset and record FFN neuron activations into a store.
@@ -59,6 +60,10 @@ def extract_command(
             decoding["drop_missing_text"] = True
         if profile:
             decoding.update(profile=True, top_k=top_k, profile_bins=profile_bins)
+        if correlate_layers is not None:
+            from neurondb.cli.profile_cmd import _layers
+
+            decoding["correlate_layers"] = _layers(correlate_layers)
         store = extract(
             model, data, out, split=split, data_config=data_config,
             text_fields=list(text_field) if text_field else None, label_field=label_field,

@@ -24,7 +24,7 @@ def _layers(spec: str | None) -> list[int] | None:
 
 def correlate_neurons_command(
     store: Path = typer.Argument(..., help="Store directory."),
-    runs: str = typer.Option(..., "--runs", help="Two runs with per-token activations over the same tokens, A,B."),
+    runs: str = typer.Option(..., "--runs", help="Two runs with per-token activations over the same tokens, A,B; or one profile run extracted with --correlate-layers (within-model)."),
     layers: str | None = typer.Option(None, "--layers", help="Comma list of layers (default all), of both runs."),
     top: int = typer.Option(5, "--top", help="Best partners kept per neuron of A."),
     stack: str | None = typer.Option(None, "--stack", help="Stack (default: the first)."),
@@ -51,7 +51,7 @@ def correlate_neurons_command(
                                 say=lambda m: Console(stderr=True).print(m, markup=False))
         summary = (res.table[res.table.partner_rank == 1].groupby("layer")["corr"]
                    .describe()[["count", "mean", "50%", "max"]].reset_index())
-        _print(summary, f"max correlation per neuron of {names[0]} with {names[1]}, per layer")
+        _print(summary, f"max correlation per neuron of {names[0]} with {names[-1]}, per layer")
         _print(res.table.sort_values("corr", ascending=False).head(10),
                "best pairs", ["layer", "neuron", "partner_layer", "partner_neuron", "corr"])
         Console().print(f"result: {res.path}; figure: {res.png}")

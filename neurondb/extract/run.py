@@ -96,6 +96,7 @@ class ExtractConfig:
     profile: bool = False
     top_k: int = profile_seam.DEFAULT_TOP_K
     profile_bins: int = profile_seam.DEFAULT_BINS
+    correlate_layers: list[int] | None = None  # --profile: within-model correlation sums
     extra: dict = field(default_factory=dict)
 
 
@@ -343,7 +344,8 @@ class _Extraction:
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
         for (d, mode, _), ln in zip(self.jobs, lens):  # --profile: top-K within the tokens
             if mode == "profile":
-                profile_seam.check_tokens(self, len(d), self.expected_rows(ln))
+                for line in profile_seam.check_tokens(self, len(d), self.expected_rows(ln)):
+                    rep.info(line)
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
         other = "float32" if self.dtype != "float32" else "float16"

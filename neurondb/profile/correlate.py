@@ -42,7 +42,8 @@ class NeuronCorrelation:
 def _pair(store, runs) -> tuple:
     names = split_names(runs)
     if len(names) != 2:
-        raise QueryError(f"--runs takes two runs, A,B; got {names}")
+        raise QueryError(f"--runs takes two runs, A,B (or one profile run extracted with "
+                         f"--correlate-layers); got {names}")
     infos = [store.run(n) for n in names]
     for i in infos:
         if i.mode != "tokens":
@@ -130,6 +131,10 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
     ``png``, the max-correlation figure. Everything is checked before anything is written;
     ``say`` then hears the memory the accumulation takes."""
     store = as_store(store)
+    names = split_names(runs)
+    if len(names) == 1 and store.run(names[0]).mode == "profile":
+        return within_model(store, names[0], top=top, name=name, png=png,
+                            overwrite=overwrite, write=write)
     a, b = _pair(store, runs)
     stack = store.default_stack(stack, a.run)
     if top < 1:
@@ -156,6 +161,39 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
         out.path = write_result(store, TABLE, name, table,
                                 {"runs": [a.run, b.run], "stack": stack, "layers": layers_a,
                                  "top": top, "rows": n_rows}, overwrite=overwrite)
+    return out
+
+
+def within_model(store, run: str, *, top: int = 5, name: str | None = None,
+                 png: str | Path | None = None, overwrite: bool = False,
+                 write: bool = True) -> NeuronCorrelation:
+    """Best partners among the neurons of one model, from the correlation sums a profile run
+    accumulated on the device (``extract --profile --correlate-layers``); a neuron is not
+    its own partner. Same table and figure as two runs (``a`` = ``b`` = ``run``)."""
+    from neurondb.profile.read import run_state
+
+    if top < 1:
+        raise QueryError(f"--top must be at least 1, not {top}")
+    c = run_state(store, run).corr
+    if c is None:
+        raise QueryError(f"profile run {run!r} has no within-model correlation sums; extract "
+                         "it with --correlate-layers, or give two per-token runs A,B")
+    name = name or default_name("ncorr", [run])
+    if write:
+        check_absent(store, TABLE, name, overwrite)
+    corr = c.corr()
+    np.fill_diagonal(corr, np.nan)
+    layers = list(c.layers)
+    table = _partner_table(run, run, c.stack, store, layers, layers, corr, top)
+    first = table[table.partner_rank == 1]
+    max_corr = {int(la): g["corr"].to_numpy() for la, g in first.groupby("layer")}
+    out = NeuronCorrelation(table=table, max_corr=max_corr, name=name)
+    if png is not None:
+        out.png = plot_max_corr(max_corr, png, f"max r per neuron of {run} with another neuron")
+    if write:
+        out.path = write_result(store, TABLE, name, table,
+                                {"runs": [run], "stack": c.stack, "layers": layers, "top": top,
+                                 "rows": c.n, "within_model": True}, overwrite=overwrite)
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from neurondb.profile.keys import EMPTY, make_keys, ordered_from_bits
-from neurondb.profile.state import KINDS, LayerState, ProfileState
+from neurondb.profile.state import KINDS, CorrSums, LayerState, ProfileState
 
 EdgesFor = Callable[[dict], dict]
 #: at most this many values (layers x rows x d_ff) are reduced at once: a batch of a large
@@ -47,11 +47,14 @@ class ProfileAccumulator:
 
     ``widths``: ``{stack: (d_ff per layer)}``; ``edges_for(acts)``: called once, with the first
     batch's activations, returns ``{(stack, layer): float64 edges [N+1]}``; ``n_positions``:
-    every position is below it, and ``n_examples * n_positions <= 2**32``.
+    every position is below it, and ``n_examples * n_positions <= 2**32``; ``corr_layers``:
+    ``(stack, layers)`` whose neurons (``D`` in all) also get the within-model correlation
+    sums Σx, Σx² ``[D]`` and Σxy ``[D, D]`` in float64 (``8 D² `` bytes on the device).
     """
 
     def __init__(self, widths: dict[str, tuple[int, ...]], top_k: int, n_bins: int,
-                 n_labels: int, n_positions: int, device, edges_for: EdgesFor):
+                 n_labels: int, n_positions: int, device, edges_for: EdgesFor,
+                 corr_layers: tuple[str, tuple[int, ...]] | None = None):
         self.widths = {s: tuple(w) for s, w in widths.items()}
         self.groups = layer_groups(self.widths)
         self.top_k, self.n_bins, self.n_labels = int(top_k), int(n_bins), int(n_labels)
@@ -61,6 +64,9 @@ class ProfileAccumulator:
         self.edges: dict[tuple[str, int], np.ndarray] | None = None
         self.count: dict[int, int] = {}
         self.t: dict[int, dict[str, torch.Tensor]] = {}
+        self.corr_layers = corr_layers
+        self.corr: dict[str, torch.Tensor] | None = None
+        self.corr_n = 0
 
     def _init_group(self, g: int) -> dict[str, torch.Tensor]:
         stack, layers = self.groups[g]
@@ -105,6 +111,24 @@ class ProfileAccumulator:
                 # .to(dev): with --device-map the layers live on several devices
                 h = torch.stack([acts[(stack, la)].to(dev) for la in layers[a:a + step]])
                 self.update(g, h, ex, pos, lab, slice(a, a + h.shape[0]))
+        if self.corr_layers is not None:
+            self._correlation_sums(acts)
+
+    @torch.no_grad()
+    def _correlation_sums(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
+        stack, layers = self.corr_layers
+        if (stack, layers[0]) not in acts:
+            return
+        x = torch.cat([acts[(stack, la)].to(self.device).double() for la in layers], dim=1)
+        if self.corr is None:
+            D = x.shape[1]
+            f64 = dict(dtype=torch.float64, device=self.device)
+            self.corr = {"sum": torch.zeros(D, **f64), "sumsq": torch.zeros(D, **f64),
+                         "sxy": torch.zeros(D, D, **f64)}
+        self.corr_n += int(x.shape[0])
+        self.corr["sum"] += x.sum(0)
+        self.corr["sumsq"] += (x * x).sum(0)
+        self.corr["sxy"] += x.T @ x
 
     @torch.no_grad()
     def update(self, g: int, h: torch.Tensor, example_id: torch.Tensor, position: torch.Tensor,
@@ -165,4 +189,8 @@ class ProfileAccumulator:
                     edges=self.edges[(stack, la)], hist=hist[i],
                     label_count=a["label_count"], label_sum=a["label_sum"][i],
                     keys={k: a[k][i] for k in KINDS})
+        if self.corr is not None:
+            c = {k: v.cpu().numpy() for k, v in self.corr.items()}
+            out.corr = CorrSums(self.corr_layers[0], tuple(self.corr_layers[1]), self.corr_n,
+                                c["sum"], c["sumsq"], c["sxy"])
         return out

@@ -25,6 +25,7 @@ DEFAULT_BINS = 256
 
 def check_request(cfg) -> None:
     """Refuse what a profile run cannot do (an ``ExtractConfig``), before anything is read."""
+    check_correlate_layers(cfg)
     if not getattr(cfg, "profile", False):
         return
     if cfg.grad:
@@ -36,9 +37,33 @@ def check_request(cfg) -> None:
         raise ExtractError(f"--profile-bins must be at least 2, not {cfg.profile_bins}")
 
 
+def check_correlate_layers(cfg) -> None:
+    """``--correlate-layers`` only with ``--profile``."""
+    if getattr(cfg, "correlate_layers", None) and not getattr(cfg, "profile", False):
+        raise ExtractError("--correlate-layers accumulates within-model correlations in a "
+                           "profile run; add --profile")
+
+
 def profile_config(cfg) -> dict:
     """The parameters a resumed profile run must share (part of the run's config)."""
-    return {"top_k": int(cfg.top_k), "profile_bins": int(cfg.profile_bins)}
+    out = {"top_k": int(cfg.top_k), "profile_bins": int(cfg.profile_bins)}
+    if getattr(cfg, "correlate_layers", None):
+        out["correlate_layers"] = [int(x) for x in cfg.correlate_layers]
+    return out
+
+
+def corr_layers(ext) -> tuple[str, tuple[int, ...]] | None:
+    """``(input stack, layers)`` of ``--correlate-layers``, checked against the model."""
+    layers = getattr(ext.cfg, "correlate_layers", None)
+    if not layers:
+        return None
+    stack = ext.shape.stacks[0]
+    n = ext.shape.n_layers(stack)
+    bad = [la for la in layers if not 0 <= int(la) < n]
+    if bad:
+        raise ExtractError(f"--correlate-layers {bad[0]} is out of range: stack {stack!r} has "
+                           f"layers 0..{n - 1}")
+    return stack, tuple(dict.fromkeys(int(x) for x in layers))
 
 
 def n_positions(ext) -> int:
@@ -52,9 +77,10 @@ def profile_rows(sels: dict, ids: np.ndarray, labels: np.ndarray) -> dict:
     return {s: (ids[b], t, labels[b]) for s, (b, t, _slots) in sels.items()}
 
 
-def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> None:
+def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> list[str]:
     """Refuse a top-K larger than the tokens a stack captures (``rows``: per stack, over the
-    whole run), or more ``(example, position)`` slots than the keys tell apart."""
+    whole run), or more ``(example, position)`` slots than the keys tell apart; returns lines
+    to tell the user (the memory that within-model correlation sums take)."""
     top_k = int(ext.cfg.top_k)
     for stack, n in rows.items():
         if top_k > n:
@@ -64,6 +90,13 @@ def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> None:
         raise ExtractError(f"--profile tells tokens apart by example and position: "
                            f"{n_examples} examples x {n_positions(ext)} positions exceed "
                            "2**32; lower --max-examples or --max-length")
+    cl = corr_layers(ext)
+    if cl is None:
+        return []
+    D = sum(ext.shape.d_ff(cl[0], la) for la in cl[1])
+    return [f"within-model correlation of {D} neurons ({cl[0]} layers "
+            f"{', '.join(map(str, cl[1]))}): {8 * D * D / 1e6:,.1f} MB of float64 sums on the "
+            f"device and in every shard's profile"]
 
 
 class RunProfiler:
@@ -79,6 +112,7 @@ class RunProfiler:
         self.run_path = Path(run_path)
         self.config_hash = info.config_hash
         self.rank, self.world_size = int(rank), int(world_size)
+        self.corr_layers = corr_layers(ext)
 
     @classmethod
     def for_run(cls, ext, info, run_path: Path) -> RunProfiler | None:
@@ -90,7 +124,7 @@ class RunProfiler:
         """A fresh accumulator for the shard of ``chunk``."""
         return ProfileAccumulator(self.widths, self.top_k, self.n_bins, self.n_labels,
                                   self.n_positions, self.device,
-                                  lambda acts: self.edges(chunk, acts))
+                                  lambda acts: self.edges(chunk, acts), self.corr_layers)
 
     def edges(self, chunk: int, acts: dict) -> dict:
         """The run's histogram edges (:mod:`neurondb.profile.edges`): recorded ones, else

@@ -77,6 +77,39 @@ class LayerState:
 
 
 @dataclass
+class CorrSums:
+    """Within-model correlation sums (``extract --profile --correlate-layers``) over the
+    neurons of ``layers`` of ``stack``, concatenated in layer order (``D`` in all): ``n``
+    tokens, float64 ``sum``/``sumsq`` ``[D]`` and ``sxy`` ``[D, D]``. They add exactly."""
+
+    stack: str
+    layers: tuple[int, ...]
+    n: int
+    sum: np.ndarray
+    sumsq: np.ndarray
+    sxy: np.ndarray
+
+    def merge(self, other: CorrSums) -> None:
+        if (self.stack, tuple(self.layers)) != (other.stack, tuple(other.layers)):
+            raise StoreError("correlation sums of different layers cannot be merged; "
+                             "re-extract the run")
+        self.n += other.n
+        self.sum = self.sum + other.sum
+        self.sumsq = self.sumsq + other.sumsq
+        self.sxy = self.sxy + other.sxy
+
+    def corr(self) -> np.ndarray:
+        """Pearson r ``[D, D]`` (NaN for a constant neuron)."""
+        n = max(self.n, 1)
+        cov = self.sxy - np.outer(self.sum, self.sum) / n
+        var = np.maximum(self.sumsq - self.sum * self.sum / n, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = cov / np.sqrt(np.outer(var, var))
+        r[~np.isfinite(r)] = np.nan
+        return np.clip(r, -1.0, 1.0)
+
+
+@dataclass
 class ProfileState:
     """The profile of some tokens of a run: ``layers[(stack, layer)]`` and the run constants
     (``top_k``, ``n_bins``, ``n_labels``, ``n_positions``: positions < n_positions)."""
@@ -86,6 +119,7 @@ class ProfileState:
     n_labels: int
     n_positions: int
     layers: dict[tuple[str, int], LayerState] = field(default_factory=dict)
+    corr: CorrSums | None = None
 
     def merge(self, other: ProfileState) -> ProfileState:
         """Add ``other`` into this state (exact); returns self."""
@@ -99,6 +133,11 @@ class ProfileState:
                 self.layers[key].merge(st, self.top_k)
             else:  # a layer the other tokens reached and these did not
                 self.layers[key] = copy.deepcopy(st)
+        if (self.corr is None) != (other.corr is None):
+            raise StoreError("profile states with and without correlation sums cannot be "
+                             "merged; re-extract the run")
+        if self.corr is not None:
+            self.corr.merge(other.corr)
         return self
 
     @classmethod
@@ -124,6 +163,10 @@ class ProfileState:
                 arrays[f"l{i}_{name}"] = getattr(st, name)
             for kind in KINDS:
                 arrays[f"l{i}_keys_{kind}"] = st.keys[kind]
+        if self.corr is not None:
+            c = self.corr
+            meta["corr"] = {"stack": c.stack, "layers": list(c.layers), "n": int(c.n)}
+            arrays.update(corr_sum=c.sum, corr_sumsq=c.sumsq, corr_sxy=c.sxy)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -157,6 +200,11 @@ class ProfileState:
                         edges=a["edges"], hist=a["hist"], label_count=a["label_count"],
                         label_sum=a["label_sum"],
                         keys={kind: a[f"keys_{kind}"] for kind in KINDS})
+                if "corr" in meta:
+                    c = meta["corr"]
+                    st.corr = CorrSums(str(c["stack"]), tuple(int(x) for x in c["layers"]),
+                                       int(c["n"]), z["corr_sum"], z["corr_sumsq"],
+                                       z["corr_sxy"])
         except StoreError:
             raise
         except Exception as e:  # zipfile/NumPy/JSON errors of a damaged file
@@ -182,10 +230,13 @@ def empty_layer(d: int, edges: np.ndarray, n_labels: int, top_k: int) -> LayerSt
 
 
 def profile_file_bytes(widths: dict[str, tuple[int, ...]], top_k: int, n_bins: int,
-                       n_labels: int) -> int:
+                       n_labels: int, corr_neurons: int = 0) -> int:
     """Bytes of a ``profile.npz``: the arrays, about 270 bytes of zip and ``.npy`` headers
-    per array (11 per layer) and the JSON metadata."""
+    per array (11 per layer) and the JSON metadata; ``corr_neurons``: ``D`` of the
+    within-model correlation sums (``8 D (D + 2)`` bytes)."""
     total, header = 1024, 272
+    if corr_neurons:
+        total += 8 * corr_neurons * (corr_neurons + 2) + 3 * header
     for ws in widths.values():
         for d in ws:
             total += d * (8 * 2 + 4 * 2 + 8 + 8 * (n_bins + 2) + 8 * n_labels + 16 * top_k)
