@@ -226,3 +226,27 @@ def test_size_estimate_is_close(relu_model, sentiment_dir, chunked):
     total, _, _ = _estimate(relu_model, sentiment_dir, dict(PROFILE, chunk_examples=8))
     written = _written(chunked)
     assert abs(total - written) <= 0.05 * written, (total, written)
+
+
+def test_top_command_answers_from_neuron_top(one_pass):
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+    from neurondb.query import top_examples
+
+    st = neurondb.open(one_pass)
+    df = top_examples(st, "p", 1, 2, k=3)
+    want = st.profile_top(run="p", layer=1, neuron=2, kind="top").head(3)
+    assert df.example_id.tolist() == want.example_id.tolist()
+    assert df.position.tolist() == want.position.tolist() and df.text.notna().all()
+    tok = st.tokens(run="p").to_pandas().set_index(["example_id", "position"]).token
+    assert df.token.tolist() == [tok[(e, p)] for e, p in zip(df.example_id, df.position)]
+    st.close()
+    runner = CliRunner()
+    res = runner.invoke(app, ["top", str(one_pass), "--run", "p", "--layer", "1", "--neuron",
+                              "2", "-k", "3"])
+    assert res.exit_code == 0 and str(df.text.iloc[0]) in res.output
+    res = runner.invoke(app, ["top", str(one_pass), "--run", "p", "--layer", "1", "--neuron",
+                              "2", "-k", str(K + 1)])
+    assert res.exit_code == 2 and f"keeps the top {K} tokens" in res.output
+    assert len(res.output.strip().splitlines()) == 1
