@@ -222,7 +222,7 @@ def mask_command(
 
 def top_command(
     store: Path = typer.Argument(..., help="Store directory."),
-    run: str = typer.Option(..., "--run", help="Run (or split) with per-token activations."),
+    run: str = typer.Option(..., "--run", help="Run (or split) with per-token activations, or a profile run (answered from neuron_top)."),
     layer: int = typer.Option(..., "--layer", help="Layer."),
     neuron: int = typer.Option(..., "--neuron", help="Neuron index in the layer."),
     stack: str | None = typer.Option(None, "--stack", help="Stack (default: the first)."),

@@ -64,6 +64,7 @@ COMMAND_MODULES = (
     "neurondb.cli.extract_cmd",
     "neurondb.cli.store_cmd",
     "neurondb.cli.analyze_cmd",
+    "neurondb.cli.profile_cmd",
     "neurondb.cli.intervene_cmd",
     "neurondb.cli.suppress_cmd",
     "neurondb.cli.tune_cmd",

@@ -23,7 +23,7 @@ def extract_command(
     task: str | None = opt.task(),
     readout: str = opt.readout(),
     prompt: str | None = opt.prompt(),
-    positions: str = typer.Option("prompt,mask", "--positions", help="Comma list of prompt, mask, first, last, all."),
+    positions: str | None = typer.Option(None, "--positions", help="Comma list of prompt, mask, first, last, all (default prompt,mask; all with --profile)."),
     stats_split: str | None = typer.Option(None, "--stats-split", help="Also capture this split as running statistics only (baselines)."),
     grad: bool = typer.Option(False, "--grad", help="Also record gradients dF/dh of the target logit."),
     grad_target: str = typer.Option("gold", "--grad-target", help="gold (label word logit), pred, or loss (log-probability of the gold label)."),
@@ -39,6 +39,10 @@ def extract_command(
     device_map: str | None = typer.Option(None, "--device-map", help="Spread a large model over GPUs (e.g. 'auto'; needs accelerate)."),
     quiet: bool = opt.quiet(),
     encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of a csv/tsv/jsonl data file (e.g. latin-1, cp1252); undecodable bytes are an error naming the offset."),
+    profile: bool = typer.Option(False, "--profile", help="Reduce every captured token on the device into a neuron profile (count, mean, std, min, max, frac_positive, histogram, exact top/bottom-K); no per-token tensors are stored."),
+    top_k: int = typer.Option(20, "--top-k", help="--profile: tokens kept per neuron at the top and at the bottom."),
+    profile_bins: int = typer.Option(256, "--profile-bins", help="--profile: histogram bins per layer (plus under/overflow)."),
+    correlate_layers: str | None = typer.Option(None, "--correlate-layers", help="--profile: also accumulate the Pearson sums between every pair of neurons of these layers (comma list; 8 x neurons^2 bytes); read with `neurondb correlate-neurons STORE --runs RUN`."),
     drop_missing_text: bool = typer.Option(False, "--drop-missing-text", help="Skip rows whose text is missing (None/NaN) and print how many; without it such a row is an error naming it."),
 ) -> None:
     """Run MODEL over a dataset and record FFN neuron activations into a store.
@@ -55,6 +59,12 @@ def extract_command(
             decoding["encoding"] = encoding
         if drop_missing_text:
             decoding["drop_missing_text"] = True
+        if profile:
+            decoding.update(profile=True, top_k=top_k, profile_bins=profile_bins)
+        if correlate_layers is not None:
+            from neurondb.cli.profile_cmd import _layers
+
+            decoding["correlate_layers"] = _layers(correlate_layers)
         store = extract(
             model, data, out, split=split, data_config=data_config,
             **opt.label_kwargs(text_field=text_field, verbalizer=verbalizer),

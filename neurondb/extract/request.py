@@ -53,6 +53,12 @@ class ExtractRequest:
     writer_thread: bool = True
     encoding: str = "utf-8"
     drop_missing_text: bool = False
+    #: --profile: reduce every captured token on the device (neurondb.profile), no per-token
+    #: tensors; top_k and profile_bins as neurondb.profile.seam.DEFAULT_TOP_K / DEFAULT_BINS
+    profile: bool = False
+    top_k: int = 20
+    profile_bins: int = 256
+    correlate_layers: list[int] | None = None  # --profile: within-model correlation sums
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

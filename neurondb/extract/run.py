@@ -25,6 +25,7 @@ from neurondb.extract.errors import ExtractError
 from neurondb.extract.request import ExtractConfig, ExtractRequest  # noqa: F401
 from neurondb.extract.size import chunk_order, extraction_sizes
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
+from neurondb.profile import seam as profile_seam
 from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
 from neurondb.runtime.encode import parse_positions, resolve_positions
@@ -106,8 +107,10 @@ class Extraction:
 
     def __init__(self, req: ExtractRequest):
         self.cfg = req
+        profile_seam.check_request(req)  # --profile
         self.dist = Dist.from_env()
-        self.positions = parse_positions(req.positions)
+        self.positions = parse_positions(  # --profile: every token unless told otherwise
+            "all" if req.profile and req.positions is None else req.positions)
         #: storage dtype: as given, else float32 for slot-limited captures (exact predictivity)
         #: and float16 when every token is captured (docs/CONVENTIONS.md)
         self.dtype = check_dtype(req.dtype or default_storage_dtype(self.positions))
@@ -197,7 +200,8 @@ class Extraction:
         else:
             tag = self.task or _data_tag(req.data_label)
         suffix = self._prompt_suffix(f"{tag}-{req.split}")
-        self.run_name = check_run_name(req.run or f"{tag}-{req.split}{suffix}")
+        self.run_name = check_run_name(req.run or f"{tag}-{req.split}{suffix}"
+                                       + ("-profile" if req.profile else ""))
         self.stats_run = None
         if req.stats_split:
             name = f"{req.run or tag}-{req.stats_split}{suffix}"
@@ -227,7 +231,8 @@ class Extraction:
     def _plan_jobs(self) -> None:
         """The runs still to write; a run completed by an interrupted run of the same command
         is not redone, and a store that has them all is refused."""
-        self.jobs = [(self.data, "tokens", self.run_name)]
+        main_mode = "profile" if self.cfg.profile else "tokens"
+        self.jobs = [(self.data, main_mode, self.run_name)]
         if self.stats_data is not None:
             self.jobs.append((self.stats_data, "stats", self.stats_run))
         states = [self._check_resume(name, self._config(data, mode))
@@ -250,7 +255,8 @@ class Extraction:
                 "positions": self.positions, "mode": mode, "dtype": self.dtype,
                 "grad": bool(c.grad and mode == "tokens"), "grad_target": c.grad_target,
                 "max_examples": c.max_examples, "max_length": self.max_length,
-                "batch_size": c.batch_size, "chunk_examples": c.chunk_examples}
+                "batch_size": c.batch_size, "chunk_examples": c.chunk_examples,
+                **(profile_seam.profile_config(c) if mode == "profile" else {})}
 
     def _check_resume(self, name: str, config: dict) -> str:
         """``new``, ``resume`` (interrupted, same command) or ``complete`` (same command);
@@ -314,6 +320,10 @@ class Extraction:
         rep = Reporter(self.cfg.progress and self.dist.is_main)
         dist = self.dist
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
+        for (d, mode, _), ln in zip(self.jobs, lens):  # --profile: top-K within the tokens
+            if mode == "profile":
+                for line in profile_seam.check_tokens(self, len(d), self.expected_rows(ln)):
+                    rep.info(line)
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
         other = "float32" if self.dtype != "float32" else "float16"
@@ -473,6 +483,7 @@ class Extraction:
         t0 = time.perf_counter()
         writer = BackgroundWriter(threaded=self.cfg.writer_thread)
         run_path = self.out / RUNS_DIR / info.run
+        profiler = profile_seam.RunProfiler.for_run(self, info, run_path)  # None unless --profile
         try:
             shards: list[ShardWriter] = []
             with FFNCapture(self.lm.model, self.lm.adapter, grad=info.grad) as cap:
@@ -481,7 +492,10 @@ class Extraction:
                         shard = ShardWriter(run_path, k, info, self.shape.widths,
                                             self.expected_rows(lengths[chunks[k]]), self.dist.rank)
                         shards.append(shard)
-                        self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task)
+                        acc = profiler.accumulator(k) if profiler else None  # --profile
+                        self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task, acc)
+                        if acc is not None:  # --profile: the shard commits the reduced state
+                            shard.profile = acc.state()
                         writer.submit(shard.commit)  # checksums and fsync overlap the next chunk
                     writer.flush()
                 except BaseException:
@@ -495,7 +509,8 @@ class Extraction:
         info.seconds = round(time.perf_counter() - t0, 3)
 
     def _capture_chunk(self, data: LoadedData, chunk: np.ndarray, shard: ShardWriter,
-                       cap: FFNCapture, writer: BackgroundWriter, rep: Reporter, task: int) -> None:
+                       cap: FFNCapture, writer: BackgroundWriter, rep: Reporter, task: int,
+                       acc: profile_seam.ProfileAccumulator | None = None) -> None:
         lm, enc, cfg, info = self.lm, self.encoder, self.cfg, shard.info
         grad = info.grad
         in_stack = self.shape.stacks[0]
@@ -527,12 +542,16 @@ class Extraction:
             offsets = dict(rows_done)
             for stack, (b, _, _) in sels.items():
                 rows_done[stack] += len(b)
+            if acc is not None:  # --profile: reduce the captured rows on the device
+                acc.update_batch(cap.acts, profile_seam.profile_rows(sels, ids, labels))
             if info.mode == "tokens":
                 acts = {key: HostCopy(x, info.dtype) for key, x in cap.acts.items()}
                 grads = {key: HostCopy(g, info.dtype) for key, g in cap.grads.items()} if grad else {}
-            else:
+            elif info.mode == "stats":
                 acts = {key: HostCopy(x, "float32") for key, x in cap.acts.items()}
                 grads = {}
+            else:  # profile: nothing per token leaves the device
+                acts, grads = {}, {}
             writer.submit(self._write_batch, shard, data, batch, ids, labels, pred, logits_np,
                           sels, offsets, acts, grads)
             rep.advance(task, B, int(batch.lengths.sum()) + B * enc.n_prompt)
@@ -566,6 +585,10 @@ class Extraction:
                 shard.append("activations", key[0], key[1], hc.numpy())
             for key, hc in grads.items():
                 shard.append("gradients", key[0], key[1], hc.numpy())
+        elif info.mode == "profile":  # tokens (for context windows) and row counts only
+            shard.write_tokens(self._tokens_table(info.run, batch, ids))
+            for stack, (b, _t, _slots) in sels.items():
+                shard.count_rows(stack, len(b))
         else:
             st = shard.stats
             for stack, (b, _t, slots) in sels.items():

@@ -116,11 +116,18 @@ def rows_bytes(n_rows: int, groups: int) -> int:
 
 
 def shard_bytes(sh: ShardShape, widths: dict[str, Sequence[int]], *, mode: str = "tokens",
-                dtype: str = "float16", grad: bool = False, n_labels: int = 2) -> int:
-    """Bytes of one complete shard directory."""
+                dtype: str = "float16", grad: bool = False, n_labels: int = 2,
+                profile: tuple[int, int, int] = (20, 256, 0)) -> int:
+    """Bytes of one complete shard directory (``profile``: top_k, bins and correlated
+    neurons of a profile run)."""
     total = SHARD_JSON + examples_bytes(sh.n, sh.batches, sh.text_zstd, n_labels)
     if mode == "stats":
         return total + stats_file_bytes(widths, sh.slots, n_labels)
+    if mode == "profile":
+        from neurondb.profile.state import profile_file_bytes
+
+        return (total + tokens_bytes(sh.tokens, sh.batches)
+                + profile_file_bytes(widths, profile[0], profile[1], n_labels, profile[2]))
     groups = sh.batches * sum(1 for s in widths if sh.rows.get(s, 0))
     total += tokens_bytes(sh.tokens, sh.batches) + rows_bytes(sum(sh.rows.values()), groups)
     total += hdf5_tensor_bytes(widths, sh.rows, dtype) * (2 if grad else 1)
@@ -229,7 +236,17 @@ def _job_bytes(ext, data, shapes: list[ShardShape], mode: str, dtype: str | None
     dtype = dtype or getattr(ext, "dtype", None) or ext.cfg.dtype  # the resolved storage dtype
     return [shard_bytes(sh, ext.shape.widths, mode=mode, dtype=dtype,
                         grad=bool(ext.cfg.grad and mode == "tokens"),
-                        n_labels=max(2, len(data.label_names))) for sh in shapes]
+                        n_labels=max(2, len(data.label_names)),
+                        profile=_profile_shape(ext)) for sh in shapes]
+
+
+def _profile_shape(ext) -> tuple[int, int, int]:
+    """``(top_k, bins, correlated neurons)`` of an extraction's profile run."""
+    layers = ext.cfg.correlate_layers or []
+    stack = ext.shape.stacks[0]
+    d = sum(ext.shape.d_ff(stack, int(la)) for la in dict.fromkeys(layers)
+            if 0 <= int(la) < ext.shape.n_layers(stack))
+    return int(ext.cfg.top_k), int(ext.cfg.profile_bins), d
 
 
 def plan_job(ext, data, lengths: np.ndarray, mode: str, dtype: str | None = None) -> list[int]:
@@ -248,10 +265,17 @@ def extraction_sizes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable
     out = {d: [0, 0] for d in dtypes}
     for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
         shapes = _job_shapes(ext, data, lens)
+        whole = 0  # a profile run also writes its shards' states merged, at completion
+        if mode == "profile":
+            from neurondb.profile.state import profile_file_bytes
+
+            k, bins, d = _profile_shape(ext)
+            whole = profile_file_bytes(ext.shape.widths, k, bins, max(2, len(data.label_names)),
+                                       d)
         for d in dtypes:
             per = _job_bytes(ext, data, shapes, mode, d)
-            out[d][0] += bytes_to_write(per, ())
-            out[d][1] += bytes_to_write(per, done[j] if done is not None else ())
+            out[d][0] += bytes_to_write(per, ()) + whole
+            out[d][1] += bytes_to_write(per, done[j] if done is not None else ()) + whole
     return {d: (t, left) for d, (t, left) in out.items()}
 
 

@@ -1,7 +1,7 @@
 """The embedded DuckDB connection: views over every table of the store(s), the
 ``activations(...)``/``gradients(...)`` table macros, and a read-only sandbox.
 
-Views: ``runs``, ``examples``, ``tokens``, ``rows`` and one per registered result kind
+Views: ``runs``, ``examples``, ``tokens``, ``rows``, ``neuron_profile``, ``neuron_top`` and one per registered result kind
 (:data:`neurondb.store.kinds.RESULT_KINDS`) that has files under ``results/<table>/``. Every
 identifier the connection creates is quoted, so a kind named like a keyword (``overlaps``)
 breaks nothing; users write such a view quoted (``SELECT * FROM "overlaps"``).
@@ -251,9 +251,26 @@ class QueryConnection:
         self._table_view("examples", EXAMPLES, EXAMPLES_SCHEMA)
         self._table_view("tokens", TOKENS, TOKENS_SCHEMA)
         self._rows_view()
+        self._profile_views()
         for table in RESULT_KINDS:
             if table not in RESERVED_VIEWS:
                 self._result_view(table)
+
+    def _profile_views(self) -> None:
+        """``neuron_profile`` and ``neuron_top`` of the profile runs (:mod:`neurondb.profile.read`),
+        registered as Arrow tables; empty, with their columns, in a store without profile runs.
+        A damaged profile file fails the queries of these two views only."""
+        from neurondb.profile.read import PROFILE_SCHEMA, TOP_SCHEMA, profile_table, top_table
+
+        for name, make, schema in (("neuron_profile", profile_table, PROFILE_SCHEMA),
+                                   ("neuron_top", top_table, TOP_SCHEMA)):
+            try:
+                table = make(self.store)
+            except StoreError as e:
+                self._damaged_view(name, [one_line(str(e))], [schema.empty_table()],
+                                   tuple(schema.names))
+                continue
+            self._register(name, table)
 
     # -- result views ----------------------------------------------------------------------
     def _result_files(self, table: str) -> Iterator[tuple[Path, Path, str]]:

@@ -14,6 +14,8 @@ say) fails to create and is skipped, so each string holds exactly one macro.
 ``top_examples(run_name, stack_name, layer_idx, neuron_idx, k := 10)``  where a neuron fires most
 ``ranking_correlation(ranking_a, ranking_b)``               per-layer Spearman / top-k overlap
 ``mask_neurons(mask_name)`` / ``mask_layer_histogram(mask_name)``       a mask and its layer counts
+``top_contexts(run_name, stack_name, layer_idx, neuron_idx, k := 10, width := 5)``  a profile
+  run's top-k tokens of a neuron with ``width`` tokens of context on each side
 ==========================================================  ==========================================
 
 A ranking, mask or correlation name that the store does not hold is an error naming the ones
@@ -159,8 +161,44 @@ SELECT stack, layer, count(*) AS n_neurons FROM masks WHERE name = {_mask("mask_
 GROUP BY stack, layer ORDER BY stack, layer
 """
 
+def _profiled(run: str, stack: str, layer: str, neuron: str) -> str:
+    """Like :func:`_known` for a neuron of a profile run: ``run`` when ``neuron_profile`` has
+    the neuron, otherwise an error naming the profile runs."""
+    return (f"(SELECT CASE WHEN count(*) FILTER (WHERE run = {run} AND stack = {stack} AND "
+            f"layer = {layer} AND neuron = {neuron}) > 0 THEN {run} ELSE error('no profile of "
+            f"neuron ' || coalesce({stack}, 'NULL') || ' layer ' || coalesce(CAST({layer} AS "
+            f"VARCHAR), 'NULL') || ' neuron ' || coalesce(CAST({neuron} AS VARCHAR), 'NULL') || "
+            f"' in run ' || coalesce('''' || {run} || '''', 'NULL') || '; profile runs in this "
+            f"store: ' || coalesce(string_agg(DISTINCT run, ', ' ORDER BY run), '(none)') || "
+            f"' (make one with neurondb extract --profile)') END FROM neuron_profile)")
+
+
+TOP_CONTEXTS = f"""
+CREATE OR REPLACE MACRO top_contexts(run_name, stack_name, layer_idx, neuron_idx, k := 10,
+                                     width := 5) AS TABLE
+WITH t AS (
+    SELECT * FROM neuron_top
+    WHERE run = {_profiled("run_name", "stack_name", "layer_idx", "neuron_idx")}
+      AND stack = stack_name AND layer = layer_idx AND neuron = neuron_idx
+      AND kind = 'top' AND rank <= k),
+ctx AS (
+    SELECT t.rank,
+           string_agg(CASE WHEN tok.position = t.position THEN '[[' || tok.token || ']]'
+                           ELSE tok.token END, ' ' ORDER BY tok.position) AS context,
+           max(CASE WHEN tok.position = t.position THEN tok.token END) AS token
+    FROM t JOIN tokens tok ON tok.run = t.run AND tok.example_id = t.example_id
+         AND tok.stack = t.stack AND tok.position BETWEEN t.position - width
+                                                      AND t.position + width
+    GROUP BY t.rank)
+SELECT t.rank, t.value, t.example_id, t.position, ctx.token, ctx.context, e.label, e.text
+FROM t LEFT JOIN ctx ON ctx.rank = t.rank
+LEFT JOIN examples e ON e.run = t.run AND e.example_id = t.example_id
+ORDER BY t.rank
+"""
+
 MACROS: list[str] = [
     SKILL_NEURONS.strip(), TOP_NEURONS.strip(), SKILL_LAYER_HISTOGRAM.strip(),
     SKILL_NEURONS_ONLY_IN.strip(), NEURON_SCORES.strip(), TOP_EXAMPLES.strip(),
     RANKING_CORRELATION.strip(), MASK_NEURONS.strip(), MASK_LAYER_HISTOGRAM.strip(),
+    TOP_CONTEXTS.strip(),
 ]

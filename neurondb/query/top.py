@@ -31,9 +31,18 @@ def top_examples(store: Store | str | Path, run: str, layer: int, neuron: int, *
     """The ``k`` examples with the highest activation of ``(stack, layer, neuron)`` in ``run``.
 
     Per example the maximum over its captured rows (of ``slots``, default all) is taken.
-    Returns ``example_id, value, position, slot, label, pred, text``, highest first.
+    Returns ``example_id, value, position, slot, label, pred, text``, highest first. For a
+    profile run (``extract --profile``) the answer comes from ``neuron_top``: the top-k tokens
+    (:func:`neurondb.profile.top.profile_top_examples`).
     """
     store = as_store(store)
+    if run in {i.run for i in store.runs() if i.mode == "profile"}:  # from neuron_top
+        if slots is not None:
+            raise QueryError(f"run {run!r} is a profile (top tokens of every neuron); --slots "
+                             "applies to per-token runs only")
+        from neurondb.profile.top import profile_top_examples
+
+        return profile_top_examples(store, run, layer, neuron, stack=stack, k=k)
     info = resolve_run(store, run, mode="tokens")
     stack = store.default_stack(stack)
     n_layers = store.shape.n_layers(stack)

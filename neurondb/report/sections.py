@@ -469,6 +469,11 @@ def build(c: StoreContents, store: Store) -> list[Section]:
         lambda: overlaps(c), lambda: masks(c), lambda: transfers(c), lambda: suppression(c),
         lambda: pruning(c), lambda: prompts(c)]
     out = [s() for s in steps]
+    from neurondb.report.profiles import profiles_section
+
+    prof = profiles_section(store)
+    if prof.present:  # only in a store with profile runs
+        out.insert(2, prof)
     p = problems(c)
     if p.present:
         out.append(p)

@@ -30,7 +30,8 @@ class ResultKind:
 RESULT_KINDS: dict[str, ResultKind] = {}
 
 #: Views the connection creates itself; no result kind may take these names.
-RESERVED_VIEWS = frozenset({"runs", "examples", "tokens", "rows", "activations", "gradients"})
+RESERVED_VIEWS = frozenset({"runs", "examples", "tokens", "rows", "activations", "gradients",
+                            "neuron_profile", "neuron_top"})
 
 
 def register(kind: ResultKind) -> ResultKind:
@@ -71,6 +72,10 @@ for _k in (
                ("model", "accuracy", "latency_ms", "parameters"), "pruning"),
     ResultKind("transfers", "transfer table", "make one with `neurondb transfer --store`",
                ("source", "target_key", "split", "accuracy", "relative"), "transfers"),
+    ResultKind("neuron_correlations", "neuron correlation",
+               "make one with `neurondb correlate-neurons`",
+               ("a", "b", "stack", "layer", "neuron", "partner_rank", "partner_layer",
+                "partner_neuron", "corr")),
 ):
     register(_k)
 

@@ -59,6 +59,7 @@ class Store:
         self._readers: dict[tuple[str, str], TensorSet] = {}
         self._shards: dict[str, list[tuple[Path, ShardInfo]]] = {}
         self._conn = None
+        self._profiles: dict = {}  # merged profile states (neurondb.profile.read)
         self.refresh()
         if verify:
             from neurondb.store.verify import check_store_quick
@@ -100,6 +101,7 @@ class Store:
                 runs[info.run] = (root, info)
         self._runs = runs
         self._shards = {}
+        self._profiles = {}
         for r in self._readers.values():
             r.close()
         self._readers = {}
@@ -285,6 +287,30 @@ class Store:
             st.merge(_load_stats(f, info.run))
         return st
 
+    # -- profiles (runs extracted with --profile) ---------------------------------------
+    def profile(self, run: str | None = None, stack: str | None = None,
+                layer: int | None = None, neuron: int | None = None):
+        """``neuron_profile`` rows (pandas DataFrame; every profile run by default; empty
+        with the columns when the store has none). See :mod:`neurondb.profile.read`."""
+        from neurondb.profile.read import profile_frame
+
+        return profile_frame(self, run, stack, layer, neuron)
+
+    def profile_top(self, run: str | None = None, stack: str | None = None,
+                    layer: int | None = None, neuron: int | None = None,
+                    kind: str | None = None):
+        """``neuron_top`` rows (top-K and bottom-K tokens per neuron) as a DataFrame."""
+        from neurondb.profile.read import top_frame
+
+        return top_frame(self, run, stack, layer, neuron, kind)
+
+    def profile_histogram(self, run: str, stack: str, layer: int, neuron: int):
+        """``(edges float64 [n_bins+1], counts int64 [n_bins+2])`` of one neuron
+        (``counts[0]`` underflow, ``counts[-1]`` overflow)."""
+        from neurondb.profile.read import histogram
+
+        return histogram(self, run, stack, layer, neuron)
+
     # -- tensors ---------------------------------------------------------------------
     def tensor(self, run: str, kind: str = "activations") -> TensorSet:
         """The run's tensors of ``kind`` over all its shards."""
@@ -296,6 +322,8 @@ class Store:
             files = self.shard_files(info.run, TENSOR_FILES[kind])
             if not files:
                 hint = ("re-extract with --grad" if kind == "gradients"
+                        else "it is a profile run (no per-token tensors): read Store.profile() "
+                        "or the neuron_profile view" if info.mode == "profile"
                         else "this run holds running statistics only")
                 raise StoreError(f"run {info.run!r} has no {kind}; {hint}")
             try:

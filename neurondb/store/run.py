@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from neurondb.profile.state import PROFILE_FILE, ProfileState
 from neurondb.store import catalog, failpoints
 from neurondb.store.errors import StoreError
 from neurondb.store.io import atomic_file, read_json, remove_dead_leftovers
@@ -70,7 +71,8 @@ ROWS_SCHEMA = pa.schema([
 
 @dataclass
 class RunInfo:
-    """Metadata of one run; ``mode`` is ``tokens`` (per-token tensors) or ``stats``."""
+    """Metadata of one run; ``mode`` is ``tokens`` (per-token tensors), ``stats`` (running
+    statistics) or ``profile`` (a neuron profile reduced while extracting: ``profile.npz``)."""
 
     run: str
     split: str
@@ -190,7 +192,8 @@ def remove_partials(run_path: Path) -> list[Path]:
 
 
 def finalize_run(root: Path, info: RunInfo) -> RunInfo:
-    """Totals from the shards, ``run.parquet``, and ``run.json`` saying ``complete``."""
+    """Totals from the shards, ``run.parquet`` (a profile run: ``profile.npz``, its shards'
+    states merged), and ``run.json`` saying ``complete``."""
     failpoints.hit("run.finalize.before", run=info.run)
     d = run_dir(root, info.run)
     shards = [ShardInfo.read(p) for p in shard_dirs(d)]
@@ -209,6 +212,11 @@ def finalize_run(root: Path, info: RunInfo) -> RunInfo:
     if scored:
         info.accuracy = sum(s.n_correct for s in shards) / scored
     info.status = "complete"
+    own = {RUN_TABLE: d / RUN_TABLE}
+    if info.mode == "profile":  # the shards' profiles merged once: readers read one file
+        with atomic_file(d / PROFILE_FILE) as tmp:
+            ProfileState.merged([p / PROFILE_FILE for p in shard_dirs(d)]).save(tmp)
+        own[PROFILE_FILE] = d / PROFILE_FILE
     with store_lock(root):
         with atomic_file(d / RUN_TABLE) as tmp:
             pq.write_table(info.table(), tmp)
@@ -216,14 +224,14 @@ def finalize_run(root: Path, info: RunInfo) -> RunInfo:
         # into place, so no reader ever sees a complete run that the catalog does not record
         with atomic_file(d / RUN_JSON) as tmp:
             tmp.write_text(json.dumps(info.to_dict(), indent=2, default=str) + "\n")
-            catalog.record_run(root, info.run, {RUN_JSON: tmp, RUN_TABLE: d / RUN_TABLE},
-                               len(shards))
+            catalog.record_run(root, info.run, {RUN_JSON: tmp, **own}, len(shards))
     return info
 
 
 class ShardWriter:
     """Writes one chunk's tables and tensors; ``commit`` checksums them and renames the shard
-    into place. ``stats`` is a :class:`RunningStats` for runs in ``stats`` mode."""
+    into place. ``stats`` is a :class:`RunningStats` for runs in ``stats`` mode; ``profile``
+    the :class:`~neurondb.profile.state.ProfileState` of a ``profile`` run, set before commit."""
 
     def __init__(self, run_path: Path, chunk: int, info: RunInfo,
                  widths: dict[str, tuple[int, ...]], expected_rows: dict[str, int] | None = None,
@@ -240,6 +248,7 @@ class ShardWriter:
         self._writers: dict[str, pq.ParquetWriter] = {}
         self.tensors: dict[str, TensorWriter] = {}
         self.stats: RunningStats | None = None
+        self.profile: ProfileState | None = None
         self.counts = {"n_examples": 0, "n_correct": 0, "n_scored": 0, "n_tokens": 0}
         self.committed = False
         self.n_rows: dict[str, int] = dict.fromkeys(widths, 0)
@@ -251,7 +260,7 @@ class ShardWriter:
                                                          expected_rows)
         elif info.mode == "stats":
             self.stats = RunningStats(widths, max(1, len(info.labels)))
-        else:
+        elif info.mode != "profile":
             raise ValueError(f"unknown run mode {info.mode!r}")
 
     def _write(self, name: str, schema: pa.Schema, table: pa.Table) -> None:
@@ -299,12 +308,18 @@ class ShardWriter:
                              (ROWS, ROWS_SCHEMA)):
             if name in self._writers:
                 self._writers.pop(name).close()
-            elif self.info.mode == "tokens" or name == EXAMPLES:
+            elif self.info.mode == "tokens" or name == EXAMPLES or (
+                    name == TOKENS and self.info.mode == "profile"):
                 pq.write_table(schema.empty_table(), self.tmp / name)
         for t in self.tensors.values():
             t.close()
         if self.stats is not None:
             self.stats.save(self.tmp / STATS)
+        if self.info.mode == "profile":
+            if self.profile is None:
+                raise StoreError(f"shard {self.final.name} of profile run {self.info.run!r} "
+                                 "has no profile state to commit")
+            self.profile.save(self.tmp / PROFILE_FILE)
         files = {}
         for f in sorted(self.tmp.iterdir()):
             files[f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}

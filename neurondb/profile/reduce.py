@@ -1,0 +1,196 @@
+"""The profile accumulator: lives on the model's device and reduces each batch as it is made.
+
+Per ``(stack, layer)`` it keeps (``d`` = d_ff, ``K`` = top_k, ``N`` = bins, ``L`` = labels):
+float64 ``sum``/``sumsq`` ``[d]``, float32 ``min``/``max`` ``[d]``, int64 ``n_positive`` ``[d]``,
+an int64 histogram ``[d, N+2]`` over the run's fixed edges (:mod:`neurondb.profile.edges`),
+float64 label sums ``[L, d]`` and int64 label counts ``[L]``, and the exact top/bottom-K as
+int64 keys ``[d, K]`` (:mod:`neurondb.profile.keys`).
+
+The layers of a stack that share a width are reduced together, as one ``[G, rows, d]`` tensor
+(G layers), so a batch costs the same few dozen kernel launches whatever the depth.
+Memory: the state (about ``d * (16K + 8N + 8L + 40)`` bytes per layer) plus one batch's
+temporaries (about ``40 * G * rows * d`` bytes, G cut so that ``G * rows * d`` stays under
+:data:`MAX_VALUES`: at most about 1.3 GB). Every operation is deterministic on CPU and
+CUDA (sorting unique keys, integer atomics, no float atomics), so the same tokens in the same
+batches give the same state bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from neurondb.profile.keys import EMPTY, make_keys, ordered_from_bits
+from neurondb.profile.state import KINDS, CorrSums, LayerState, ProfileState
+
+EdgesFor = Callable[[dict], dict]
+#: at most this many values (layers x rows x d_ff) are reduced at once: a batch of a large
+#: model is reduced a few layers at a time (the temporaries are about 40 bytes per value)
+MAX_VALUES = 1 << 25
+
+
+def layer_groups(widths: dict[str, tuple[int, ...]]) -> list[tuple[str, tuple[int, ...]]]:
+    """``(stack, layers)`` groups of equal width (every layer of an unpruned stack)."""
+    out = []
+    for stack, ws in widths.items():
+        by_width: dict[int, list[int]] = {}
+        for layer, d in enumerate(ws):
+            by_width.setdefault(int(d), []).append(layer)
+        out.extend((stack, tuple(ls)) for ls in by_width.values())
+    return out
+
+
+class ProfileAccumulator:
+    """Reduces captured rows ``h`` ``[rows, d]`` of every ``(stack, layer)``.
+
+    ``widths``: ``{stack: (d_ff per layer)}``; ``edges_for(acts)``: called once, with the first
+    batch's activations, returns ``{(stack, layer): float64 edges [N+1]}``; ``n_positions``:
+    every position is below it, and ``n_examples * n_positions <= 2**32``; ``corr_layers``:
+    ``(stack, layers)`` whose neurons (``D`` in all) also get the within-model correlation
+    sums Σx, Σx² ``[D]`` and Σxy ``[D, D]`` in float64 (``8 D² `` bytes on the device).
+    """
+
+    def __init__(self, widths: dict[str, tuple[int, ...]], top_k: int, n_bins: int,
+                 n_labels: int, n_positions: int, device, edges_for: EdgesFor,
+                 corr_layers: tuple[str, tuple[int, ...]] | None = None):
+        self.widths = {s: tuple(w) for s, w in widths.items()}
+        self.groups = layer_groups(self.widths)
+        self.top_k, self.n_bins, self.n_labels = int(top_k), int(n_bins), int(n_labels)
+        self.n_positions = int(n_positions)
+        self.device = torch.device(device)
+        self.edges_for = edges_for
+        self.edges: dict[tuple[str, int], np.ndarray] | None = None
+        self.count: dict[int, int] = {}
+        self.t: dict[int, dict[str, torch.Tensor]] = {}
+        self.corr_layers = corr_layers
+        self.corr: dict[str, torch.Tensor] | None = None
+        self.corr_n = 0
+
+    def _init_group(self, g: int) -> dict[str, torch.Tensor]:
+        stack, layers = self.groups[g]
+        G, d = len(layers), self.widths[stack][layers[0]]
+        dev, K, L, B = self.device, self.top_k, self.n_labels, self.n_bins + 2
+        f64, i64 = torch.float64, torch.int64
+        w = [float(self.edges[(stack, la)][1] - self.edges[(stack, la)][0]) for la in layers]
+        e0 = [float(self.edges[(stack, la)][0]) for la in layers]
+        st = {"sum": torch.zeros(G, d, dtype=f64, device=dev),
+              "sumsq": torch.zeros(G, d, dtype=f64, device=dev),
+              "min": torch.full((G, d), float("inf"), device=dev),
+              "max": torch.full((G, d), float("-inf"), device=dev),
+              "n_positive": torch.zeros(G, d, dtype=i64, device=dev),
+              "hist": torch.zeros(G * d * B, dtype=i64, device=dev),
+              "label_count": torch.zeros(L, dtype=i64, device=dev),
+              "label_sum": torch.zeros((G, L, d), dtype=f64, device=dev),
+              "inv_w": torch.tensor([1.0 / x for x in w], device=dev).view(G, 1, 1),
+              "m": torch.tensor([round(a / x) - 1.0 for a, x in zip(e0, w)],
+                                device=dev).view(G, 1, 1),
+              "col": (torch.arange(G * d, device=dev, dtype=i64) * B).view(G, 1, d)}
+        for kind in KINDS:
+            st[kind] = torch.full((G, d, K), EMPTY, dtype=i64, device=dev)
+        self.count[g] = 0
+        return st
+
+    def update_batch(self, acts: dict[tuple[str, int], torch.Tensor],
+                     rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Reduce one batch: ``acts[(stack, layer)]`` ``[n, d]`` on the device (any float
+        dtype) and ``rows[stack] = (example_id, position, label)`` ``[n]`` each (label -1:
+        none)."""
+        if self.edges is None:
+            self.edges = self.edges_for(acts)
+        dev = self.device
+        for g, (stack, layers) in enumerate(self.groups):
+            if stack not in rows or (stack, layers[0]) not in acts:
+                continue
+            ex, pos, lab = (torch.as_tensor(np.asarray(a), device=dev, dtype=torch.int64)
+                            for a in rows[stack])
+            per = acts[(stack, layers[0])].numel()
+            step = max(1, MAX_VALUES // max(per, 1))
+            for a in range(0, len(layers), step):
+                # .to(dev): with --device-map the layers live on several devices
+                h = torch.stack([acts[(stack, la)].to(dev) for la in layers[a:a + step]])
+                self.update(g, h, ex, pos, lab, slice(a, a + h.shape[0]))
+        if self.corr_layers is not None:
+            self._correlation_sums(acts)
+
+    @torch.no_grad()
+    def _correlation_sums(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
+        stack, layers = self.corr_layers
+        if (stack, layers[0]) not in acts:
+            return
+        x = torch.cat([acts[(stack, la)].to(self.device).double() for la in layers], dim=1)
+        if self.corr is None:
+            D = x.shape[1]
+            f64 = dict(dtype=torch.float64, device=self.device)
+            self.corr = {"sum": torch.zeros(D, **f64), "sumsq": torch.zeros(D, **f64),
+                         "sxy": torch.zeros(D, D, **f64)}
+        self.corr_n += int(x.shape[0])
+        self.corr["sum"] += x.sum(0)
+        self.corr["sumsq"] += (x * x).sum(0)
+        self.corr["sxy"] += x.T @ x
+
+    @torch.no_grad()
+    def update(self, g: int, h: torch.Tensor, example_id: torch.Tensor, position: torch.Tensor,
+               label: torch.Tensor, layers: slice | None = None) -> None:
+        """Reduce rows ``h`` ``[G', n, d]`` of the layers ``layers`` (default all G) of layer
+        group ``g`` with their int64 ``[n]`` example ids, positions and labels (all on the
+        device)."""
+        if h.shape[1] == 0:
+            return
+        if g not in self.t:
+            self.t[g] = self._init_group(g)
+        sl = layers or slice(0, h.shape[0])
+        st = {k: v if k in ("hist", "label_count") else v[sl] for k, v in self.t[g].items()}
+        x = h.detach().to(torch.float32).contiguous() + 0.0  # -0.0 -> +0.0
+        xd = x.double()
+        if sl.start == 0:  # rows and labels are counted once per group, with its first layers
+            self.count[g] += int(x.shape[1])
+        st["sum"] += xd.sum(1)
+        st["sumsq"] += (xd * xd).sum(1)
+        torch.minimum(st["min"], x.amin(1), out=st["min"])
+        torch.maximum(st["max"], x.amax(1), out=st["max"])
+        st["n_positive"] += (x > 0).sum(1)
+        self._histogram(st, x)
+        if self.n_labels:
+            onehot = (label[:, None] == torch.arange(self.n_labels, device=x.device)).double()
+            if sl.start == 0:
+                st["label_count"] += onehot.sum(0).long()
+            st["label_sum"] += torch.matmul(onehot.T, xd)
+        self._top_k(st, x, example_id * self.n_positions + position)
+
+    def _histogram(self, st: dict[str, torch.Tensor], x: torch.Tensor) -> None:
+        """Bin index ``floor(h / w) - e0 / w + 1`` (exact: ``w`` is a power of two), clamped
+        to the under/overflow bins 0 and N+1, counted per neuron."""
+        b = torch.floor(x * st["inv_w"]) - st["m"]
+        b = torch.nan_to_num(b, nan=self.n_bins + 1.0)  # NaN: counted as overflow (and seen
+        b = b.clamp_(0, self.n_bins + 1).long() + st["col"]  # in min/max/mean as NaN)
+        st["hist"].index_add_(0, b.reshape(-1), torch.ones(b.numel(), dtype=torch.int64,
+                                                           device=b.device))
+
+    def _top_k(self, st: dict[str, torch.Tensor], x: torch.Tensor, tok: torch.Tensor) -> None:
+        ordered = ordered_from_bits(x.view(torch.int32)).long().transpose(1, 2)  # [G, d, n]
+        for kind in KINDS:
+            keys = make_keys(ordered, tok, kind == "bottom")
+            cand = torch.cat([st[kind], keys], dim=2)
+            st[kind].copy_(torch.topk(cand, self.top_k, dim=2, sorted=True).values)
+
+    def state(self) -> ProfileState:
+        """The NumPy state of everything reduced so far (copies from the device)."""
+        out = ProfileState(self.top_k, self.n_bins, self.n_labels, self.n_positions)
+        for g, st in sorted(self.t.items()):
+            stack, layers = self.groups[g]
+            a = {k: v.cpu().numpy() for k, v in st.items()}
+            hist = a["hist"].reshape(len(layers), -1, self.n_bins + 2)
+            for i, la in enumerate(layers):
+                out.layers[(stack, la)] = LayerState(
+                    count=self.count[g], sum=a["sum"][i], sumsq=a["sumsq"][i],
+                    min=a["min"][i], max=a["max"][i], n_positive=a["n_positive"][i],
+                    edges=self.edges[(stack, la)], hist=hist[i],
+                    label_count=a["label_count"], label_sum=a["label_sum"][i],
+                    keys={k: a[k][i] for k in KINDS})
+        if self.corr is not None:
+            c = {k: v.cpu().numpy() for k, v in self.corr.items()}
+            out.corr = CorrSums(self.corr_layers[0], tuple(self.corr_layers[1]), self.corr_n,
+                                c["sum"], c["sumsq"], c["sxy"])
+        return out

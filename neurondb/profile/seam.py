@@ -1,0 +1,144 @@
+"""What the extraction loop calls for ``extract --profile`` (the seam to ``extract/run.py``).
+
+The loop makes one :class:`RunProfiler` per run (``RunProfiler.for_run``; None unless the run
+is in ``profile`` mode), one accumulator per shard (``accumulator(chunk)``), reduces every
+batch right after the forward pass (``acc.update_batch(cap.acts, profile_rows(...))``, on the
+device tensors the capture hooks produced) and hands the state to the shard before its commit
+(``shard.profile = acc.state()``). :func:`check_request` and :func:`check_tokens`
+refuse bad input before anything is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from neurondb.errors import ExtractError, StoreError
+from neurondb.profile.edges import choose_edges, read_edges, wait_for_edges, write_edges
+from neurondb.profile.keys import max_tokens
+from neurondb.profile.reduce import ProfileAccumulator
+
+DEFAULT_TOP_K = 20
+DEFAULT_BINS = 256
+
+
+def check_request(cfg) -> None:
+    """Refuse what a profile run cannot do (an ``ExtractConfig``), before anything is read."""
+    check_correlate_layers(cfg)
+    if not getattr(cfg, "profile", False):
+        return
+    if cfg.grad:
+        raise ExtractError("--profile reduces activations only; --grad needs a per-token run "
+                           "(drop --profile)")
+    if cfg.top_k < 1:
+        raise ExtractError(f"--top-k must be at least 1, not {cfg.top_k}")
+    if cfg.profile_bins < 2:
+        raise ExtractError(f"--profile-bins must be at least 2, not {cfg.profile_bins}")
+
+
+def check_correlate_layers(cfg) -> None:
+    """``--correlate-layers`` only with ``--profile``."""
+    if getattr(cfg, "correlate_layers", None) and not getattr(cfg, "profile", False):
+        raise ExtractError("--correlate-layers accumulates within-model correlations in a "
+                           "profile run; add --profile")
+
+
+def profile_config(cfg) -> dict:
+    """The parameters a resumed profile run must share (part of the run's config)."""
+    out = {"top_k": int(cfg.top_k), "profile_bins": int(cfg.profile_bins)}
+    if getattr(cfg, "correlate_layers", None):
+        out["correlate_layers"] = [int(x) for x in cfg.correlate_layers]
+    return out
+
+
+def corr_layers(ext) -> tuple[str, tuple[int, ...]] | None:
+    """``(input stack, layers)`` of ``--correlate-layers``, checked against the model."""
+    layers = getattr(ext.cfg, "correlate_layers", None)
+    if not layers:
+        return None
+    stack = ext.shape.stacks[0]
+    n = ext.shape.n_layers(stack)
+    bad = [la for la in layers if not 0 <= int(la) < n]
+    if bad:
+        raise ExtractError(f"--correlate-layers {bad[0]} is out of range: stack {stack!r} has "
+                           f"layers 0..{n - 1}")
+    return stack, tuple(dict.fromkeys(int(x) for x in layers))
+
+
+def n_positions(ext) -> int:
+    """A bound on positions of an extraction: prompt + text tokens (+1: the decoder step)."""
+    return int(ext.encoder.n_prompt + ext.max_length + 1)
+
+
+def profile_rows(sels: dict, ids: np.ndarray, labels: np.ndarray) -> dict:
+    """``{stack: (example_id, position, label)}`` of a batch's captured rows, from the loop's
+    ``sels`` (``{stack: (b, t, slots)}``), example ids ``[B]`` and labels ``[B]``."""
+    return {s: (ids[b], t, labels[b]) for s, (b, t, _slots) in sels.items()}
+
+
+def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> list[str]:
+    """Refuse a top-K larger than the tokens a stack captures (``rows``: per stack, over the
+    whole run), or more ``(example, position)`` slots than the keys tell apart; returns lines
+    to tell the user (the memory that within-model correlation sums take)."""
+    top_k = int(ext.cfg.top_k)
+    for stack, n in rows.items():
+        if top_k > n:
+            raise ExtractError(f"--top-k {top_k} is larger than the {n} tokens the run "
+                               f"captures in stack {stack!r}; give --top-k {n} or less")
+    if n_examples * n_positions(ext) > max_tokens():
+        raise ExtractError(f"--profile tells tokens apart by example and position: "
+                           f"{n_examples} examples x {n_positions(ext)} positions exceed "
+                           "2**32; lower --max-examples or --max-length")
+    cl = corr_layers(ext)
+    if cl is None:
+        return []
+    D = sum(ext.shape.d_ff(cl[0], la) for la in cl[1])
+    return [f"within-model correlation of {D} neurons ({cl[0]} layers "
+            f"{', '.join(map(str, cl[1]))}): {8 * D * D / 1e6:,.1f} MB of float64 sums on the "
+            f"device and in every shard's profile"]
+
+
+class RunProfiler:
+    """Profile accumulators for the shards of one run (see the module docstring)."""
+
+    def __init__(self, ext, info, run_path: Path, rank: int, world_size: int):
+        self.widths = dict(ext.shape.widths)
+        self.top_k = int(ext.cfg.top_k)
+        self.n_bins = int(ext.cfg.profile_bins)
+        self.n_labels = len(info.labels)
+        self.n_positions = n_positions(ext)
+        self.device = ext.lm.device
+        self.run_path = Path(run_path)
+        self.config_hash = info.config_hash
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.corr_layers = corr_layers(ext)
+
+    @classmethod
+    def for_run(cls, ext, info, run_path: Path) -> RunProfiler | None:
+        if info.mode != "profile":
+            return None
+        return cls(ext, info, run_path, ext.dist.rank, ext.dist.world_size)
+
+    def accumulator(self, chunk: int) -> ProfileAccumulator:
+        """A fresh accumulator for the shard of ``chunk``."""
+        return ProfileAccumulator(self.widths, self.top_k, self.n_bins, self.n_labels,
+                                  self.n_positions, self.device,
+                                  lambda acts: self.edges(chunk, acts), self.corr_layers)
+
+    def edges(self, chunk: int, acts: dict) -> dict:
+        """The run's histogram edges (:mod:`neurondb.profile.edges`): recorded ones, else
+        chosen from this batch when it is the first batch of chunk 0, else (another rank)
+        waited for."""
+        got = read_edges(self.run_path, self.config_hash)
+        if got is not None:
+            return got
+        if chunk == 0:
+            edges = {key: choose_edges(float(x.min()), float(x.max()), self.n_bins)
+                     for key, x in sorted(acts.items()) if x.numel()}
+            write_edges(self.run_path, self.config_hash, edges)
+            return edges
+        if self.world_size > 1:
+            return wait_for_edges(self.run_path, self.config_hash)
+        raise StoreError(f"{self.run_path / 'profile_edges.json'} is missing although chunk 0 "
+                         "is written; re-extract the run with --overwrite")

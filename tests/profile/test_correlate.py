@@ -1,0 +1,94 @@
+"""correlate-neurons: the streamed Pearson kernel against numpy.corrcoef, best partners with
+ties, the result table and figure, and refused requests (one line, nothing written)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import neurondb
+from neurondb.cli.app import app
+from neurondb.errors import QueryError, StoreError
+from neurondb.profile.correlate import correlate_neurons, pearson_runs
+from neurondb.profile.pearson import PearsonAccumulator, best_partners
+
+KW = dict(readout="none", positions="all", dtype="float32", batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, tiny_path, sentiment_dir):
+    """Stores A and B of two tiny BERTs (seeds 0, 1) over the same tokens, and C over
+    other tokens (first positions only)."""
+    root = tmp_path_factory.mktemp("corr")
+    for name, seed, extra in (("A", 0, {}), ("B", 1, {}), ("C", 1, {"positions": "first"})):
+        neurondb.extract(str(tiny_path("bert", seed=seed)), str(sentiment_dir), root / name,
+                         run=name, **dict(KW, **extra)).close()
+    return root
+
+
+def test_kernel_equals_numpy_corrcoef():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 0.01, size=(257, 6)).astype(np.float32)  # a large mean, small spread
+    y = np.c_[x[:, :2] * -3 + 1, rng.normal(size=(257, 3))].astype(np.float32)
+    acc = PearsonAccumulator(6, 5)
+    for s in range(0, 257, 10):
+        acc.update(x[s:s + 10], y[s:s + 10])
+    want = np.corrcoef(np.c_[x, y].astype(np.float64).T)[:6, 6:]
+    np.testing.assert_allclose(acc.corr(), want, rtol=1e-9, atol=1e-11)
+    const = PearsonAccumulator(1, 1)
+    const.update(np.ones((5, 1)), np.arange(5.0)[:, None])
+    assert np.isnan(const.corr()).all()
+
+
+def test_best_partners_ties_to_the_lower_index():
+    corr = np.array([[0.5, 0.9, 0.9, np.nan, 0.9], [np.nan, -1.0, 0.2, 0.2, 0.1]])
+    idx, r = best_partners(corr, 2)
+    assert idx.tolist() == [[1, 2], [2, 3]]
+    np.testing.assert_array_equal(r, [[0.9, 0.9], [0.2, 0.2]])
+    idx, _ = best_partners(corr, 5)
+    assert idx[1].tolist() == [2, 3, 4, 1, 0]  # NaN last
+
+
+def test_runs_of_two_models_against_corrcoef(two_models):
+    st = neurondb.open(two_models / "A", two_models / "B")
+    xa = np.concatenate([st.activations(la, run="A") for la in range(2)], axis=1)
+    xb = np.concatenate([st.activations(la, run="B") for la in range(2)], axis=1)
+    want = np.corrcoef(np.c_[xa, xb].astype(np.float64).T)[:96, 96:]
+    got = pearson_runs(st, "A", "B", "encoder", [0, 1], [0, 1], xa.shape[0], block_rows=7)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
+    res = correlate_neurons(st, "A,B", top=3, png=two_models / "fig.png", block_rows=16)
+    t = res.table
+    assert len(t) == 96 * 3 and res.png.stat().st_size > 1000
+    best = t[t.partner_rank == 1].sort_values(["layer", "neuron"])
+    np.testing.assert_allclose(best["corr"], np.nanmax(want, axis=1), rtol=1e-9)
+    flat = best.partner_layer * 48 + best.partner_neuron
+    assert (flat.to_numpy() == np.nanargmax(want, axis=1)).all()
+    one = correlate_neurons(st, "A,B", layers=[1], top=2, write=False)
+    assert set(one.table.layer) == {1} and set(one.table.partner_layer) == {1}
+    st.close()
+    sql = neurondb.open(two_models / "A", two_models / "B").sql(
+        "SELECT count(*), max(corr) FROM neuron_correlations WHERE partner_rank = 1").fetchall()
+    assert sql[0][0] == 96 and abs(sql[0][1] - np.nanmax(want)) < 1e-9
+
+
+def test_refused_requests_write_nothing(two_models):
+    st = neurondb.open(two_models / "C", two_models / "B")
+    results = two_models / "C" / "results"
+    with pytest.raises(QueryError, match="do not capture the same tokens"):
+        correlate_neurons(st, "C,B")
+    with pytest.raises(StoreError, match="layer 5 is out of range"):
+        correlate_neurons(st, "B,C", layers=[5])
+    with pytest.raises(QueryError, match="takes two runs"):
+        correlate_neurons(st, "B")
+    assert not results.exists()
+    st.close()
+    runner = CliRunner()
+    for args, msg in ((["--runs", "C,B"], "do not capture the same tokens"),
+                      (["--runs", "C,B", "--layers", "7"], "layer 7 is out of range"),
+                      (["--runs", "C,nope"], "run 'nope' is not in the store")):
+        res = runner.invoke(app, ["correlate-neurons", str(two_models / "C"), "--with",
+                                  str(two_models / "B"), *args])
+        assert res.exit_code == 2 and msg in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not results.exists()

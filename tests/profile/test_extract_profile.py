@@ -1,0 +1,252 @@
+"""``extract --profile`` on tiny models against a per-token float32 capture of the same tokens
+(brute force), ties included (a ReLU model: many exact zeros; duplicated sentences: equal
+tops); chunking, a resumed run and a real 2-process run give the same tables as one pass."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import neurondb
+from neurondb.errors import ExtractError, NeurondbError
+from neurondb.profile.quantiles import COLUMNS, LEVELS
+from neurondb.profile.read import PROFILE_SCHEMA, TOP_SCHEMA
+from neurondb.store.run import ShardWriter
+from neurondb.testing import save_tiny
+from tests.extract.test_resume import _free_port, interrupt_at_commit
+from tests.profile.brute import brute_hist, brute_profile, brute_top
+
+K, BINS = 6, 16
+KW = dict(split="train", readout="none", batch_size=4, progress=False, run="p")
+PROFILE = dict(KW, profile=True, top_k=K, profile_bins=BINS)
+
+
+@pytest.fixture(scope="module")
+def relu_model(tmp_path_factory):
+    return str(save_tiny("bert", tmp_path_factory.mktemp("relu") / "m", head="base",
+                         hidden_act="relu"))
+
+
+@pytest.fixture(scope="module")
+def tokens_store(tmp_path_factory, relu_model, sentiment_dir):
+    out = tmp_path_factory.mktemp("tok") / "s"
+    neurondb.extract(relu_model, str(sentiment_dir), out, positions="all", dtype="float32",
+                     **KW).close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_pass(tmp_path_factory, relu_model, sentiment_dir):
+    out = tmp_path_factory.mktemp("one") / "s"
+    neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory, relu_model, sentiment_dir):
+    out = tmp_path_factory.mktemp("chunked") / "s"
+    neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE).close()
+    return out
+
+
+def tables(path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    st = neurondb.open(path)
+    prof = st.profile(run="p").sort_values(["stack", "layer", "neuron"], ignore_index=True)
+    top = st.profile_top(run="p")
+    st.close()
+    return prof, top
+
+
+def assert_same_tables(a, b, exact: bool) -> None:
+    """Equal tables; ``exact=False``: the float64 means/stds/label means to rounding."""
+    (pa_, ta), (pb, tb) = tables(a), tables(b)
+    pd.testing.assert_frame_equal(ta, tb)
+    approx = ["mean", "std", "label_means"]
+    pd.testing.assert_frame_equal(pa_.drop(columns=approx), pb.drop(columns=approx))
+    for c in ("mean", "std"):
+        np.testing.assert_allclose(pa_[c], pb[c], rtol=0 if exact else 1e-9, atol=0 if exact
+                                   else 1e-12)
+    np.testing.assert_allclose(np.stack(pa_.label_means), np.stack(pb.label_means),
+                               rtol=0 if exact else 1e-9, atol=0 if exact else 1e-12)
+
+
+def test_profile_equals_brute_force_over_a_float32_capture(tokens_store, one_pass):
+    ref = neurondb.open(tokens_store)
+    st = neurondb.open(one_pass)
+    info = st.run("p")
+    assert info.mode == "profile" and info.n_rows == ref.run("p").n_rows
+    rows = ref.rows(run="p").to_pandas()
+    ex, pos = rows.example_id.to_numpy(), rows.position.to_numpy()
+    labels = ref.examples(run="p").to_pandas().set_index("example_id").label.loc[ex].to_numpy()
+    prof = st.profile(run="p")
+    ties = 0
+    for layer in range(2):
+        x = ref.activations(layer, run="p")
+        bf = brute_profile(x, labels, 2)
+        p = prof[prof.layer == layer].sort_values("neuron")
+        assert (p["count"] == bf["count"]).all()
+        np.testing.assert_array_equal(p["min"], bf["min"])
+        np.testing.assert_array_equal(p["max"], bf["max"])
+        np.testing.assert_allclose(p["frac_positive"], bf["frac_positive"], rtol=1e-15)
+        np.testing.assert_allclose(p["mean"], bf["mean"], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(p["std"], bf["std"], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(np.stack(p.label_means), bf["label_means"], rtol=1e-10,
+                                   atol=1e-12)
+        exact_q = np.quantile(x.astype(np.float64), LEVELS, axis=0).T
+        err = np.abs(p[list(COLUMNS)].to_numpy() - exact_q)
+        assert (err <= p["q_error"].to_numpy()[:, None] + 1e-12).all()
+        top = st.profile_top(run="p", layer=layer)
+        for kind in ("top", "bottom"):
+            want = brute_top(x, ex, pos, K, kind)
+            got = top[top.kind == kind].sort_values(["neuron", "rank"])
+            for j in range(x.shape[1]):
+                g = got[got.neuron == j]
+                assert list(zip(g.value, g.example_id, g.position)) == want[j]
+                ties += len(set(g.value)) < K
+        for j in (0, 7, 47):
+            edges, counts = st.profile_histogram("p", "encoder", layer, j)
+            np.testing.assert_array_equal(counts, brute_hist(x[:, [j]], edges)[0])
+    assert ties > 40  # ReLU zeros and duplicated sentences: the tie-break was exercised
+    ref.close()
+    st.close()
+
+
+def test_chunks_merge_to_the_one_pass_tables(one_pass, chunked):
+    # 8 examples a chunk, 4 a batch: the same batches as one pass, so the same per-token
+    # values (another batching pads differently and changes values in their last bits)
+    assert len(neurondb.open(chunked).shards("p")) == 3
+    assert_same_tables(one_pass, chunked, exact=False)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, relu_model, sentiment_dir,
+                                                       chunked, monkeypatch):
+    orig = ShardWriter.commit
+    monkeypatch.setattr(ShardWriter, "commit", interrupt_at_commit(3))
+    out = tmp_path / "s"
+    with pytest.raises(KeyboardInterrupt):
+        neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE)
+    monkeypatch.setattr(ShardWriter, "commit", orig)
+    part = neurondb.open(out, partial=True)  # a run being extracted: its complete shards
+    assert len(part.shards("p")) == 2
+    n = sum(sh.n_rows["encoder"] for _, sh in part.shards("p"))
+    assert n > 0 and (part.profile(run="p")["count"] == n).all()
+    part.close()
+    neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE).close()
+    assert_same_tables(out, chunked, exact=True)
+
+
+def test_two_processes_equal_one_process(tmp_path, relu_model, sentiment_dir, chunked):
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "neurondb.cli.app", "extract", relu_model, "--data",
+           str(sentiment_dir), "--split", "train", "--out", str(out), "--readout", "none",
+           "--batch-size", "4", "--chunk-examples", "8", "--run", "p", "--profile",
+           "--top-k", str(K), "--profile-bins", str(BINS), "--quiet"]
+    port = str(_free_port())
+    procs = [subprocess.Popen(cmd, env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r),
+                                             WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                             MASTER_PORT=port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+    st = neurondb.open(out)
+    assert {sh.rank for _, sh in st.shards("p")} == {0, 1}
+    st.close()
+    assert_same_tables(out, chunked, exact=True)
+
+
+def test_views_verify_and_a_damaged_profile_file(tmp_path, one_pass, tokens_store):
+    import shutil
+
+    from neurondb.store.verify import verify_store
+
+    st = neurondb.open(one_pass)
+    n = st.sql("SELECT count(*), count(DISTINCT layer) FROM neuron_profile").fetchall()[0]
+    assert n == (96, 2)
+    sql = st.sql("SELECT value, example_id, position FROM neuron_top WHERE layer = 1 AND "
+                 "neuron = 5 AND kind = 'top' ORDER BY rank").fetchall()
+    py = st.profile_top(run="p", layer=1, neuron=5, kind="top")
+    assert sql == list(zip(py.value, py.example_id, py.position))
+    st.close()
+    assert verify_store(one_pass).ok
+    bad = tmp_path / "bad"
+    shutil.copytree(one_pass, bad)
+    f = next(bad.glob("runs/p/shards/*/profile.npz"))
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    rep = verify_store(bad)
+    assert not rep.ok and any("profile.npz" in p for p in rep.problems)
+    plain = neurondb.open(tokens_store)  # a store without profile runs: empty views
+    assert plain.sql("SELECT count(*) FROM neuron_profile").fetchall() == [(0,)]
+    assert plain.sql("SELECT count(*) FROM neuron_top").fetchall() == [(0,)]
+    assert list(plain.profile().columns) == PROFILE_SCHEMA.names
+    assert list(plain.profile_top().columns) == TOP_SCHEMA.names
+    plain.close()
+
+
+def test_top_contexts_macro(one_pass):
+    st = neurondb.open(one_pass)
+    got = st.sql("SELECT rank, example_id, position, token, context FROM "
+                 "top_contexts('p', 'encoder', 1, 3, k := 3, width := 1)").fetchall()
+    top = st.profile_top(run="p", layer=1, neuron=3, kind="top").head(3)
+    tok = st.tokens(run="p").to_pandas().set_index(["example_id", "position"]).token
+    for (rank, e, p, token, ctx), (_, want) in zip(got, top.iterrows()):
+        assert (rank, e, p) == (want["rank"], want.example_id, want.position)
+        words = [f"[[{tok[(e, q)]}]]" if q == p else tok[(e, q)]
+                 for q in (p - 1, p, p + 1) if (e, q) in tok.index]
+        assert token == tok[(e, p)] and ctx == " ".join(words)
+    with pytest.raises(NeurondbError, match="no profile of neuron encoder layer 1 neuron 3 in "
+                                            "run 'nope'; profile runs in this store: p"):
+        st.connection.arrow("SELECT * FROM top_contexts('nope', 'encoder', 1, 3)")
+    with pytest.raises(NeurondbError, match="no profile of neuron encoder layer 9"):
+        st.connection.arrow("SELECT * FROM top_contexts('p', 'encoder', 9, 3)")
+    st.close()
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, relu_model, sentiment_dir):
+    out = tmp_path / "s"
+    for kw, match in ((dict(top_k=100_000), "--top-k 100000 is larger than the"),
+                      (dict(top_k=0), "--top-k must be at least 1"),
+                      (dict(grad=True, readout="auto"), "--grad needs a per-token run")):
+        with pytest.raises(ExtractError, match=match) as e:
+            neurondb.extract(relu_model, str(sentiment_dir), out, **dict(PROFILE, **kw))
+        assert "\n" not in str(e.value) and not out.exists()
+
+
+def test_size_estimate_is_close(relu_model, sentiment_dir, chunked):
+    from tests.extract.test_size_estimate import _estimate, _written
+
+    total, _, _ = _estimate(relu_model, sentiment_dir, dict(PROFILE, chunk_examples=8))
+    written = _written(chunked)
+    assert abs(total - written) <= 0.05 * written, (total, written)
+
+
+def test_top_command_answers_from_neuron_top(one_pass):
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+    from neurondb.query import top_examples
+
+    st = neurondb.open(one_pass)
+    df = top_examples(st, "p", 1, 2, k=3)
+    want = st.profile_top(run="p", layer=1, neuron=2, kind="top").head(3)
+    assert df.example_id.tolist() == want.example_id.tolist()
+    assert df.position.tolist() == want.position.tolist() and df.text.notna().all()
+    tok = st.tokens(run="p").to_pandas().set_index(["example_id", "position"]).token
+    assert df.token.tolist() == [tok[(e, p)] for e, p in zip(df.example_id, df.position)]
+    st.close()
+    runner = CliRunner()
+    res = runner.invoke(app, ["top", str(one_pass), "--run", "p", "--layer", "1", "--neuron",
+                              "2", "-k", "3"])
+    assert res.exit_code == 0 and str(df.text.iloc[0]) in res.output
+    res = runner.invoke(app, ["top", str(one_pass), "--run", "p", "--layer", "1", "--neuron",
+                              "2", "-k", str(K + 1)])
+    assert res.exit_code == 2 and f"keeps the top {K} tokens" in res.output
+    assert len(res.output.strip().splitlines()) == 1
