@@ -64,9 +64,9 @@ def time_plain(job, bs: list) -> float:
 
 def time_reduce(job, bs: list) -> float:
     """Forward + hooks on every token + ``ProfileAccumulator.update_batch`` per batch."""
+    from neurondb.extract.profiling import n_positions, profile_rows
     from neurondb.profile.edges import choose_edges
     from neurondb.profile.reduce import ProfileAccumulator
-    from neurondb.profile.seam import n_positions, profile_rows
     from neurondb.runtime.forward import model_inputs
     from neurondb.runtime.hooks import FFNCapture
 

@@ -36,7 +36,7 @@ def correlate_neurons_command(
 ) -> None:
     """Correlate every neuron of run A with every neuron of run B over the same tokens; per
     neuron its best partners, per layer the distribution of the maximum."""
-    from neurondb.profile.correlate import TABLE, correlate_neurons
+    from neurondb.query.correlate_neurons import TABLE, correlate_neurons
     from neurondb.query.results import default_name
 
     with one_line_errors():

@@ -54,7 +54,7 @@ class ExtractRequest:
     encoding: str = "utf-8"
     drop_missing_text: bool = False
     #: --profile: reduce every captured token on the device (neurondb.profile), no per-token
-    #: tensors; top_k and profile_bins as neurondb.profile.seam.DEFAULT_TOP_K / DEFAULT_BINS
+    #: tensors; top_k and profile_bins as neurondb.extract.profiling.DEFAULT_TOP_K / DEFAULT_BINS
     profile: bool = False
     top_k: int = 20
     profile_bins: int = 256

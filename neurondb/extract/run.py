@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from neurondb.extract import profiling as profile_seam
 from neurondb.extract.dist import Dist
 from neurondb.extract.errors import ExtractError
 from neurondb.extract.request import ExtractConfig, ExtractRequest  # noqa: F401
 from neurondb.extract.size import chunk_order, extraction_sizes
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
-from neurondb.profile import seam as profile_seam
 from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
 from neurondb.runtime.encode import parse_positions, resolve_positions

@@ -6,11 +6,11 @@
 * :mod:`~neurondb.profile.reduce`: the torch accumulator that lives on the model's device;
 * :mod:`~neurondb.profile.state`: its NumPy state, exact merging, the shard file;
 * :mod:`~neurondb.profile.quantiles`: quantiles from the histogram, with their error bound;
-* :mod:`~neurondb.profile.seam`: the few calls the extraction loop makes;
+* :mod:`~neurondb.extract.profiling`: the few calls the extraction loop makes;
 * :mod:`~neurondb.profile.read`: merged run states, the ``neuron_profile``/``neuron_top``
   tables and the ``Store.profile*()`` methods;
-* :mod:`~neurondb.profile.correlate`: Pearson correlation between the neurons of two runs
+* :mod:`~neurondb.query.correlate_neurons`: Pearson correlation between the neurons of two runs
   (SPEC §9).
 
-Reading (``state``, ``quantiles``, ``read``, ``correlate``) never imports torch.
+Reading (``state``, ``quantiles``, ``read``, ``pearson``) never imports torch.
 """

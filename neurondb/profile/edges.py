@@ -10,7 +10,8 @@ power of two, so it is exact in float32 and float64 and a value's bin is compute
 under/overflow bins; with the exact per-neuron min and max those bins still bound quantiles.
 
 **Recorded once, the same everywhere.** The process that reduces chunk 0's first batch (rank 0)
-writes the edges to ``runs/<run>/profile_edges.json`` (atomically, with the run's config hash)
+writes the edges to ``runs/<run>/profile_edges.json`` (atomically, with the run's config hash;
+:mod:`neurondb.extract.profiling` records and reads them)
 before the batch is reduced; every other chunk (a later chunk, another rank, a resumed run)
 reads that file, waiting for it where another rank is still writing it. Every shard's profile
 file records the edges too, and readers refuse to merge states whose edges differ. So every
@@ -19,19 +20,13 @@ shard of a run bins with identical edges, and histograms merge exactly.
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 
 from neurondb.errors import StoreError
-from neurondb.store.io import atomic_write_json
 
-EDGES_FILE = "profile_edges.json"
 PAD = 0.25
-WAIT_SECONDS = 600.0
 
 
 def choose_edges(lo: float, hi: float, n_bins: int) -> np.ndarray:
@@ -45,48 +40,3 @@ def choose_edges(lo: float, hi: float, n_bins: int) -> np.ndarray:
     w = 2.0 ** math.ceil(math.log2((hi - lo) / (n_bins - 1)))
     e0 = math.floor(lo / w) * w
     return e0 + w * np.arange(n_bins + 1, dtype=np.float64)
-
-
-def edges_path(run_path: Path) -> Path:
-    return Path(run_path) / EDGES_FILE
-
-
-def write_edges(run_path: Path, config_hash: str, edges: dict[tuple[str, int], np.ndarray]) -> None:
-    """Record the run's edges (``{(stack, layer): [n_bins + 1]}``) atomically."""
-    atomic_write_json(edges_path(run_path), {
-        "config_hash": config_hash,
-        "edges": {f"{s}/{la}": [float(x) for x in e] for (s, la), e in edges.items()}})
-
-
-def read_edges(run_path: Path, config_hash: str) -> dict[tuple[str, int], np.ndarray] | None:
-    """The recorded edges, or None if not recorded (yet); a StoreError for another command's."""
-    f = edges_path(run_path)
-    if not f.exists():
-        return None
-    try:
-        d = json.loads(f.read_text())
-        out = {}
-        for key, e in d["edges"].items():
-            stack, layer = key.rsplit("/", 1)
-            out[(stack, int(layer))] = np.asarray(e, dtype=np.float64)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"{f} is damaged ({e}); re-extract the run with --overwrite") from e
-    if d.get("config_hash") != config_hash:
-        raise StoreError(f"{f} was written by another command; re-extract the run with "
-                         "--overwrite")
-    return out
-
-
-def wait_for_edges(run_path: Path, config_hash: str,
-                   timeout: float = WAIT_SECONDS) -> dict[tuple[str, int], np.ndarray]:
-    """The edges rank 0 records from chunk 0 (another rank waits for them)."""
-    t0 = time.monotonic()
-    while True:
-        got = read_edges(run_path, config_hash)
-        if got is not None:
-            return got
-        if time.monotonic() - t0 > timeout:
-            raise StoreError(f"{edges_path(run_path)} did not appear within {timeout:.0f} s "
-                             "(rank 0 writes it from the first batch of chunk 0); is rank 0 "
-                             "running?")
-        time.sleep(0.05)

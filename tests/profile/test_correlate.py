@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 import neurondb
 from neurondb.cli.app import app
 from neurondb.errors import QueryError, StoreError
-from neurondb.profile.correlate import correlate_neurons, pearson_runs
 from neurondb.profile.pearson import PearsonAccumulator, best_partners
+from neurondb.query.correlate_neurons import correlate_neurons, pearson_runs
 
 KW = dict(readout="none", positions="all", dtype="float32", batch_size=4, progress=False)
 

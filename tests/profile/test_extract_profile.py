@@ -16,7 +16,6 @@ import neurondb
 from neurondb.errors import ExtractError, NeurondbError
 from neurondb.profile.quantiles import COLUMNS, LEVELS
 from neurondb.profile.read import PROFILE_SCHEMA, TOP_SCHEMA
-from neurondb.store.run import ShardWriter
 from neurondb.testing import save_tiny
 from tests.extract.test_resume import _free_port, interrupt_at_commit
 from tests.profile.brute import brute_hist, brute_profile, brute_top
@@ -125,12 +124,9 @@ def test_chunks_merge_to_the_one_pass_tables(one_pass, chunked):
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, relu_model, sentiment_dir,
                                                        chunked, monkeypatch):
-    orig = ShardWriter.commit
-    monkeypatch.setattr(ShardWriter, "commit", interrupt_at_commit(3))
     out = tmp_path / "s"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_commit(3), pytest.raises(KeyboardInterrupt):
         neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE)
-    monkeypatch.setattr(ShardWriter, "commit", orig)
     part = neurondb.open(out, partial=True)  # a run being extracted: its complete shards
     assert len(part.shards("p")) == 2
     n = sum(sh.n_rows["encoder"] for _, sh in part.shards("p"))

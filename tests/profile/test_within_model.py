@@ -39,7 +39,7 @@ def test_within_model_correlation(tmp_path, tiny_path, sentiment_dir):
     t = t.sort_values(["layer", "neuron"], ascending=[False, True])
     np.testing.assert_allclose(t["corr"], np.nanmax(off, axis=1), rtol=1e-9)
     st.close()
-    from neurondb.profile.correlate import within_model
+    from neurondb.query.correlate_neurons import within_model
 
     plain = neurondb.extract(model, str(sentiment_dir), tmp_path / "p", profile=True, top_k=3,
                              run="q", **KW)

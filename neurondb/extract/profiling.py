@@ -10,15 +10,21 @@ refuse bad input before anything is written.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from neurondb.errors import ExtractError, StoreError
-from neurondb.profile.edges import choose_edges, read_edges, wait_for_edges, write_edges
+from neurondb.profile.edges import choose_edges
 from neurondb.profile.keys import max_tokens
 from neurondb.profile.reduce import ProfileAccumulator
+from neurondb.store.io import atomic_write_json
 
+#: where a run records its histogram edges (written once, from chunk 0)
+EDGES_FILE = "profile_edges.json"
+WAIT_SECONDS = 600.0
 DEFAULT_TOP_K = 20
 DEFAULT_BINS = 256
 
@@ -142,3 +148,49 @@ class RunProfiler:
             return wait_for_edges(self.run_path, self.config_hash)
         raise StoreError(f"{self.run_path / 'profile_edges.json'} is missing although chunk 0 "
                          "is written; re-extract the run with --overwrite")
+
+
+# -- the run's histogram edges, recorded once ----------------------------------------------
+def edges_path(run_path: Path) -> Path:
+    return Path(run_path) / EDGES_FILE
+
+
+def write_edges(run_path: Path, config_hash: str, edges: dict[tuple[str, int], np.ndarray]) -> None:
+    """Record the run's edges (``{(stack, layer): [n_bins + 1]}``) atomically."""
+    atomic_write_json(edges_path(run_path), {
+        "config_hash": config_hash,
+        "edges": {f"{s}/{la}": [float(x) for x in e] for (s, la), e in edges.items()}})
+
+
+def read_edges(run_path: Path, config_hash: str) -> dict[tuple[str, int], np.ndarray] | None:
+    """The recorded edges, or None if not recorded (yet); a StoreError for another command's."""
+    f = edges_path(run_path)
+    if not f.exists():
+        return None
+    try:
+        d = json.loads(f.read_text())
+        out = {}
+        for key, e in d["edges"].items():
+            stack, layer = key.rsplit("/", 1)
+            out[(stack, int(layer))] = np.asarray(e, dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{f} is damaged ({e}); re-extract the run with --overwrite") from e
+    if d.get("config_hash") != config_hash:
+        raise StoreError(f"{f} was written by another command; re-extract the run with "
+                         "--overwrite")
+    return out
+
+
+def wait_for_edges(run_path: Path, config_hash: str,
+                   timeout: float = WAIT_SECONDS) -> dict[tuple[str, int], np.ndarray]:
+    """The edges rank 0 records from chunk 0 (another rank waits for them)."""
+    t0 = time.monotonic()
+    while True:
+        got = read_edges(run_path, config_hash)
+        if got is not None:
+            return got
+        if time.monotonic() - t0 > timeout:
+            raise StoreError(f"{edges_path(run_path)} did not appear within {timeout:.0f} s "
+                             "(rank 0 writes it from the first batch of chunk 0); is rank 0 "
+                             "running?")
+        time.sleep(0.05)
