@@ -1,0 +1,47 @@
+"""The neuron page over a real profile run (``neurondb extract --profile``): its top and
+bottom tokens come from ``neuron_top`` with their sentences, and its statistics and histogram
+from the profile, equal to what the store's own profile tables say."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from starlette.testclient import TestClient
+
+import neurondb
+from neurondb.serve import create_app
+from neurondb.store import open_store
+
+from .helpers import BASE
+
+
+@pytest.fixture(scope="module")
+def profile_store(tmp_path_factory, tiny_path, sentiment_dir):
+    out = tmp_path_factory.mktemp("serve-profile") / "s"
+    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, split="train",
+                     readout="none", profile=True, top_k=4, run="p", progress=False).close()
+    return out
+
+
+def test_neuron_page_reads_the_profile(profile_store):
+    store = open_store(profile_store)
+    top = store.profile_top(run="p", stack="encoder", layer=1, neuron=7)
+    prof = store.profile(run="p", stack="encoder", layer=1, neuron=7).iloc[0]
+    best = top[(top["kind"] == "top") & (top["rank"] == 1)].iloc[0]
+    ex = store.examples(run="p").to_pandas().set_index("example_id")
+    with TestClient(create_app(store), base_url=BASE) as c:
+        r = c.get("/neurons/encoder/1/7?run=p")
+        assert r.status_code == 200, r.text[:500]
+        page = html.unescape(re.sub(r"<[^>]+>", " ", r.text))
+        assert "from profile (neuron_top)" in page
+        i = page.index("Top activations")
+        first = page[i:].split("example ", 1)[1].split()[0]
+        assert int(first) == int(best["example_id"])  # the top-1 token's example comes first
+        words = [w for w in ex.loc[int(best["example_id"]), "text"].split()]
+        assert all(w in page for w in words[1:])  # with its sentence
+        stats = page[page.index("Statistics"):]
+        assert f" {int(prof['count'])} " in stats  # n from neuron_profile
+        assert c.get("/").status_code == 200
+    store.close()
