@@ -37,7 +37,7 @@ def test_neuron_page_reads_the_profile(profile_store):
         page = html.unescape(re.sub(r"<[^>]+>", " ", r.text))
         assert "from profile (neuron_top)" in page
         i = page.index("Top activations")
-        first = page[i:].split("example ", 1)[1].split()[0]
+        first = re.search(r"example (\d+) label", page[i:]).group(1)
         assert int(first) == int(best["example_id"])  # the top-1 token's example comes first
         words = [w for w in ex.loc[int(best["example_id"]), "text"].split()]
         assert all(w in page for w in words[1:])  # with its sentence
