@@ -34,7 +34,7 @@ def test_neuron_page_reads_the_profile(profile_store):
     with TestClient(create_app(store), base_url=BASE) as c:
         r = c.get("/neurons/encoder/1/7?run=p")
         assert r.status_code == 200, r.text[:500]
-        page = html.unescape(re.sub(r"<[^>]+>", " ", r.text))
+        page = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", r.text)))
         assert "from profile (neuron_top)" in page
         i = page.index("Top activations")
         first = re.search(r"example (\d+) label", page[i:]).group(1)
