@@ -320,10 +320,8 @@ class Extraction:
         rep = Reporter(self.cfg.progress and self.dist.is_main)
         dist = self.dist
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
-        for (d, mode, _), ln in zip(self.jobs, lens):  # --profile: top-K within the tokens
-            if mode == "profile":
-                for line in profile_seam.check_tokens(self, len(d), self.expected_rows(ln)):
-                    rep.info(line)
+        for line in self._profile_notes(lens):  # --profile: checks, and what it saves
+            rep.info(line)
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
         other = "float32" if self.dtype != "float32" else "float16"
@@ -378,6 +376,21 @@ class Extraction:
             rep.close()
             dist.close()
         return Store([self.out])
+
+    def _profile_notes(self, lens: list[np.ndarray]) -> list[str]:
+        """For a profile run: refuse a top-K beyond its tokens (``check_tokens``), and say
+        how much a per-token capture of the same tokens would write (float16 tensors)."""
+        out: list[str] = []
+        for (d, mode, name), ln in zip(self.jobs, lens):
+            if mode != "profile":
+                continue
+            rows = self.expected_rows(ln)
+            out.extend(profile_seam.check_tokens(self, len(d), rows))
+            per_token = sum(n * sum(self.shape.widths[s]) * 2 for s, n in rows.items())
+            out.append(f"run {name}: a profile of {sum(rows.values()):,} tokens; storing them "
+                       f"per token (--positions {','.join(self.positions)}, float16) would "
+                       f"write about {per_token / 1e9:,.2f} GB")
+        return out
 
     def _lock_and_begin(self, held: contextlib.ExitStack, rep: Reporter, lens: list,
                         infos: list[RunInfo]) -> tuple[list, list[RunInfo]]:

@@ -13,25 +13,19 @@ Prints the ratios ``reduce / plain`` (goal <= 1.15) and ``extract / plain``. On 
 timings synchronise the device. ``--model``/``--data``/``--split`` take any model and data
 (a smoke run: a tiny model from ``neurondb.testing.save_tiny`` and a few examples).
 
-    python bench/profile.py [--device cuda] [--examples 872] [--batch-size 32] [--top-k 20]
+    python bench/profiles.py [--device cuda] [--examples 872] [--batch-size 32] [--top-k 20]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
-# run as `python bench/profile.py`, this file's folder leads sys.path and this script would
-# shadow the standard library's `profile` module (which torch imports): drop the folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def _sync(device) -> None:
