@@ -108,13 +108,30 @@ class TunedSeed:
 
 
 @dataclass
+class CondensedPrompt:
+    """A prompt re-tuned on a pruned model (``neurondb tune --from-prompt``): validation
+    accuracy ``before`` re-tuning (the original prompt on the pruned model) and ``after``,
+    on ``n`` validation examples."""
+
+    seed: TunedSeed
+    before: float
+    after: float
+    n: int | None
+    source_prompt: str | None
+
+
+@dataclass
 class StoreContents:
-    """Everything the report shows. ``prompts`` is None when no prompt directory was given."""
+    """Everything the report shows. ``prompts`` (``condensed``) is None when no prompt
+    (re-tuned prompt) directory was given; ``latency_context``: the threads and load average
+    the pruned model's latency was measured under, when the caller recorded them."""
 
     store: StoreSummary
     results: dict[str, list[ResultTable]] = field(default_factory=dict)
     prompts: list[TunedSeed] | None = None
     problems: list[str] = field(default_factory=list)
+    condensed: list[CondensedPrompt] | None = None
+    latency_context: dict | None = None
 
     def tables(self, table: str) -> list[ResultTable]:
         """The readable results of ``table``, sorted by name (empty if none)."""
@@ -260,12 +277,38 @@ TABLE_ORDER = ("rankings", "correlations", "overlaps", "masks", "transfers", "su
                "pruning", "pruned_eval")
 
 
-def collect(store: Store, prompts: list[str | Path] | None = None) -> StoreContents:
-    """Read the store's provenance, every result table and the given prompt directories."""
+def read_condensed(path: Path, problems: list[str]) -> CondensedPrompt | None:
+    """A re-tuned prompt's directory; None (and a problem) when it records no accuracy
+    before re-tuning (it was not tuned ``from_prompt``)."""
+    seed = read_seed(path, problems)
+    try:
+        meta = json.loads((path / PROMPT_JSON).read_text())
+    except (OSError, ValueError):
+        meta = {}
+    before = (meta.get("from_prompt") or {}).get("eval_accuracy_before")
+    if before is None or seed.best_eval_accuracy is None:
+        problems.append(f"{path}: not a prompt re-tuned from another (no "
+                        "from_prompt.eval_accuracy_before); left out of condensation")
+        return None
+    n = (meta.get("data") or {}).get("n_eval_examples")
+    return CondensedPrompt(seed=seed, before=float(before), after=seed.best_eval_accuracy,
+                           n=None if n is None else int(n),
+                           source_prompt=(meta.get("from_prompt") or {}).get("prompt"))
+
+
+def collect(store: Store, prompts: list[str | Path] | None = None,
+            condensed: list[str | Path] | None = None,
+            latency_context: dict | None = None) -> StoreContents:
+    """Read the store's provenance, every result table, the given prompt directories and
+    re-tuned (condensed) prompt directories."""
     problems: list[str] = []
     seeds = None
     if prompts:
         seeds = [read_seed(d, problems) for d in prompt_dirs(list(prompts))]
+    cond = None
+    if condensed:
+        got = [read_condensed(d, problems) for d in prompt_dirs(list(condensed))]
+        cond = [c for c in got if c is not None]
     results = {t: read_results(store, t, problems) for t in TABLE_ORDER}
     return StoreContents(store=store_summary(store), results=results, prompts=seeds,
-                         problems=problems)
+                         problems=problems, condensed=cond, latency_context=latency_context)
