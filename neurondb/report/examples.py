@@ -93,25 +93,26 @@ def _label(labels: list[str], v: object) -> str:
     return f"{i} ({labels[i]})" if 0 <= i < len(labels) else str(i)
 
 
-def _title(n) -> str:
+def _title(n: dict) -> str:
+    """``stack layer L, neuron i (score s, peak slot t, above its baseline on <class>)``."""
     from neurondb.report.sections import score
 
-    kind = ""
-    cls = getattr(n, "_asdict", lambda: {})().get("class")
-    if cls is not None:
-        kind = f", above its baseline on {cls}"
-    where = f", peak slot {n.slot}" if isinstance(getattr(n, "slot", None), str) else ""
-    return f"{n.stack} layer {n.layer}, neuron {n.neuron} (score {score(n.score)}{where}{kind})"
+    cls = n.get("class")
+    kind = f", above its baseline on {cls}" if isinstance(cls, str) and cls else ""
+    where = f", peak slot {n['slot']}" if isinstance(n.get("slot"), str) else ""
+    return (f"{n['stack']} layer {n['layer']}, neuron {n['neuron']} (score "
+            f"{score(n['score'])}{where}{kind})")
 
 
-def neuron_table(store: Store, run: str, n, slots: list[str], labels: list[str]) -> str:
+def neuron_table(store: Store, run: str, n: dict, slots: list[str], labels: list[str]) -> str:
     """The top examples of one neuron at ``slots``, each with its firing token in context."""
     from neurondb.query.top import top_examples
 
-    ex = top_examples(store, run, int(n.layer), int(n.neuron), stack=str(n.stack),
+    stack = str(n["stack"])
+    ex = top_examples(store, run, int(n["layer"]), int(n["neuron"]), stack=stack,
                       k=EXAMPLES_PER_NEURON, slots=slots)
     toks = store.tokens(run=run).to_pandas()
-    toks = toks[(toks["stack"] == str(n.stack)) & toks["example_id"].isin(ex["example_id"])]
+    toks = toks[(toks["stack"] == stack) & toks["example_id"].isin(ex["example_id"])]
     by_ex = dict(tuple(toks.groupby("example_id")))
     ex["context"] = [context(by_ex[e], int(p)) if e in by_ex else H.esc(str(t))
                      for e, p, t in zip(ex["example_id"], ex["position"], ex["text"])]
@@ -155,7 +156,7 @@ def top_examples_section(c: StoreContents, store: Store) -> Section:
                     f"are left out), shown in context with the firing token marked; "
                     f"{EXAMPLES_PER_NEURON} examples per neuron.", "meta")]
     shown = 0
-    for n in top_neurons(r.frame, TOP_NEURONS).itertuples():
+    for n in top_neurons(r.frame, TOP_NEURONS).to_dict("records"):
         parts.append(H.heading(_title(n)))
         try:
             parts.append(neuron_table(store, info.run, n, slots, list(info.labels)))
