@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,11 +169,12 @@ def test_readme_runs(demo_dir, capsys):
         if b.illustrative:
             skipped.append(b)
             continue
+        t0 = time.perf_counter()
         n_cmds += RUNNERS[b.lang](b)
-        ran.append(b)
+        ran.append(f"{b.line} ({time.perf_counter() - t0:.1f} s)")
     with capsys.disabled():
         print(f"\nREADME.md: ran {len(ran)} blocks ({n_cmds} commands/statements/snippets) "
-              f"at lines {', '.join(str(b.line) for b in ran)}; skipped {len(skipped)} "
-              f"illustrative at lines {', '.join(str(b.line) for b in skipped)}")
+              f"at lines {', '.join(ran)}; skipped {len(skipped)} illustrative at lines "
+              f"{', '.join(str(b.line) for b in skipped)}")
     assert len(ran) >= 10 and n_cmds >= 20
     assert (demo_dir / "plain_store").is_dir() and (demo_dir / "prompts" / "seed-1").is_dir()
