@@ -11,7 +11,7 @@ and time it against the full model -> re-tune the prompt on the pruned model (kn
 condensation) -> one HTML report and a printed summary that states each finding against the
 papers' claim (:mod:`neurondb.findings`).
 
-The default sizes keep the whole run near 2.5 minutes on 2 quiet CPU cores;
+The default sizes keep the whole run near 2 minutes on 2 quiet CPU cores;
 :meth:`DemoConfig.full` (``neurondb demo --full``) has the larger sizes of earlier releases
 (about 7 minutes). The estimate is printed before the first step
 (:func:`neurondb.demo_timing.estimate_seconds`).
@@ -44,7 +44,7 @@ class DemoConfig:
     data: str = DATA
     seeds: tuple[int, ...] = (1, 2)
     prompt_tokens: int = 8
-    train: int = 200
+    train: int = 160
     validation: int = 160
     epochs: int = 3
     patience: int = 2
@@ -53,7 +53,7 @@ class DemoConfig:
     margin: float = 0.01
     attribution_examples: int = 32
     condense_epochs: int = 1
-    latency_batches: tuple[int, ...] = (1, 8)
+    latency_batches: tuple[int, ...] = (1,)
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True

@@ -20,13 +20,13 @@ from typing import Protocol
 TRAIN_FORWARDS = 3.0
 #: Seconds per forward pass of one sentence and fixed seconds, per step (2 CPU cores, MiniLM,
 #: movie-review sentences; see the module docstring).
-SECONDS_PER_FORWARD = {"tune": 0.0085, "extract": 0.010, "suppress": 0.012,
-                       "attribute": 0.06, "prune": 0.012, "condense": 0.009}
-FIXED_SECONDS = {"tune": 4.0, "extract": 3.0, "rank": 2.0, "suppress": 3.0, "attribute": 3.0,
-                 "prune": 12.0, "condense": 6.0, "report": 3.0}
+SECONDS_PER_FORWARD = {"tune": 0.008, "extract": 0.003, "suppress": 0.007,
+                       "attribute": 0.01, "prune": 0.02, "condense": 0.012}
+FIXED_SECONDS = {"tune": 4.0, "extract": 1.5, "rank": 1.0, "suppress": 2.0, "attribute": 1.0,
+                 "prune": 12.0, "condense": 6.0, "report": 2.5}
 #: Model evaluations of a ratio search on the 0.05 grid (the unpruned model, then a binary
-#: search of 19 points) plus the export's full and pruned scoring.
-PRUNE_EVALUATIONS = 8
+#: search of 19 points: four or five) plus the export's full and pruned scoring.
+PRUNE_EVALUATIONS = 7
 #: Seconds without a line after which the step timer says the step is still running.
 HEARTBEAT_SECONDS = 10.0
 
