@@ -124,6 +124,21 @@ def neuron_table(store: Store, run: str, n: dict, slots: list[str], labels: list
                    text_columns=["context"], raw_columns=["context"])
 
 
+def input_peaked(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The ranking's neurons whose peak slot is an input slot (their examples show what they
+    respond to), with a sentence saying so; all neurons when the ranking has no slot column or
+    every peak is at a soft-prompt slot."""
+    if "slot" not in frame.columns:
+        return frame, "Top neurons by score."
+    keep = ~frame["slot"].astype(str).str.startswith("prompt:")
+    if not keep.any():
+        return frame, ("Every neuron peaks at a soft-prompt slot; the top ones by score are "
+                       "shown at the input slots.")
+    return frame[keep], (f"Top neurons by score among the {int(keep.sum())} of {len(frame)} "
+                         "whose peak slot is an input slot (a neuron that peaks at a "
+                         "soft-prompt slot fires on the prompt, not on the sentence).")
+
+
 def top_examples_section(c: StoreContents, store: Store) -> Section:
     """For the top neurons of the skill ranking, the examples on which each fires most."""
     from neurondb.query.errors import QueryError
@@ -155,8 +170,10 @@ def top_examples_section(c: StoreContents, store: Store) -> Section:
                     f"({', '.join(slots)}; soft-prompt slots are the same in every sentence and "
                     f"are left out), shown in context with the firing token marked; "
                     f"{EXAMPLES_PER_NEURON} examples per neuron.", "meta")]
+    frame, which = input_peaked(r.frame)
+    parts.append(H.para(which, "meta"))
     shown = 0
-    for n in top_neurons(r.frame, TOP_NEURONS).to_dict("records"):
+    for n in top_neurons(frame, TOP_NEURONS).to_dict("records"):
         parts.append(H.heading(_title(n)))
         try:
             parts.append(neuron_table(store, info.run, n, slots, list(info.labels)))

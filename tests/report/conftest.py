@@ -25,8 +25,8 @@ from neurondb.tune.curve import EpochRecord, write_curve_csv
 
 WIDTHS = {"encoder": (16, 16)}
 SLOTS = ["prompt:0", "prompt:1", "mask"]
-TOP = ("encoder", 1, 5)          # planted: +6 where the label is 1, slots prompt:1 and mask
-SECOND = ("encoder", 0, 7)       # planted: -1.5 where the label is 1, slot prompt:0
+TOP = ("encoder", 1, 5)          # planted where the label is 1: +6 at mask, +1 at prompt:1
+SECOND = ("encoder", 0, 7)       # planted where the label is 1: -1.5 at mask, -0.5 at prompt:0
 
 
 def planted(n: int, seed: int) -> tuple[np.ndarray, dict]:
@@ -36,9 +36,10 @@ def planted(n: int, seed: int) -> tuple[np.ndarray, dict]:
     y[:2] = [0, 1]
     acts = {(s, layer): rng.standard_normal((n, len(SLOTS), d))
             for s, ws in WIDTHS.items() for layer, d in enumerate(ws)}
-    acts[(TOP[0], TOP[1])][:, 1, TOP[2]] += 6.0 * (y == 1)
+    acts[(TOP[0], TOP[1])][:, 1, TOP[2]] += 1.0 * (y == 1)
     acts[(TOP[0], TOP[1])][:, 2, TOP[2]] += 6.0 * (y == 1)
-    acts[(SECOND[0], SECOND[1])][:, 0, SECOND[2]] -= 1.5 * (y == 1)
+    acts[(SECOND[0], SECOND[1])][:, 0, SECOND[2]] -= 0.5 * (y == 1)
+    acts[(SECOND[0], SECOND[1])][:, 2, SECOND[2]] -= 1.5 * (y == 1)
     return y, acts
 
 

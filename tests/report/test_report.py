@@ -334,3 +334,14 @@ def test_only_soft_prompt_slots_give_a_note(tmp_path):
     write_report(root, tmp_path / "p.html")
     page = Page((tmp_path / "p.html").read_text())
     assert "only soft-prompt slots" in page.absent["examples"]
+
+
+def test_examples_prefer_neurons_that_peak_at_an_input_slot():
+    from neurondb.report.examples import input_peaked
+
+    f = pd.DataFrame({"slot": ["prompt:8", "mask", "prompt:1", "first"], "score": [0.9, 0.8,
+                                                                                 0.7, 0.6]})
+    kept, why = input_peaked(f)
+    assert list(kept["slot"]) == ["mask", "first"] and "2 of 4" in why
+    kept, why = input_peaked(f[f["slot"].str.startswith("prompt:")])
+    assert len(kept) == 2 and "Every neuron peaks at a soft-prompt slot" in why
