@@ -86,6 +86,7 @@ class DemoSummary:
     latency_context: dict = field(default_factory=dict)
     condensation: dict = field(default_factory=dict)
     findings: list[dict] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
     report: str = ""
 
     def text(self) -> str:
@@ -138,6 +139,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print,
     say(f"neurondb demo: {len(cfg.seeds)} prompts on {cfg.train} training / {cfg.validation} "
         f"validation sentences; estimated {clock(sum(est.values()))} on 2 quiet CPU cores "
         "(--full: the larger sizes)")
+    summary.machine["start"] = steps.machine_context()
     timer = StepTimer(summary.seconds, say, **({} if heartbeat is None else
                                                {"heartbeat": heartbeat}))
     with timer.step("tune", f"tune {len(cfg.seeds)} prompts ({cfg.prompt_tokens} tokens, "
@@ -167,6 +169,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print,
     summary.findings = find(summary)
     with timer.step("report", "write the report", est["report"]):
         steps.report(cfg, summary)
+    summary.machine["end"] = steps.machine_context()
     out = Path(cfg.out)
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     (out / "summary.txt").write_text(summary.text() + "\n")

@@ -86,6 +86,12 @@ def summary_text(s: DemoSummary) -> str:
     total = sum(s.seconds.values())
     lines.append("time: " + ", ".join(f"{n} {v:.0f} s" for n, v in s.seconds.items())
                  + f"; total {clock(total)} (estimated {clock(sum(s.estimate.values()))})")
+    m = s.machine
+    if m.get("start") and m.get("end"):
+        lines.append(f"machine: {m['start']['cores']} cores, {m['start']['threads']} torch "
+                     f"threads; load average (1 min) {m['start']['load_average'][0]:.2f} at the "
+                     f"start, {m['end']['load_average'][0]:.2f} at the end (other work on the "
+                     "machine slows every step)")
     if s.report:
         lines.append(f"report: {s.report}")
     return "\n".join(lines)

@@ -64,6 +64,7 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path, tiny_path, sentiment_dir):
     assert saved["findings"] == s.findings and "findings against the papers" in text
     assert "Findings against the papers" in html and "Knowledge condensation" in html
     assert "torch threads" in text and "FFN neurons hold" in text
+    assert "load average (1 min)" in text and saved["machine"]["end"]["cores"] >= 1
     # a second run into the same directory is refused unless --overwrite
     with pytest.raises(PruneError, match="exists and is not empty"):
         run_demo(cfg, say=said.append)
