@@ -46,14 +46,16 @@ def tune(cfg: DemoConfig, summary: DemoSummary) -> list[Path]:
 
 
 def _extract_new_runs(store: Path, **kw: Any) -> list:
-    """Extract into ``store`` and return the :class:`RunInfo` of the runs the call added."""
+    """Extract into ``store`` and return the :class:`RunInfo` of the runs the call added
+    (read from the store, so that the demo never assumes how extraction names runs)."""
     import neurondb
+    from neurondb.extract.run import extract as run_extract
 
     before = set()
     if (store / "manifest.json").exists():
         with neurondb.open(store) as st:
             before = {r.run for r in st.runs()}
-    st = neurondb.extract(kw.pop("model"), kw.pop("data"), store, **kw)
+    st = run_extract(kw.pop("model"), kw.pop("data"), store, **kw)
     try:
         return [r for r in st.runs() if r.run not in before]
     finally:
