@@ -44,8 +44,8 @@ class DemoConfig:
     data: str = DATA
     seeds: tuple[int, ...] = (1, 2)
     prompt_tokens: int = 8
-    train: int = 160
-    validation: int = 160
+    train: int = 128
+    validation: int = 128
     epochs: int = 3
     patience: int = 2
     rates: tuple[float, ...] = (0.01, 0.05, 0.15)
