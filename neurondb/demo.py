@@ -13,7 +13,7 @@ papers' claim (:mod:`neurondb.findings`).
 
 The default sizes keep the whole run near 2 minutes on 2 quiet CPU cores;
 :meth:`DemoConfig.full` (``neurondb demo --full``) has the larger sizes of earlier releases
-(about 7 minutes). The estimate is printed before the first step
+(7 to 9 minutes). The estimate is printed before the first step
 (:func:`neurondb.demo_timing.estimate_seconds`).
 """
 

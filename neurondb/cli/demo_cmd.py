@@ -11,7 +11,7 @@ from neurondb.cli.errors import one_line_errors
 
 def demo_command(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Directory for prompts, store, pruned model and report."),
-    full: bool = typer.Option(False, "--full", help="The larger sizes (600 train / 300 validation sentences, 20 prompt tokens, 8 epochs, 5 rates; about 7 minutes on 2 cores) instead of the quick ones (about 2 minutes on 2 quiet cores)."),
+    full: bool = typer.Option(False, "--full", help="The larger sizes (600 train / 300 validation sentences, 20 prompt tokens, 8 epochs, 5 rates; 7 to 9 minutes on 2 cores) instead of the quick ones (about 2 minutes on 2 quiet cores)."),
     seeds: str | None = typer.Option(None, "--seeds", help="Prompt seeds (one tuned prompt each). [default: 1,2]"),
     prompt_tokens: int | None = typer.Option(None, "--prompt-tokens", help="[default: 8; --full 20]"),
     train: int | None = typer.Option(None, "--train", help="Training sentences for prompt tuning. [default: 128; --full 600]"),
