@@ -51,6 +51,20 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path, tiny_path, sentiment_dir):
     assert "suppression" in text and "pruning: ratio" in text and "condensation" in text
     assert "attribution (pruning ranking" in text
     assert any("evaluation 0" in line for line in said)
+    # the duration is said first, then a line per step with the elapsed time
+    assert said[0].startswith("neurondb demo:") and "estimated" in said[0]
+    assert sum("done in" in line for line in said) == len(s.seconds)
+    assert all(line.startswith("== [") for line in said if line.startswith("=="))
+    # the findings: one per claim, each with a verdict and its numbers
+    from neurondb.findings import DOES_NOT_HOLD, HOLDS, TOO_NOISY
+
+    claims = [f["claim"] for f in s.findings]
+    assert len(claims) == 3 and claims[0].startswith("suppressing skill neurons")
+    assert all(f["verdict"] in (HOLDS, DOES_NOT_HOLD, TOO_NOISY) for f in s.findings)
+    assert saved["findings"] == s.findings and "findings against the papers" in text
+    assert "Findings against the papers" in html and "Knowledge condensation" in html
+    assert "torch threads" in text and "FFN neurons hold" in text
+    assert "load average (1 min)" in text and saved["machine"]["end"]["cores"] >= 1
     # a second run into the same directory is refused unless --overwrite
     with pytest.raises(PruneError, match="exists and is not empty"):
         run_demo(cfg, say=said.append)
@@ -76,3 +90,54 @@ def test_demo_reports_a_search_without_acceptable_ratio(tmp_path, tiny_path, sen
     assert "condense" not in s.seconds and not (tmp_path / "demo" / "condensed").exists()
     assert (tmp_path / "demo" / "report.html").exists()
     assert "pruning: no ratio on the 0.05 grid" in (tmp_path / "demo" / "summary.txt").read_text()
+
+
+def test_step_timer_never_stays_silent_for_long():
+    import time
+
+    from neurondb.demo_timing import StepTimer
+
+    said: list[str] = []
+    seconds: dict[str, float] = {}
+    timer = StepTimer(seconds, said.append, heartbeat=0.05)
+    with timer.step("slow", "a slow step", estimate=75):
+        time.sleep(0.3)
+    assert said[0] == "== [0:00] a slow step, about 1:15"
+    beats = [line for line in said if "slow: still running" in line]
+    assert len(beats) >= 3 and said[-1].startswith("   [0:00] slow done in")
+    assert 0.3 <= seconds["slow"] < 5
+
+
+def test_estimate_follows_the_sizes():
+    from neurondb.demo_timing import estimate_seconds
+
+    quick, full = DemoConfig(), DemoConfig.full()
+    q, f = estimate_seconds(quick), estimate_seconds(full)
+    assert sum(q.values()) <= 180 < sum(f.values())
+    one = estimate_seconds(DemoConfig(seeds=(1,)))
+    assert one["tune"] < q["tune"] and one["suppress"] == q["suppress"]
+    assert "condense" not in estimate_seconds(DemoConfig(condense_epochs=0))
+    assert (full.train, full.validation, full.prompt_tokens, full.epochs) == (600, 300, 20, 8)
+
+
+def test_cli_full_and_size_flags(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import neurondb.demo as demo
+    from neurondb.cli.app import app
+
+    got = []
+
+    def fake(cfg, say):
+        got.append(cfg)
+        return demo.DemoSummary(config={"model": "m", "data": "d", "train": cfg.train,
+                                        "validation": cfg.validation,
+                                        "prompt_tokens": cfg.prompt_tokens})
+
+    monkeypatch.setattr(demo, "run_demo", fake)
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--full", "--train", "50"])
+    assert r.exit_code == 0, r.output
+    assert (got[0].train, got[0].validation, got[0].epochs) == (50, 300, 8)
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--rates", "2,10"])
+    assert r.exit_code == 0, r.output
+    assert got[1].rates == (0.02, 0.10) and got[1].train == DemoConfig().train

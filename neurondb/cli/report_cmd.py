@@ -16,6 +16,10 @@ def report_command(
     prompts: str | None = typer.Option(None, "--prompts", help="Tuned-prompt directories, "
                                        "comma-separated (`neurondb tune --out` directories or "
                                        "their seed-<k> directories): adds the training curves."),
+    condensed: str | None = typer.Option(None, "--condensed", help="Prompt directories "
+                                         "re-tuned on a pruned model (`neurondb tune "
+                                         "--from-prompt` output), comma-separated: adds the "
+                                         "condensation section and finding."),
     title: str | None = typer.Option(None, "--title", help="Page title."),
     also: list[Path] | None = typer.Option(None, "--with", help="Open another store together "
                                            "with STORE (repeatable)."),
@@ -31,7 +35,7 @@ def report_command(
         st = open_store(store, *(also or []), verify=not no_verify)
         try:
             summary = write_report(st, out or Path(store) / "report.html", prompts=prompts,
-                                   title=title)
+                                   condensed=condensed, title=title)
         finally:
             st.close()
         typer.echo(summary.text())

@@ -85,16 +85,27 @@ TENSOR_ROW = pa.struct([
 
 TENSOR_MACRO = """
 CREATE MACRO {qname}(run := NULL, split := NULL, stack := NULL, layer := NULL,
-                     neuron := NULL, neurons := NULL) AS TABLE
+                     neuron := NULL, neurons := NULL, all_runs := false) AS TABLE
 SELECT unnest("_nd_tensor"('{name}', CAST(run AS VARCHAR), CAST(split AS VARCHAR),
                            CAST(stack AS VARCHAR), CAST(layer AS INTEGER),
                            CAST(coalesce(neurons, CASE WHEN neuron IS NULL THEN NULL
-                                                       ELSE [neuron] END) AS INTEGER[])),
+                                                       ELSE [neuron] END) AS INTEGER[]),
+                           CAST(coalesce(all_runs, false) AS BOOLEAN)),
               recursive := true)
 """
 
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+def check_one_run(kind: str, split: str, runs: list[str]) -> None:
+    """Refuse ``{kind}(split := ...)`` when the split matches several runs (their rows would
+    be merged, so a per-label mean counts every example once per run). The message follows
+    :meth:`neurondb.store.reader.Store.run`: the runs, then how to name one or merge them."""
+    if len(runs) > 1:
+        raise StoreError(f"split {split!r} has several runs with {kind} ({', '.join(runs)}); "
+                         f"name one with run := '{runs[0]}', or pass all_runs := true to "
+                         "merge them")
 
 
 @atexit.register
@@ -348,7 +359,7 @@ class QueryConnection:
 
     # -- macros ----------------------------------------------------------------------------
     def _create_macros(self) -> None:
-        from duckdb.sqltypes import INTEGER, VARCHAR
+        from duckdb.sqltypes import BOOLEAN, INTEGER, VARCHAR
 
         ret = duckdb.list_type(duckdb.struct_type({
             "run": VARCHAR, "split": VARCHAR, "example_id": duckdb.sqltypes.BIGINT,
@@ -356,7 +367,8 @@ class QueryConnection:
             "value": duckdb.sqltypes.FLOAT, "slot": VARCHAR}))
         self.con.create_function(
             f"{INTERNAL}tensor", self._tensor_udf,
-            [VARCHAR, VARCHAR, VARCHAR, VARCHAR, INTEGER, duckdb.list_type(INTEGER)], ret,
+            [VARCHAR, VARCHAR, VARCHAR, VARCHAR, INTEGER, duckdb.list_type(INTEGER), BOOLEAN],
+            ret,
             type="arrow", null_handling="special", side_effects=True)
         for name in ("activations", "gradients"):
             self.con.execute(TENSOR_MACRO.format(qname=quote_ident(name), name=name))
@@ -371,17 +383,18 @@ class QueryConnection:
                 continue  # a macro over a result view that this store does not have yet
 
     # -- the tensor UDF -----------------------------------------------------------------
-    def _tensor_udf(self, kind, run, split, stack, layer, neurons):
+    def _tensor_udf(self, kind, run, split, stack, layer, neurons, all_runs):
         out = []
         for i in range(len(kind)):
             out.append(self._tensor_rows(
                 kind[i].as_py(), run[i].as_py(), split[i].as_py(), stack[i].as_py(),
-                layer[i].as_py(), neurons[i].as_py()))
+                layer[i].as_py(), neurons[i].as_py(), bool(all_runs[i].as_py())))
         offsets = np.cumsum([0] + [len(a) for a in out]).astype(np.int32)
         values = pa.concat_arrays(out) if out else pa.array([], TENSOR_ROW)
         return pa.ListArray.from_arrays(pa.array(offsets), values)
 
-    def _tensor_rows(self, kind: str, run, split, stack, layer, neurons) -> pa.StructArray:
+    def _tensor_rows(self, kind: str, run, split, stack, layer, neurons,
+                     all_runs: bool = False) -> pa.StructArray:
         st = self.store
         runs = [i for i in st.runs() if i.mode == "tokens" and (run is None or i.run == run)
                 and (split is None or i.split == split)]
@@ -390,6 +403,8 @@ class QueryConnection:
             raise StoreError(f"run {run!r} holds running statistics, not per-token {kind}")
         if kind == "gradients":
             runs = [i for i in runs if i.grad]
+        if run is None and split is not None and not all_runs:
+            check_one_run(kind, split, [i.run for i in runs])
         runs = [i for i in runs if st.shards(i.run)]  # a run with no complete shard yet
         parts = []
         total = 0

@@ -138,12 +138,15 @@ class SlotAccuracy:
 
     ``acc``: ``[n_tasks, S, d]`` accuracy of each binary task (one task for a binary split,
     one per class for one-vs-rest); ``pred``: ``[S, d]`` predictivity after combining tasks;
-    ``tasks``: class index of each task's positive class.
+    ``tasks``: class index of each task's positive class; ``negative``: for a binary split
+    (one task), the other class, so that a neuron that is above its baseline on that class
+    (accuracy below 0.5) is reported with it, not with the task's positive class.
     """
 
     acc: np.ndarray
     pred: np.ndarray
     tasks: list[int]
+    negative: int | None = None
 
 
 def accuracy_from_counts(G: np.ndarray, N: np.ndarray, present: Sequence[int],
@@ -163,14 +166,18 @@ def accuracy_from_counts(G: np.ndarray, N: np.ndarray, present: Sequence[int],
         acc = (Gs[rows] + (Nt - Ns[rows]) - (Gt - Gs[rows])) / Nt
     pred_c = np.maximum(acc, 1.0 - acc)
     pred = pred_c[0] if len(tasks) == 1 else (pred_c.mean(0) if over_classes == "mean" else pred_c.max(0))
-    return SlotAccuracy(acc=acc, pred=pred, tasks=tasks)
+    return SlotAccuracy(acc=acc, pred=pred, tasks=tasks,
+                        negative=present[0] if len(present) == 2 else None)
 
 
-def accuracy_from_agreement(A: np.ndarray, N: np.ndarray, positive: int) -> SlotAccuracy:
-    """Binary task from agreement counts ``A`` ``[S, d]`` and labelled rows ``N`` ``[S]``."""
+def accuracy_from_agreement(A: np.ndarray, N: np.ndarray, positive: int,
+                            negative: int | None = None) -> SlotAccuracy:
+    """Binary task from agreement counts ``A`` ``[S, d]`` and labelled rows ``N`` ``[S]``;
+    ``negative``: the other class (see :class:`SlotAccuracy`)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = A / N.astype(np.float64)[:, None]
-    return SlotAccuracy(acc=acc[None], pred=np.maximum(acc, 1.0 - acc), tasks=[positive])
+    return SlotAccuracy(acc=acc[None], pred=np.maximum(acc, 1.0 - acc), tasks=[positive],
+                        negative=negative)
 
 
 @dataclass
@@ -202,8 +209,13 @@ def peak_over_slots(sa: SlotAccuracy, slots: list[str], order: str = "classes-fi
     pred = sa.pred[t, cols]
     acc_t = sa.acc[:, t, cols]
     best = np.argmax(np.maximum(acc_t, 1.0 - acc_t), axis=0)
-    return PromptResult(pred=pred, slot=np.asarray(slots, dtype=object)[t],
-                        acc=acc_t[best, cols], cls=np.asarray(sa.tasks)[best])
+    acc = acc_t[best, cols]
+    cls = np.asarray(sa.tasks)[best]
+    if len(sa.tasks) == 1 and sa.negative is not None:
+        # binary: the class on which the neuron is above its baseline (one task has one
+        # positive class, so without this every neuron would be reported with that class)
+        cls = np.where(acc > 0.5, sa.tasks[0], sa.negative)
+    return PromptResult(pred=pred, slot=np.asarray(slots, dtype=object)[t], acc=acc, cls=cls)
 
 
 def _peak_slots_first(sa: SlotAccuracy, slots: list[str], over_classes: str) -> PromptResult:
@@ -276,7 +288,7 @@ def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, want: list[str
         thr = Thresholds.from_base(thr_base, raw.storage)
         if len(present) == 2:
             A = count_above(raw, thr, lay, classes, n_cls, threads=threads, positive=present[-1])
-            sa = accuracy_from_agreement(A[sel], N[present].sum(0), present[-1])
+            sa = accuracy_from_agreement(A[sel], N[present].sum(0), present[-1], present[0])
         else:
             G = count_above(raw, thr, lay, classes, n_cls, threads=threads)
             sa = accuracy_from_counts(G[:, sel], N, present, over_classes)
@@ -667,7 +679,9 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
     ``allow_foreign``: accept training runs (baselines) from a store of another model (the
     manifests' fingerprints differ); refused by default.
     Returns the ranking: ``method, stack, layer, neuron, score, rank, scope, slot, accuracy,
-    excitatory, class, per_prompt, per_prompt_slot, near_base`` (and ``score_pn, score_neu``
+    excitatory, class, per_prompt, per_prompt_slot, near_base`` (``class``: for a binary split
+    the class on which the neuron is above its baseline; one-vs-rest: the task's class, with
+    ``excitatory`` saying whether it is above or below on it) (and ``score_pn, score_neu``
     for subtasks).
     """
     store = as_store(store)

@@ -1,9 +1,11 @@
 """`neurondb report`: one self-contained HTML page of everything a store holds.
 
-The page has a header with the store's provenance (model, shape, runs) and one section per
-kind of result in ``results/``: rankings by layer, the top neurons' top examples, ranking
-correlations, activated-neuron overlaps, masks, prompt transfer, suppression curves, pruning,
-and (with ``prompts=``) prompt-tuning curves. Figures are embedded PNGs; the file needs no
+The page has a header with the store's provenance (model, shape, runs), the findings against
+the papers' claims (suppression, pruning, condensation: holds / does not hold / too noisy to
+tell, see :mod:`neurondb.findings`), and one section per kind of result in ``results/``:
+rankings by layer, the top neurons' top examples, ranking correlations, activated-neuron
+overlaps, masks, prompt transfer, suppression curves, pruning, and (with ``condensed=``) the
+prompt re-tuned on the pruned model and (with ``prompts=``) prompt-tuning curves. Figures are embedded PNGs; the file needs no
 network, no script and no other file. A kind of result the store lacks is a one-line note
 naming the command that makes it.
 
@@ -84,12 +86,17 @@ def _prompt_list(prompts: Sequence[str | Path] | str | Path | None) -> list[str 
 
 def write_report(store: Store | str | Path, out_html: str | Path, *,
                  prompts: Sequence[str | Path] | str | Path | None = None,
+                 condensed: Sequence[str | Path] | str | Path | None = None,
+                 latency_context: dict | None = None,
                  title: str | None = None) -> ReportSummary:
     """Write the report of ``store`` (a :class:`Store` or a path) to ``out_html``.
 
     ``prompts``: tuned-prompt directories (a ``neurondb tune --out`` directory or seed
     directories; a string may list several, comma-separated) whose training curves to
-    include; ``title``: the page title (default ``neurondb report: <store name>``). The file
+    include; ``condensed``: prompt directories re-tuned on a pruned model (``neurondb tune
+    --from-prompt``), shown as the condensation section; ``latency_context``: the torch
+    ``threads``, ``cores`` and ``load_average`` (1, 5, 15 min) the pruned model was timed
+    under, printed with the latencies; ``title``: the page title (default ``neurondb report: <store name>``). The file
     is written atomically (temporary file, then rename). Returns what was written.
     """
     from neurondb.query.results import as_store
@@ -104,7 +111,7 @@ def write_report(store: Store | str | Path, out_html: str | Path, *,
         raise ReportError(f"cannot write {out}: directory {out.parent} does not exist")
     st = as_store(store)
     try:
-        contents = collect(st, _prompt_list(prompts))
+        contents = collect(st, _prompt_list(prompts), _prompt_list(condensed), latency_context)
         title = title or f"neurondb report: {st.path.name}"
         secs = sections.build(contents, st)
     finally:

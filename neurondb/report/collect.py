@@ -18,6 +18,7 @@ import pandas as pd
 
 from neurondb.query.results import META_KEY
 from neurondb.report.errors import ReportError
+from neurondb.runtime.prompt_files import PROMPT_JSON
 from neurondb.store.io import read_parquet
 from neurondb.store.kinds import RESULT_KINDS
 from neurondb.store.layout import RESULTS_DIR
@@ -107,13 +108,30 @@ class TunedSeed:
 
 
 @dataclass
+class CondensedPrompt:
+    """A prompt re-tuned on a pruned model (``neurondb tune --from-prompt``): validation
+    accuracy ``before`` re-tuning (the original prompt on the pruned model) and ``after``,
+    on ``n`` validation examples."""
+
+    seed: TunedSeed
+    before: float
+    after: float
+    n: int | None
+    source_prompt: str | None
+
+
+@dataclass
 class StoreContents:
-    """Everything the report shows. ``prompts`` is None when no prompt directory was given."""
+    """Everything the report shows. ``prompts`` (``condensed``) is None when no prompt
+    (re-tuned prompt) directory was given; ``latency_context``: the threads and load average
+    the pruned model's latency was measured under, when the caller recorded them."""
 
     store: StoreSummary
     results: dict[str, list[ResultTable]] = field(default_factory=dict)
     prompts: list[TunedSeed] | None = None
     problems: list[str] = field(default_factory=list)
+    condensed: list[CondensedPrompt] | None = None
+    latency_context: dict | None = None
 
     def tables(self, table: str) -> list[ResultTable]:
         """The readable results of ``table``, sorted by name (empty if none)."""
@@ -196,14 +214,6 @@ def read_results(store: Store, table: str, problems: list[str]) -> list[ResultTa
     return out
 
 
-def _prompt_json() -> str:
-    """A tuned prompt's meta file name (imported here: :mod:`neurondb.runtime.prompt` imports
-    torch, and reading a store's results must not)."""
-    from neurondb.runtime.prompt import PROMPT_JSON
-
-    return PROMPT_JSON
-
-
 def prompt_dirs(paths: list[str | Path]) -> list[Path]:
     """Seed directories: each path itself if it holds a tuned prompt (``neurondb_prompt.json``
     or ``curve.csv``), else its ``seed-*`` directories in seed order (a ``neurondb tune --out``
@@ -219,20 +229,20 @@ def prompt_dirs(paths: list[str | Path]) -> list[Path]:
         subs = sorted((d for d in p.glob("seed-*") if d.is_dir() and _is_seed_dir(d)),
                       key=lambda d: (len(d.name), d.name))
         if not subs:
-            raise ReportError(f"{p} holds no tuned prompt (no {_prompt_json()} or {CURVE_CSV}, no "
+            raise ReportError(f"{p} holds no tuned prompt (no {PROMPT_JSON} or {CURVE_CSV}, no "
                               "seed-<k>/ directories); pass a `neurondb tune --out` directory")
         out.extend(subs)
     return out
 
 
 def _is_seed_dir(p: Path) -> bool:
-    return (p / _prompt_json()).exists() or (p / CURVE_CSV).exists()
+    return (p / PROMPT_JSON).exists() or (p / CURVE_CSV).exists()
 
 
 def read_seed(path: Path, problems: list[str]) -> TunedSeed:
     """One seed directory: ``curve.csv`` and the prompt's meta (``neurondb_prompt.json``)."""
     meta: dict = {}
-    prompt_json = path / _prompt_json()
+    prompt_json = path / PROMPT_JSON
     if prompt_json.exists():
         try:
             meta = json.loads(prompt_json.read_text())
@@ -268,12 +278,38 @@ TABLE_ORDER = ("rankings", "correlations", "overlaps", "masks", "transfers", "su
                "pruning", "pruned_eval")
 
 
-def collect(store: Store, prompts: list[str | Path] | None = None) -> StoreContents:
-    """Read the store's provenance, every result table and the given prompt directories."""
+def read_condensed(path: Path, problems: list[str]) -> CondensedPrompt | None:
+    """A re-tuned prompt's directory; None (and a problem) when it records no accuracy
+    before re-tuning (it was not tuned ``from_prompt``)."""
+    seed = read_seed(path, problems)
+    try:
+        meta = json.loads((path / PROMPT_JSON).read_text())
+    except (OSError, ValueError):
+        meta = {}
+    before = (meta.get("from_prompt") or {}).get("eval_accuracy_before")
+    if before is None or seed.best_eval_accuracy is None:
+        problems.append(f"{path}: not a prompt re-tuned from another (no "
+                        "from_prompt.eval_accuracy_before); left out of condensation")
+        return None
+    n = (meta.get("data") or {}).get("n_eval_examples")
+    return CondensedPrompt(seed=seed, before=float(before), after=seed.best_eval_accuracy,
+                           n=None if n is None else int(n),
+                           source_prompt=(meta.get("from_prompt") or {}).get("prompt"))
+
+
+def collect(store: Store, prompts: list[str | Path] | None = None,
+            condensed: list[str | Path] | None = None,
+            latency_context: dict | None = None) -> StoreContents:
+    """Read the store's provenance, every result table, the given prompt directories and
+    re-tuned (condensed) prompt directories."""
     problems: list[str] = []
     seeds = None
     if prompts:
         seeds = [read_seed(d, problems) for d in prompt_dirs(list(prompts))]
+    cond = None
+    if condensed:
+        got = [read_condensed(d, problems) for d in prompt_dirs(list(condensed))]
+        cond = [c for c in got if c is not None]
     results = {t: read_results(store, t, problems) for t in TABLE_ORDER}
     return StoreContents(store=store_summary(store), results=results, prompts=seeds,
-                         problems=problems)
+                         problems=problems, condensed=cond, latency_context=latency_context)

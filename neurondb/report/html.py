@@ -34,6 +34,10 @@ code { background: #f3f4f6; padding: 0 3px; border-radius: 3px; }
 .problems { color: #a33; }
 nav ul { columns: 2; padding-left: 1.2em; }
 td.text { max-width: 620px; }
+mark { background: #ffe08a; font-weight: 600; padding: 0 2px; }
+.verdict-holds { color: #1a7f37; font-weight: 600; }
+.verdict-not { color: #b42318; font-weight: 600; }
+.verdict-noisy { color: #8a6d00; font-weight: 600; }
 """
 
 
@@ -77,11 +81,13 @@ def fmt(v: object, digits: int = 4) -> str:
 
 def table(df: pd.DataFrame, columns: Sequence[str] | None = None,
           formats: Mapping[str, Callable[[object], str]] | None = None,
-          headers: Mapping[str, str] | None = None, text_columns: Sequence[str] = ()) -> str:
+          headers: Mapping[str, str] | None = None, text_columns: Sequence[str] = (),
+          raw_columns: Sequence[str] = ()) -> str:
     """An HTML table of ``df``: numbers right-aligned, every cell escaped.
 
     ``formats``: per-column functions giving a cell's text; ``headers``: shown column names;
-    ``text_columns``: columns of long text (kept wide).
+    ``text_columns``: columns of long text (kept wide); ``raw_columns``: columns whose cells
+    are HTML already escaped by whoever made them (e.g. a context with a ``<mark>``).
     """
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
     formats = formats or {}
@@ -95,7 +101,7 @@ def table(df: pd.DataFrame, columns: Sequence[str] | None = None,
             num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
                 v, (bool, np.bool_))
             cls = ' class="num"' if num else ' class="text"' if c in text_columns else ""
-            cells.append(f"<td{cls}>{esc(text)}</td>")
+            cells.append(f"<td{cls}>{text if c in raw_columns else esc(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n"
 

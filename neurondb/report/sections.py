@@ -26,12 +26,8 @@ from neurondb.report.summaries import (
 )
 from neurondb.store.reader import Store
 
-#: How many neurons the ranking table lists, and how many get their top examples.
+#: How many neurons the ranking table lists.
 TOP_TABLE = 20
-TOP_NEURONS = 5
-#: Examples shown per neuron, and the characters of text kept per example.
-EXAMPLES_PER_NEURON = 5
-TEXT_CHARS = 300
 
 HINTS = {
     "rankings": "none in this store; make one with `neurondb rank STORE --method predictivity`",
@@ -160,86 +156,7 @@ def rankings(c: StoreContents) -> Section:
     return sec
 
 
-# -- 2. top examples ---------------------------------------------------------------------------
-def _ranking_for_examples(c: StoreContents) -> ResultTable | None:
-    rs = c.tables("rankings")
-    if not rs:
-        return None
-    return next((r for r in rs if r.meta.get("method") != "random"), rs[0])
-
-
-def _ranking_runs(r: ResultTable) -> list[str]:
-    for key in ("eval", "runs"):
-        v = r.meta.get(key)
-        if isinstance(v, list) and v:
-            return [str(x) for x in v]
-        if isinstance(v, str) and v:
-            return [v]
-    return []
-
-
-def top_examples_section(c: StoreContents, store: Store) -> Section:
-    """For the top neurons of the first ranking, the examples on which each fires most."""
-    from neurondb.query.errors import QueryError
-    from neurondb.query.top import top_examples
-
-    sec = Section("examples", "Top neurons and their top examples", note=HINTS["top"])
-    r = _ranking_for_examples(c)
-    if r is None:
-        return sec
-    runs = {i.run: i for i in store.runs()}
-    named = _ranking_runs(r)
-    cands = [runs[n] for n in named if n in runs and runs[n].mode == "tokens"]
-    if not cands and not named:
-        cands = [i for i in runs.values() if i.mode == "tokens"]
-    if not cands:
-        where = (f"its run(s) {', '.join(named)}" if named else "the store")
-        sec.note = (f"ranking {r.name!r}: {where} hold no per-token activations in this store "
-                    "(running statistics only); extract a run with per-token tensors to see "
-                    "examples")
-        return sec
-    info = cands[0]
-    labels = list(info.labels)
-    parts = [H.para(f"Ranking {r.name}, run {info.run} ({info.split}, {info.n_examples} "
-                    f"examples): per example, its highest activation over the captured "
-                    f"positions; {EXAMPLES_PER_NEURON} examples per neuron.", "meta")]
-
-    def label(v: object) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return "—"
-        i = int(v)  # type: ignore[arg-type]
-        return f"{i} ({labels[i]})" if 0 <= i < len(labels) else str(i)
-
-    def text(v: object) -> str:
-        s = "" if v is None else str(v)
-        return s if len(s) <= TEXT_CHARS else s[:TEXT_CHARS - 1] + "…"
-
-    shown = 0
-    for n in top_neurons(r.frame, TOP_NEURONS).itertuples():
-        kind = ""
-        if hasattr(n, "excitatory") and isinstance(n.excitatory, (bool, np.bool_)):
-            kind = ", excitatory" if n.excitatory else ", inhibitory: lower on its class"
-        where = f", peak slot {n.slot}" if isinstance(getattr(n, "slot", None), str) else ""
-        title = (f"{n.stack} layer {n.layer}, neuron {n.neuron} (score {score(n.score)}"
-                 f"{where}{kind})")
-        try:
-            ex = top_examples(store, info.run, int(n.layer), int(n.neuron), stack=str(n.stack),
-                              k=EXAMPLES_PER_NEURON)
-        except QueryError as e:
-            parts.append(H.heading(title) + H.para(f"no examples: {e}", "note"))
-            continue
-        ex = ex.rename(columns={"value": "activation"})
-        parts.append(H.heading(title))
-        parts.append(H.table(ex, ["example_id", "activation", "slot", "position", "label", "pred",
-                                  "text"],
-                             formats={"label": label, "pred": label, "text": text},
-                             text_columns=["text"]))
-        shown += 1
-    sec.body = "".join(parts)
-    sec.summary = f"{shown} neurons of ranking {r.name} on run {info.run}"
-    return sec
-
-
+# -- 2. top examples: neurondb.report.examples ---------------------------------------------
 # -- 3. correlations, overlaps, masks ----------------------------------------------------------
 def correlations(c: StoreContents) -> Section:
     """Heatmaps of the mean (over layers) Spearman rho and top-k overlap between rankings."""
@@ -358,6 +275,10 @@ def suppression(c: StoreContents) -> Section:
         s = suppression_summary(r.frame)
         s["drop"] = s["baseline"] - s["selected"]
         s["vs_random"] = s["selected"] - s["random_mean"]
+        from neurondb.findings import suppression_rate_verdict
+
+        s["verdict"] = [suppression_rate_verdict(row) if row["rate"] > 0 else "—"
+                        for row in s.to_dict("records")]
         if s["mode"].nunique() <= 1:
             s = s.drop(columns="mode")
         parts.append(H.table(s, formats={"rate": lambda v: pct(v, 2), "baseline": acc,
@@ -368,7 +289,8 @@ def suppression(c: StoreContents) -> Section:
                                       "random_mean": "random mean", "random_std": "random std",
                                       "random_min": "random min", "random_max": "random max",
                                       "seeds": "random seeds", "n_neurons": "neurons",
-                                      "drop": "drop vs none", "vs_random": "selected − random"}))
+                                      "drop": "drop vs none", "vs_random": "selected − random",
+                                      "verdict": "skill below every random draw?"}))
     sec.body = "".join(parts)
     sec.summary = f"{len(c.tables('suppression'))} suppression result(s)"
     return sec
@@ -379,6 +301,34 @@ def _mb(v: object) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "—"
     return f"{float(v) / 1e6:.1f} MB"  # type: ignore[arg-type]
+
+
+def _pruning_notes(c: StoreContents, search: ResultTable | None, cmp_: pd.DataFrame) -> str:
+    """Why the parameters fell by less than the neurons (the FFN's share of the model) and
+    what the latency was measured under (threads, load average)."""
+    from neurondb.report.params import parameter_breakdown
+
+    parts = []
+    full, pruned = cmp_[cmp_["model"] == "full"], cmp_[cmp_["model"] != "full"]
+    if search is not None and "n_removed" in search.frame.columns and len(full) and len(pruned):
+        chosen = search.frame[search.frame["chosen"].astype(bool)]
+        if len(chosen):
+            b = parameter_breakdown(int(full["parameters"].iloc[0]),
+                                    int(pruned["parameters"].iloc[0]),
+                                    int(chosen["n_removed"].iloc[0]), c.store.n_neurons)
+            if b is not None:
+                parts.append(H.para(b.text(), "meta"))
+    ctx = c.latency_context
+    if ctx:
+        load = " / ".join(f"{float(x):.2f}" for x in ctx.get("load_average", []))
+        parts.append(H.para(f"Latency measured with {ctx.get('threads')} torch thread(s) on "
+                            f"{ctx.get('cores')} CPU core(s), load average {load} (1 / 5 / 15 "
+                            "min) when it was taken; other work on the machine slows both "
+                            "models.", "meta"))
+    else:
+        parts.append(H.para("The threads and load average the latency was measured under "
+                            "were not recorded (`neurondb demo` records them).", "note"))
+    return "".join(parts)
 
 
 def pruning(c: StoreContents) -> Section:
@@ -418,6 +368,7 @@ def pruning(c: StoreContents) -> Section:
                 headers={"batch_size": "batch size", "ratio": "pruned", "latency_ms": "latency (ms)",
                          "speed_up": "speed-up", "parameter_reduction": "parameters removed",
                          "file_bytes": "file size"}))
+            parts.append(_pruning_notes(c, p.search, cmp_))
         else:
             parts.append(H.para("No full-vs-pruned evaluation under this name; make one with "
                                 "`neurondb prune --search` (or --evaluate).", "note"))
@@ -464,10 +415,14 @@ def problems(c: StoreContents) -> Section:
 
 def build(c: StoreContents, store: Store) -> list[Section]:
     """Every section in page order (absent ones carry their note)."""
+    from neurondb.report.examples import top_examples_section
+    from neurondb.report.findings_section import condensation_section, findings_section
+
     steps: list[Callable[[], Section]] = [
-        lambda: rankings(c), lambda: top_examples_section(c, store), lambda: correlations(c),
+        lambda: findings_section(c), lambda: rankings(c),
+        lambda: top_examples_section(c, store), lambda: correlations(c),
         lambda: overlaps(c), lambda: masks(c), lambda: transfers(c), lambda: suppression(c),
-        lambda: pruning(c), lambda: prompts(c)]
+        lambda: pruning(c), lambda: condensation_section(c), lambda: prompts(c)]
     out = [s() for s in steps]
     from neurondb.report.profiles import profiles_section
 

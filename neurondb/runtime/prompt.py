@@ -18,9 +18,7 @@ import numpy as np
 import torch
 
 from neurondb.errors import ExtractError
-
-PROMPT_JSON = "neurondb_prompt.json"
-PROMPT_TENSORS = "prompt.safetensors"
+from neurondb.runtime.prompt_files import PROMPT_JSON, PROMPT_TENSORS  # noqa: F401
 
 
 @dataclass

@@ -42,6 +42,9 @@ def test_planted_neurons_rank_first(skill_store):
     top0 = layer_frame(df, 0).sort_values("rank").iloc[0]
     assert top0.name == 7 and top0["score"] > 0.9 and top0["slot"] == "prompt:2"
     assert not bool(top0["excitatory"]) and top0["accuracy"] < 0.1
+    # binary class: the class the neuron is above its baseline on (label 0 for the
+    # inhibitory plant), not the task's positive class on every row
+    assert top0["class"] == "0"
     noise = df[~(((df.layer == 1) & (df.neuron == 5)) | ((df.layer == 0) & (df.neuron == 7)))]
     assert noise["score"].between(0.5, 0.7).all()
     assert abs(noise["score"].mean() - 0.55) < 0.04

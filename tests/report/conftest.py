@@ -24,9 +24,9 @@ from neurondb.testing_stores import make_store, write_periodic_run, write_stats_
 from neurondb.tune.curve import EpochRecord, write_curve_csv
 
 WIDTHS = {"encoder": (16, 16)}
-SLOTS = ["prompt:0", "prompt:1"]
-TOP = ("encoder", 1, 5)          # planted: +6 where the label is 1, slot prompt:1
-SECOND = ("encoder", 0, 7)       # planted: -1.5 where the label is 1, slot prompt:0
+SLOTS = ["prompt:0", "prompt:1", "mask"]
+TOP = ("encoder", 1, 5)          # planted where the label is 1: +6 at mask, +1 at prompt:1
+SECOND = ("encoder", 0, 7)       # planted where the label is 1: -1.5 at mask, -0.5 at prompt:0
 
 
 def planted(n: int, seed: int) -> tuple[np.ndarray, dict]:
@@ -36,8 +36,10 @@ def planted(n: int, seed: int) -> tuple[np.ndarray, dict]:
     y[:2] = [0, 1]
     acts = {(s, layer): rng.standard_normal((n, len(SLOTS), d))
             for s, ws in WIDTHS.items() for layer, d in enumerate(ws)}
-    acts[(TOP[0], TOP[1])][:, 1, TOP[2]] += 6.0 * (y == 1)
-    acts[(SECOND[0], SECOND[1])][:, 0, SECOND[2]] -= 1.5 * (y == 1)
+    acts[(TOP[0], TOP[1])][:, 1, TOP[2]] += 1.0 * (y == 1)
+    acts[(TOP[0], TOP[1])][:, 2, TOP[2]] += 6.0 * (y == 1)
+    acts[(SECOND[0], SECOND[1])][:, 0, SECOND[2]] -= 0.5 * (y == 1)
+    acts[(SECOND[0], SECOND[1])][:, 2, SECOND[2]] -= 1.5 * (y == 1)
     return y, acts
 
 
@@ -73,10 +75,10 @@ def suppression_frame() -> pd.DataFrame:
 SEARCH = pd.DataFrame({"step": [0, 1, 2, 3], "ratio": [0.0, 0.5, 0.25, 0.35],
                        "accuracy": [0.9, 0.7, 0.89, 0.86], "n": 200,
                        "baseline_accuracy": 0.9, "within_margin": [True, False, True, False],
-                       "chosen": [False, False, True, False]})
+                       "chosen": [False, False, True, False], "n_removed": [0, 16, 8, 11]})
 PRUNED_EVAL = pd.DataFrame({"model": ["full", "pruned"], "ratio": [0.0, 0.25],
                             "accuracy": [0.9, 0.89], "n": 200, "latency_ms": [120.0, 75.0],
-                            "batch_size": 32, "parameters": [22_700_000, 19_200_000],
+                            "batch_size": 32, "parameters": [22_700_000, 22_700_000 - 8 * 769],
                             "file_bytes": [86_700_000, 73_100_000]})
 
 
@@ -111,10 +113,23 @@ def prompt_dir(root: Path) -> Path:
     return root
 
 
+def condensed_dir(root: Path) -> Path:
+    """A prompt re-tuned on a pruned model: 0.85 before, 0.88 after, on 200 examples."""
+    d = root / "seed-1"
+    d.mkdir(parents=True)
+    write_curve_csv([EpochRecord(1, 0.4, 0.8, 0.4, 0.88, 1.0)], d / "curve.csv")
+    (d / "neurondb_prompt.json").write_text(json.dumps({
+        "seed": 1, "best_epoch": 1, "best_eval_accuracy": 0.88, "model": "pruned",
+        "data": {"key": "synthetic", "n_eval_examples": 200},
+        "from_prompt": {"prompt": "pruned/prompt", "eval_accuracy_before": 0.85}}))
+    return root
+
+
 @dataclass
 class Built:
     root: Path
     prompts: Path | None = None
+    condensed: Path | None = None
     labels: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
@@ -142,7 +157,8 @@ def full_store(tmp_path_factory) -> Built:
     write_table(root, "suppression", "sup", suppression_frame(), {"ranking": "P"})
     write_table(root, "pruning", "pr", SEARCH, {"margin": 0.02, "ranking": "P"})
     write_table(root, "pruned_eval", "pr", PRUNED_EVAL, {"ranking": "P"})
-    return Built(root=root, prompts=prompt_dir(base / "prompts"), labels=y_ev)
+    return Built(root=root, prompts=prompt_dir(base / "prompts"), labels=y_ev,
+                 condensed=condensed_dir(base / "condensed"))
 
 
 @pytest.fixture

@@ -116,7 +116,8 @@ def report(full_store, tmp_path_factory):
     """The full store's report, written by the CLI as a user runs it: (page, output, path)."""
     out = tmp_path_factory.mktemp("out") / "r.html"
     res = runner.invoke(app, ["report", str(full_store.root), "--out", str(out),
-                              "--prompts", str(full_store.prompts), "--title", "T <&> report"])
+                              "--prompts", str(full_store.prompts), "--condensed",
+                              str(full_store.condensed), "--title", "T <&> report"])
     assert res.exit_code == 0, res.output
     text = out.read_text(encoding="utf-8")
     return Page(text), res.output, out, text
@@ -129,7 +130,7 @@ def test_page_is_one_valid_file_with_a_figure_per_plot(report):
     assert "T &lt;&amp;&gt; report" in text
     expected = {"rankings": 3, "correlations": 1, "overlaps": 1, "masks": 1, "transfers": 1,
                 "suppression": 1, "pruning": 1, "prompts": 1}
-    assert set(page.sections) == set(expected) | {"examples"}
+    assert set(page.sections) == set(expected) | {"examples", "findings", "condensation"}
     assert page.absent == {}
     n_img = sum(expected.values())
     assert len(page.images) == n_img == len(re.findall(r'<img src="data:image/png;base64,', text))
@@ -162,15 +163,46 @@ def test_rankings_list_the_planted_neuron_first(report):
 def test_top_examples_are_the_highest_activations(report, full_store):
     page, *_ = report
     st = open_store(full_store.root)
-    col = st.activations(TOP[1], run="ev", neurons=[TOP[2]])[:, 0].reshape(-1, 2).max(axis=1)
+    # the input slot only (mask): soft-prompt slots are left out of the examples
+    col = st.activations(TOP[1], run="ev", neurons=[TOP[2]])[:, 0].reshape(-1, 3)[:, 2]
     want = np.argsort(-col, kind="stable")[:5] + 1000       # example ids start at 1000
     tables = page.tables["examples"]
     assert len(tables) == 5
     rows = [dict(zip(tables[0][0], r)) for r in tables[0][1:]]
     assert [int(r["example_id"]) for r in rows] == list(want)
     assert [float(r["activation"]) for r in rows] == pytest.approx(np.sort(col)[::-1][:5], rel=1e-3)
-    assert all(r["label"] == "1 (pos)" and r["text"].startswith("synthetic example") for r in rows)
+    assert all(r["label"] == "1 (pos)" and r["slot"] == "mask" for r in rows)
     assert f"{SECOND[0]} layer {SECOND[1]}, neuron {SECOND[2]}" in page.sections["examples"]
+    # the skill (predictivity) ranking, not the random one; the class it fires on is named
+    assert "Ranking G" in page.sections["examples"] or "Ranking P" in page.sections["examples"]
+    assert "above its baseline on pos" in page.sections["examples"]
+    assert "above its baseline on neg" in page.sections["examples"]   # the inhibitory plant
+
+
+def test_findings_state_each_claim_with_a_verdict(report):
+    page, *_ = report
+    (tab,) = page.tables["findings"]
+    rows = {r[1]: dict(zip(tab[0], r)) for r in tab[1:]}
+    sup = next(r for r in rows.values() if r["claim"].startswith("suppressing skill"))
+    assert sup["verdict"] == "holds" and "5%: skill 0.600 vs random 0.850" in sup["evidence"]
+    prune = next(r for r in rows.values() if r["claim"].startswith("pruning"))
+    assert prune["verdict"] == "holds" and "0.900 -> 0.890" in prune["evidence"]
+    cond = next(r for r in rows.values() if r["claim"].startswith("re-tuning"))
+    assert cond["verdict"] == "too noisy to tell" and "0.850 -> 0.880" in cond["evidence"]
+    (sup_t,) = page.tables["suppression"]
+    assert [dict(zip(sup_t[0], r))["skill below every random draw?"] for r in sup_t[1:]] == \
+        ["holds"] * 3
+
+
+def test_condensation_section_and_parameter_breakdown(report):
+    page, *_ = report
+    (tab,) = page.tables["condensation"]
+    row = dict(zip(tab[0], tab[1]))
+    assert (row["before"], row["after"], row["change"]) == ("0.850", "0.880", "+0.030")
+    text = page.sections["pruning"]
+    assert "Pruning 25.0% of the FFN neurons (8 of 32) removes" in text
+    assert "769 parameters each" in text
+    assert "not recorded" in text                      # the CLI was given no latency context
 
 
 def test_pruning_numbers_are_the_tables(report):
@@ -209,7 +241,7 @@ def test_cli_prints_a_summary_and_the_path(report):
     assert f"report: {out}" in output
     for title in ("Neuron rankings by layer", "Suppression curves", "Pruning", "Prompt tuning"):
         assert title in output
-    assert "10 figures" in output
+    assert "10 figures" in output and "Findings against the papers" in output
 
 
 def test_absent_results_are_noted_with_their_command(bare_store, tmp_path):
@@ -221,7 +253,7 @@ def test_absent_results_are_noted_with_their_command(bare_store, tmp_path):
     assert "neurondb suppress" in notes["suppression"]
     assert "neurondb prune --search" in notes["pruning"]
     assert "neurondb transfer --store" in notes["transfers"]
-    assert "--prompts" in notes["prompts"]
+    assert "--prompts" in notes["prompts"] and "--condensed" in notes["condensation"]
     assert not any(s.present for s in summary.sections) and summary.figures == 0
     assert "- Suppression curves" in summary.text()
 
@@ -265,3 +297,51 @@ def test_a_single_seed_directory_given_as_a_path(bare_store, full_store, tmp_pat
     assert len(tune) == 2 and dict(zip(tune[0], tune[1]))["seed"] == "2"
     assert len(page.images) == 1
     check_png(page.images[0])
+
+
+def test_context_marks_the_firing_token_and_skips_soft_prompt_tokens():
+    from neurondb.report.examples import context
+
+    toks = pd.DataFrame({"position": range(7),
+                         "token": ["<prompt:0>", "[CLS]", "a", "grand", "##iose", "film", "<b>"],
+                         "kind": ["prompt", "special", "input", "input", "input", "input",
+                                  "input"]})
+    out = context(toks, 4, before=2, after=1)
+    assert out == "… a grand<mark>iose</mark> film …"
+    assert context(toks, 6, before=1, after=1) == "… film <mark>&lt;b&gt;</mark>"
+
+
+def test_latency_context_is_printed(bare_store, full_store, tmp_path):
+    out = tmp_path / "l.html"
+    write_report(full_store.root, out, latency_context={"threads": 2, "cores": 2,
+                                                        "load_average": [1.5, 1.25, 0.5]})
+    text = Page(out.read_text()).sections["pruning"]
+    assert "2 torch thread(s) on 2 CPU core(s), load average 1.50 / 1.25 / 0.50" in text
+
+
+def test_only_soft_prompt_slots_give_a_note(tmp_path):
+    from neurondb.query import predictivity
+    from neurondb.testing_stores import make_store, write_periodic_run, write_stats_run
+
+    from .conftest import WIDTHS, planted
+
+    root = make_store(tmp_path / "p", WIDTHS)
+    y, a = planted(30, 5)
+    a = {k: v[:, :2] for k, v in a.items()}
+    write_stats_run(root, "tr", "train", y, ["prompt:0", "prompt:1"], a)
+    write_periodic_run(root, "ev", "validation", y, ["prompt:0", "prompt:1"], a)
+    predictivity(root, eval="ev", train="tr", name="skill")
+    write_report(root, tmp_path / "p.html")
+    page = Page((tmp_path / "p.html").read_text())
+    assert "only soft-prompt slots" in page.absent["examples"]
+
+
+def test_examples_prefer_neurons_that_peak_at_an_input_slot():
+    from neurondb.report.examples import input_peaked
+
+    f = pd.DataFrame({"slot": ["prompt:8", "mask", "prompt:1", "first"], "score": [0.9, 0.8,
+                                                                                 0.7, 0.6]})
+    kept, why = input_peaked(f)
+    assert list(kept["slot"]) == ["mask", "first"] and "2 of 4" in why
+    kept, why = input_peaked(f[f["slot"].str.startswith("prompt:")])
+    assert len(kept) == 2 and "Every neuron peaks at a soft-prompt slot" in why
