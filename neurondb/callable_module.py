@@ -1,4 +1,5 @@
-"""Modules that are also the function they are named after (one home for the trick).
+"""Modules that are also the function they are named after, and packages whose names are
+imported on first use (one home for both tricks).
 
 ``neurondb.extract`` and ``neurondb.tune`` are packages and functions; so are the modules
 ``neurondb.query.predictivity`` and ``neurondb.query.attribution``, whose names the package
@@ -23,3 +24,17 @@ def make_callable(module_name: str, target: str) -> None:
             return getattr(importlib.import_module(mod), fn)(*args, **kwargs)
 
     sys.modules[module_name].__class__ = _CallableModule
+
+
+def lazy_exports(module_name: str, exports: dict[str, str]) -> None:
+    """Give module ``module_name`` the attributes ``exports`` names (``{name: module}``),
+    each imported from its module on first use (so importing the package stays light)."""
+    module = sys.modules[module_name]
+
+    def __getattr__(name: str):
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    module.__getattr__ = __getattr__
+    module.__all__ = sorted(exports)

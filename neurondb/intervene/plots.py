@@ -3,7 +3,6 @@ pruning ratio search (accuracy against the pruned fraction). matplotlib, Agg bac
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,9 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> Path:
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    from neurondb.query.plots import save_figure
+
+    return save_figure(fig, path, dpi=110)
 
 
 def draw_suppression(ax, summary: pd.DataFrame, selection: str = "skill neurons",

@@ -15,7 +15,7 @@ result as ``results/<table>/<name>.parquet``, which SQL sees as the view ``<tabl
 
 from __future__ import annotations
 
-import importlib
+from neurondb.callable_module import lazy_exports
 
 # names are imported on first use, so that opening a store and running SQL (which imports
 # neurondb.query.connection, and so this package) does not import pandas and SciPy
@@ -37,10 +37,4 @@ _EXPORTS = {
     "top_examples": "neurondb.query.top",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'neurondb.query' has no attribute {name!r}")
+lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,6 @@ that maximum (Gurnee et al.'s plot).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from neurondb.errors import QueryError
 from neurondb.profile.pearson import PearsonAccumulator, best_partners
 from neurondb.query.layout import split_names
+from neurondb.query.plots import save_figure
 from neurondb.query.results import as_store, check_absent, default_name, write_result
 
 TABLE = "neuron_correlations"
@@ -213,10 +213,4 @@ def plot_max_corr(max_corr: dict[int, np.ndarray], path: str | Path, title: str)
     ax.set_ylabel("max correlation with any neuron of B")
     ax.set_ylim(-1.05, 1.05)
     ax.set_title(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -10,6 +10,23 @@ import numpy as np
 import pandas as pd
 
 
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to the PNG ``path`` atomically (a temporary sibling renamed over it),
+    close it, and return the path: the one way neurondb's figures reach the disk."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def heatmap(matrix: pd.DataFrame | Sequence[tuple[str, pd.DataFrame]], path: str | Path,
             title: str = "", vmin: float = -1.0, vmax: float = 1.0) -> Path:
     """Draw one matrix (or several ``(title, matrix)`` panels side by side) to a PNG at ``path``.
@@ -40,10 +57,4 @@ def heatmap(matrix: pd.DataFrame | Sequence[tuple[str, pd.DataFrame]], path: str
                 ax.text(j, i, "nan" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
                         fontsize=8)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -9,9 +9,7 @@ light.
 
 from __future__ import annotations
 
-import importlib
-
-from neurondb.callable_module import make_callable
+from neurondb.callable_module import lazy_exports, make_callable
 
 _EXPORTS = {
     "TuneError": "neurondb.tune.errors",
@@ -25,13 +23,7 @@ _EXPORTS = {
     "transfer": "neurondb.tune.transfer",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'neurondb.tune' has no attribute {name!r}")
+lazy_exports(__name__, _EXPORTS)
 
 
 make_callable(__name__, "neurondb.tune.train:tune_prompt")
