@@ -12,14 +12,17 @@ element for a label with no token). A run's shards are merged in chunk order.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from neurondb.errors import QueryError, StoreError
 from neurondb.profile.quantiles import COLUMNS, quantiles
 from neurondb.profile.state import KINDS, PROFILE_FILE, LayerState, ProfileState
+
+if TYPE_CHECKING:  # pandas only when a DataFrame is asked for (SQL stays light)
+    import pandas as pd
 
 PROFILE_SCHEMA = pa.schema(
     [("run", pa.string()), ("stack", pa.string()), ("layer", pa.int32()),

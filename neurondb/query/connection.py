@@ -42,7 +42,8 @@ import pyarrow as pa
 
 from neurondb.errors import one_line
 from neurondb.query.errors import QueryError
-from neurondb.query.parquet_files import constant_array, lazy_table
+from neurondb.query.parquet_files import ComputedTable, constant_array, lazy_table
+from neurondb.query.parquet_files import source_protocol as _lazy_ok
 from neurondb.store.catalog import recorded_results
 from neurondb.store.errors import StoreError
 from neurondb.store.io import read_parquet
@@ -269,19 +270,19 @@ class QueryConnection:
 
     def _profile_views(self) -> None:
         """``neuron_profile`` and ``neuron_top`` of the profile runs (:mod:`neurondb.profile.read`),
-        registered as Arrow tables; empty, with their columns, in a store without profile runs.
-        A damaged profile file fails the queries of these two views only."""
+        computed when a query first reads them; empty, with their columns, in a store without
+        profile runs. A damaged profile file fails the queries of these two views only."""
         from neurondb.profile.read import PROFILE_SCHEMA, TOP_SCHEMA, profile_table, top_table
 
         for name, make, schema in (("neuron_profile", profile_table, PROFILE_SCHEMA),
                                    ("neuron_top", top_table, TOP_SCHEMA)):
-            try:
-                table = make(self.store)
-            except StoreError as e:
-                self._damaged_view(name, [one_line(str(e))], [schema.empty_table()],
-                                   tuple(schema.names))
-                continue
-            self._register(name, table)
+            def compute(make=make, name=name):
+                try:
+                    return make(self.store)
+                except StoreError as e:  # one line through the query's error
+                    raise OSError(f"the {name} view cannot be read: {one_line(str(e))}") from e
+
+            self._register(name, ComputedTable(schema, compute) if _lazy_ok() else compute())
 
     # -- result views ----------------------------------------------------------------------
     def _result_files(self, table: str) -> Iterator[tuple[Path, Path, str]]:

@@ -95,6 +95,37 @@ def constant_array(value: int | str, type_: pa.DataType, n: int) -> pa.Array:
         np.full(n, int(value), dtype=np_type).tobytes())])
 
 
+class ComputedTable(_Source or object):
+    """A table of ``schema`` that ``make()`` computes on the first scan and keeps (a view
+    that costs nothing until a query reads it); what ``make`` raises fails that scan only."""
+
+    schema_is_stable = True
+
+    def __init__(self, schema: pa.Schema, make):
+        if _Source is not None:
+            super().__init__(None)
+        self.schema = schema
+        self._make = make
+        self._table: pa.Table | None = None
+
+    def table(self) -> pa.Table:
+        if self._table is None:
+            self._table = self._make()
+        return self._table
+
+    def stream(self, columns: Sequence[int] | None, filters: Sequence) -> tuple[object, bool]:
+        t = self.table()
+        if columns is not None:
+            t = t.select([self.schema.names[i] for i in columns])
+        return t.__arrow_c_stream__(), columns is not None
+
+    def __arrow_c_schema__(self):
+        return self.schema.__arrow_c_schema__()
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self.table().__arrow_c_stream__(requested_schema)
+
+
 def _assemble(out: pa.Schema, batch: pa.RecordBatch | None, const: dict,
               n: int) -> pa.RecordBatch:
     arrays = []
@@ -106,6 +137,11 @@ def _assemble(out: pa.Schema, batch: pa.RecordBatch | None, const: dict,
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=out)
+
+
+def source_protocol() -> bool:
+    """Whether this DuckDB scans :class:`ParquetFiles` / :class:`ComputedTable` lazily."""
+    return _Source is not None
 
 
 def lazy_table(files: Sequence[str], schema: pa.Schema, constants: Sequence[dict] | None = None):

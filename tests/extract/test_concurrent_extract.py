@@ -22,7 +22,7 @@ import pytest
 
 import neurondb
 from neurondb.errors import ExtractError
-from neurondb.store import locks
+from neurondb.store import failpoints, locks
 from neurondb.store.verify import verify_store
 
 KW = dict(template="{text} It was {mask}.", verbalizer=["bad", "good"], positions="mask,first,last",
@@ -243,14 +243,8 @@ def test_a_stores_creation_by_another_model_is_refused(tmp_path, tiny_path, sent
 
 def test_new_store_removed_after_an_error_when_nobody_else_wrote(tmp_path, tiny_path,
                                                                  sentiment_dir, monkeypatch):
-    from neurondb.store import run as R
-
-    def commit(self):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(R.ShardWriter, "commit", commit)
     out = tmp_path / "s"
-    with pytest.raises(KeyboardInterrupt):
+    with failpoints.armed("shard.commit.before", "interrupt"), pytest.raises(KeyboardInterrupt):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, run="a", **KW)
     assert not out.exists()
     assert os.listdir(tmp_path) == []

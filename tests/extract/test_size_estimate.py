@@ -122,15 +122,11 @@ def test_bytes_to_write_counts_only_missing_shards(tmp_path, tiny_path, sentimen
 def test_resume_needs_only_the_space_still_to_write(tmp_path, tiny_path, sentiment_dir,
                                                     monkeypatch):
     import neurondb.extract.run as run_mod
-    from neurondb.store.run import ShardWriter
-
     kw = {**BASE, "positions": "mask,first,last", "chunk_examples": 3, "batch_size": 2}
     model = tiny_path("bert")
     out = tmp_path / "s"
-    with monkeypatch.context() as m:
-        m.setattr(ShardWriter, "commit", interrupt_at_commit(3))
-        with pytest.raises(KeyboardInterrupt):
-            neurondb.extract(str(model), str(sentiment_dir), out, **kw)
+    with interrupt_at_commit(3), pytest.raises(KeyboardInterrupt):
+        neurondb.extract(str(model), str(sentiment_dir), out, **kw)
     total, ext, lens = _estimate(model, sentiment_dir, kw)
     per = plan_job(ext, ext.jobs[0][0], lens[0], "tokens")
     left = bytes_to_write(per, {0, 1})

@@ -12,7 +12,7 @@ import pytest
 from neurondb.query import make_mask, predictivity, random_ranking
 from neurondb.store import open_store
 from neurondb.testing_stores import make_store, write_stats_run, write_text_run
-from tests.report.conftest import planted, suppression_frame, write_table
+from tests.report.conftest import SLOTS, planted, suppression_frame, write_table
 
 WIDTHS = {"encoder": (16, 16)}
 HOSTILE_TEXT = "<script>alert('x')</script> \"quoted\" <img src=x onerror=alert(1)> great"
@@ -48,7 +48,7 @@ def build_full(root: Path) -> Built:
     write_text_run(root, "ev", "validation", texts, labels, ["neg", "pos"], toks, PLANTS,
                    preds=[*labels[:-2], 1 - labels[-2], labels[-1]])
     y, a = planted(40, 1)
-    write_stats_run(root, "tr", "train", y, ["prompt:0", "prompt:1"], a,
+    write_stats_run(root, "tr", "train", y, SLOTS, a,
                     label_names=["neg", "pos"])
     st = open_store(root)
     predictivity(st, eval="ev", train="ev", name="skill")

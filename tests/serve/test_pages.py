@@ -178,11 +178,11 @@ def test_store_without_rankings_or_profile(bare_store):
 
 def test_statistics_only_store(tmp_path):
     from neurondb.testing_stores import make_store, write_stats_run
-    from tests.report.conftest import planted
+    from tests.report.conftest import SLOTS, planted
 
     root = make_store(tmp_path / "s", {"encoder": (16, 16)})
     y, a = planted(20, 4)
-    write_stats_run(root, "tr", "train", y, ["prompt:0", "prompt:1"], a)
+    write_stats_run(root, "tr", "train", y, SLOTS, a)
     with client(root) as http:
         r = http.get("/neurons/encoder/1/5")
         assert r.status_code == 200 and "statistics only" in r.text
