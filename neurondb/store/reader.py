@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401
-import pyarrow.compute as pc
 
 from neurondb.arch.shape import ModelShape
 from neurondb.errors import UsageError
@@ -253,6 +251,8 @@ class Store:
     def rows(self, run: str | None = None, split: str | None = None,
              stack: str | None = None) -> pa.Table:
         """Row index of the captured tokens of one stack, sorted by global ``row``."""
+        import pyarrow.compute as pc
+
         info = self.run(run, split, "tokens" if run is None else None)
         stack = self.default_stack(stack, info.run)
         parts = []
@@ -264,7 +264,7 @@ class Store:
             t = t.filter(pc.equal(t.column("stack"), stack))
             if off:
                 i = t.schema.get_field_index("row")
-                t = t.set_column(i, "row", pa.compute.add(t.column("row"), off))
+                t = t.set_column(i, "row", pc.add(t.column("row"), off))
             parts.append(t)
         if not parts:
             if info.mode == "tokens":  # a run being extracted, no shard complete yet

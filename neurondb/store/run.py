@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from neurondb.profile.state import PROFILE_FILE, ProfileState
@@ -274,14 +273,16 @@ class ShardWriter:
         w.write_table(table.select(schema.names).cast(schema))
 
     def write_examples(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc
+
         self._write(EXAMPLES, EXAMPLES_SCHEMA, table)
         self.counts["n_examples"] += table.num_rows
         if "correct" in table.column_names:
             c = table.column("correct")
             self.counts["n_scored"] += table.num_rows - c.null_count
-            self.counts["n_correct"] += int(pa.compute.sum(c.cast(pa.int64())).as_py() or 0)
+            self.counts["n_correct"] += int(pc.sum(c.cast(pa.int64())).as_py() or 0)
         if "n_tokens" in table.column_names:
-            self.counts["n_tokens"] += int(pa.compute.sum(table.column("n_tokens")).as_py() or 0)
+            self.counts["n_tokens"] += int(pc.sum(table.column("n_tokens")).as_py() or 0)
 
     def write_tokens(self, table: pa.Table) -> None:
         self._write(TOKENS, TOKENS_SCHEMA, table)

@@ -9,9 +9,12 @@ Merging two accumulators is exact (sums add), which is how shards combine.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
+
+if TYPE_CHECKING:
+    pass
 
 from neurondb.store.layout import tensor_key
 from neurondb.store.tensors import h5_writing
@@ -126,6 +129,7 @@ class RunningStats:
 
     # -- persistence ------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        import h5py  # imported when a tensor file is opened (a light import)
         with h5_writing(path) as f:  # built in memory: a full disk cannot crash HDF5 at exit
             f.attrs["n_labels"] = self.n_labels
             for stack, ws in self.widths.items():
@@ -142,6 +146,7 @@ class RunningStats:
 
     @classmethod
     def load(cls, path: Path) -> RunningStats:
+        import h5py  # imported when a tensor file is opened (a light import)
         with h5py.File(path, "r") as f:
             widths = {s: tuple(int(x) for x in f[s].attrs["widths"]) for s in f}
             st = cls(widths, int(f.attrs["n_labels"]))

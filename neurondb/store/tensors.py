@@ -15,9 +15,12 @@ import re
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
+
+if TYPE_CHECKING:
+    import h5py
 
 from neurondb.errors import StoreError, StoreIOError
 from neurondb.store import failpoints
@@ -113,6 +116,7 @@ class TensorWriter:
 
     def __init__(self, path: Path, widths: dict[str, tuple[int, ...]], dtype: str,
                  expected_rows: dict[str, int] | None = None):
+        import h5py  # imported when a tensor file is opened (a light import)
         self.path = Path(path)
         self.dtype = dtype
         self.np_dtype = numpy_storage_dtype(dtype)
@@ -247,6 +251,7 @@ def h5_writing(path: str | Path, **kwargs) -> Iterator[h5py.File]:
     ``with h5py.File(path, "w")`` whose writes fail instead leaves the file open inside HDF5,
     prints "Exception ignored" tracebacks and crashes the interpreter at exit (SIGSEGV).
     """
+    import h5py  # imported when a tensor file is opened (a light import)
     path = Path(path)
     f = h5py.File(f"{path.name}-{id(path)}", "w", driver="core", backing_store=False, **kwargs)
     try:
@@ -268,6 +273,7 @@ class TensorReader:
     """Read float32 rows/neurons of one HDF5 tensor file (activations or gradients)."""
 
     def __init__(self, path: Path):
+        import h5py  # imported when a tensor file is opened (a light import)
         self.path = Path(path)
         with damaged(self.path):
             self.f = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
