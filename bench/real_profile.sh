@@ -22,7 +22,7 @@ du -sh "$OUT"
     ORDER BY (max - mean) / nullif(std, 0) DESC) = 1 ORDER BY layer"
 for ln in $("$NDB" query "$OUT" "SELECT layer || ':' || neuron FROM neuron_profile
         WHERE layer IN (1, 3, 5) QUALIFY row_number() OVER (PARTITION BY layer
-        ORDER BY (max - mean) / nullif(std, 0) DESC) = 1 ORDER BY layer" --format csv | tail -n +2); do
+        ORDER BY (max - mean) / nullif(std, 0) DESC) = 1 ORDER BY layer" --format csv | tail -n +2 | tr -d "\""); do
     layer=${ln%%:*}; neuron=${ln##*:}
     echo "== encoder layer $layer neuron $neuron"
     "$NDB" query "$OUT" "SELECT rank, round(value, 2) AS value, context FROM

@@ -12,6 +12,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from neurondb.cli.errors import one_line_errors
 from neurondb.errors import UsageError
@@ -33,7 +34,7 @@ def _print(df: pd.DataFrame, title: str, columns: list[str] | None = None, n: in
     for c in cols:
         t.add_column(c, justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
     for _, row in (df if n is None else df.head(n)).iterrows():
-        t.add_row(*[_fmt(row[c]) for c in cols])
+        t.add_row(*[Text(_fmt(row[c])) for c in cols])  # data, not rich markup
     con.print(t)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from neurondb.cli.errors import one_line_errors
 from neurondb.errors import UsageError
@@ -105,7 +106,7 @@ def _emit(arrow, fmt: str, output: Path | None, limit: int) -> None:
             t.add_column(c)
         shown = arrow.slice(0, limit).to_pylist()
         for row in shown:
-            t.add_row(*[_fmt(v) for v in row.values()])
+            t.add_row(*[Text(_fmt(v)) for v in row.values()])  # data, not rich markup
         if output is None:
             Console().print(t)
             if arrow.num_rows > limit:

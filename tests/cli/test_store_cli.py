@@ -107,3 +107,17 @@ def test_two_stores_open_together(store, tmp_path, tiny_path, sentiment_dir):
     res = runner.invoke(app, ["query", str(store), "SELECT count(*) FROM activations(layer := 7)",
                               "--with", str(other)])
     assert res.exit_code == 2 and "layer 7 is out of range" in res.output
+
+
+def test_query_table_shows_brackets_as_data(tmp_path):
+    """Cell values are data, never rich markup: the firing-token marker ``[[as]]`` of
+    ``top_contexts`` and a ``[bold]`` in a text are printed as they are."""
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+    from neurondb.testing_stores import make_store
+
+    root = make_store(tmp_path / "s")
+    res = CliRunner().invoke(app, ["query", str(root), "SELECT 'us [[as]] x' AS c, '[bold]y' AS d"])
+    assert res.exit_code == 0, res.output
+    assert "us [[as]] x" in res.output and "[bold]y" in res.output
