@@ -12,9 +12,9 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 KW=(--data movie_reviews --split validation --readout none --positions all --max-examples 200 --quiet)
 "$NDB" extract minilm "${KW[@]}" --run mr-full --out "$OUT/full"
 "$NDB" rank "$OUT/full" --method random --seed 0 --name random
-"$NDB" mask "$OUT/full" --ranking random --fraction 0.5 --name keep --out "$OUT/keep.parquet"
-# the mask lists the neurons to remove: prune the other half
-"$NDB" prune minilm --mask "$OUT/keep.parquet" --out "$OUT/minilm-pruned50"
+"$NDB" mask "$OUT/full" --ranking random --fraction 0.5 --name removed --out "$OUT/removed.parquet"
+# the mask lists the neurons to remove (a random half): the export keeps the other half
+"$NDB" prune minilm --mask "$OUT/removed.parquet" --out "$OUT/minilm-pruned50"
 "$NDB" extract "$OUT/minilm-pruned50" "${KW[@]}" --run mr-pruned --out "$OUT/pruned"
 /usr/bin/time -f "correlate-neurons: wall %e s, peak RSS %M KB" \
     "$NDB" correlate-neurons "$OUT/pruned" --runs mr-full,mr-pruned --with "$OUT/full" --top 3 \
