@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -129,7 +130,13 @@ def prune(
             what = "unpruned" if step == 0 else ("accepted" if ok else "rejected")
             console.print(f"evaluation {step}: ratio {r:.2f} -> accuracy {acc:.4f} ({what})")
 
-        res = run_prune(req, log=log)
+        t0 = time.perf_counter()
+
+        def say(line: str) -> None:
+            s = int(time.perf_counter() - t0)
+            console.print(f"[{s // 60}:{s % 60:02d}] {line}", markup=False, highlight=False)
+
+        res = run_prune(req, log=log, say=say)
     _print_result(console, res, out, grid=grid, margin=margin, data=data, split=split)
 
 

@@ -152,9 +152,10 @@ def _check_provenance(req: PruneRequest, model, name: str) -> tuple[str, bool]:
     return used.fingerprint, own
 
 
-def run_prune(req: PruneRequest, log=None) -> PruneOutcome:
+def run_prune(req: PruneRequest, log=None, say=None) -> PruneOutcome:
     """Run the job ``req`` asks for. ``log(step, ratio, accuracy, accepted)`` is called after
-    every evaluation of a search."""
+    every evaluation of a search; ``say(line)`` before each later step (export, reload,
+    scoring, timing), so that no stretch of a long job is silent."""
     import neurondb
 
     req.check()
@@ -186,12 +187,14 @@ def run_prune(req: PruneRequest, log=None) -> PruneOutcome:
                                   fmt=req.fmt, means=means, store=store if own_store else None,
                                   name=name,
                                   provenance=prov, batch_sizes=req.latency_batch,
-                                  overwrite=req.overwrite, log=log)
+                                  overwrite=req.overwrite, log=log, say=say)
         written = [p for p in (found.search_path, found.eval_path, found.png) if p]
         return PruneOutcome(export=found.export, model_path=scorer.lm.name,
                             evaluation=found.evaluation, search=found,
                             prompt_dir=found.prompt_dir, written=written)
     sel, priority, extra = _selection(req, df, scorer.shape())
+    if say:
+        say(f"exporting the pruned model to {req.out}")
     report = export_pruned(scorer.lm.model, scorer.lm.tokenizer, sel, req.out, format=req.fmt,
                            means=means, priority=priority, provenance={**prov, **extra},
                            mask_file=req.mask, overwrite=req.overwrite)
@@ -199,7 +202,7 @@ def run_prune(req: PruneRequest, log=None) -> PruneOutcome:
     if scorer.prompt is not None:
         prompt_dir = export_prompt(copy.deepcopy(scorer.prompt), req.out,
                                    load_pruned(req.out, model_class=type(scorer.lm.model)))
-    ev = evaluate_export(scorer, req.out, report.prune.ratio, req.latency_batch)
+    ev = evaluate_export(scorer, req.out, report.prune.ratio, req.latency_batch, say=say)
     return PruneOutcome(export=report, model_path=scorer.lm.name, evaluation=ev,
                         prompt_dir=prompt_dir)
 

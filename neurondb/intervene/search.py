@@ -132,22 +132,27 @@ def search_ratio(scorer: Scorer, ranking: pd.DataFrame, *, margin: float = 0.01,
 
 
 def evaluate_export(scorer: Scorer, export_dir: str | Path, ratio: float,
-                    batch_sizes: Sequence[int] = (1, 32), repeats: int = 5) -> pd.DataFrame:
+                    batch_sizes: Sequence[int] = (1, 32), repeats: int = 5,
+                    say: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Load the export back, score it on the scorer's split, and time full vs pruned on the
     same inputs. Rows (columns :data:`EVAL_COLUMNS`): one per model and batch size; accuracy
-    is the same on every row of a model."""
+    is the same on every row of a model. ``say`` gets a line before each step."""
+    say = say or (lambda _msg: None)
     from neurondb.intervene.export import safetensors_bytes
     from neurondb.intervene.prune import parameter_count
     from neurondb.runtime.pruned import load_pruned
 
+    say(f"loading the export {export_dir} back")
     pruned = load_pruned(export_dir, model_class=type(scorer.lm.model))
     pscorer = scorer.with_model(pruned)
+    say(f"scoring the full and the pruned model on {len(scorer.data)} examples")
     full_acc = scorer.evaluate()
     pruned_acc = pscorer.evaluate()
     src = Path(getattr(scorer.lm.model.config, "_name_or_path", "") or "")
     full_bytes = safetensors_bytes(src) if src.is_dir() else 0
     rows = []
     for bs in batch_sizes:
+        say(f"timing full and pruned at batch size {bs} ({repeats} interleaved repeats)")
         # interleave the timings so that machine noise hits both alike
         t_full, t_pruned = [], []
         for _ in range(repeats):
@@ -210,12 +215,13 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
                       means: Mapping[LayerKey, np.ndarray] | None = None,
                       store=None, name: str = "prune", provenance: dict | None = None,
                       batch_sizes: Sequence[int] = (1, 32), overwrite: bool = False,
-                      log: Callable[[int, float, float, bool], None] | None = None
-                      ) -> PruneSearchOutcome:
+                      log: Callable[[int, float, float, bool], None] | None = None,
+                      say: Callable[[str], None] | None = None) -> PruneSearchOutcome:
     """Search the ratio, export the chosen pruning to ``out`` (with the prompt), load it back
     and evaluate it; write ``pruning/<name>`` and ``pruned_eval/<name>`` (+ a PNG) to
     ``store`` when given. Raises :class:`NoAcceptableRatioError` (a :class:`PruneError`, after
-    writing the search table) when no grid ratio stays within the margin."""
+    writing the search table) when no grid ratio stays within the margin. ``say`` gets a line
+    before each step after the search (export, reload, scoring, timing)."""
     from neurondb.intervene.export import export_pruned
     from neurondb.intervene.plots import plot_search
     from neurondb.query.results import check_absent, write_result
@@ -242,6 +248,8 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
                          f"of the unpruned {res.baseline_accuracy:.4f}{got}; raise --margin or "
                          "use another ranking")
     assert res.mask is not None
+    if say:
+        say(f"exporting the model pruned at ratio {res.chosen_ratio:g} to {out}")
     report = export_pruned(scorer.lm.model, scorer.lm.tokenizer, res.mask, out, format=fmt,
                            means=means, priority=priority_from_ranking(ranking),
                            provenance={**rmeta, "search": res.table.to_dict("records")},
@@ -253,7 +261,7 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
 
         prompt_dir = export_prompt(copy.deepcopy(scorer.prompt), out, loaded)
         del loaded
-    ev = evaluate_export(scorer, out, res.chosen_ratio, batch_sizes)
+    ev = evaluate_export(scorer, out, res.chosen_ratio, batch_sizes, say=say)
     eval_path = None
     if store is not None:
         eval_path = write_result(store, "pruned_eval", name, ev,

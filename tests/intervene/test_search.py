@@ -116,6 +116,11 @@ def test_cli_search_exports_reloads_and_evaluates(planted, store, tmp_path):
                             "--out", str(out), "--device", "cpu", "--latency-batch", "1,8"])
     assert r.exit_code == 0, r.output
     assert "evaluation 0: ratio 0.00" in r.output and "chosen ratio 0.55" in r.output
+    # no silent stretch after the search: export, reload, scoring and timing each say so
+    for step in ("exporting the model pruned at ratio 0.55", "loading the export",
+                 "scoring the full and the pruned model", "timing full and pruned at batch "
+                 "size 1", "at batch size 8"):
+        assert step in r.output, step
     search = pd.read_parquet(store / "results" / "pruning" / "prune_mid.parquet")
     assert search.chosen.sum() == 1 and search[search.chosen].ratio.iloc[0] == 0.55
     assert (store / "results" / "pruning" / "prune_mid.png").stat().st_size > 5000
