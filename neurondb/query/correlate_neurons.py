@@ -152,15 +152,22 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
             f"{8 * (p + q) * min(block_rows, n_rows) / 1e6:,.1f} MB per block")
     corr = pearson_runs(store, a.run, b.run, stack, layers_a, layers_b, n_rows, block_rows)
     table = _partner_table(a.run, b.run, stack, store, layers_a, layers_b, corr, top)
+    return _finish(store, table, name, png, f"max r per neuron of {a.run} vs {b.run}",
+                   {"runs": [a.run, b.run], "stack": stack, "layers": layers_a, "top": top,
+                    "rows": n_rows} if write else None, overwrite)
+
+
+def _finish(store, table: pd.DataFrame, name: str, png, title: str, meta: dict | None,
+            overwrite: bool) -> NeuronCorrelation:
+    """The result of a partner table: the max correlation per layer (rank-1 partners), the
+    figure when ``png`` is given, and the result written when ``meta`` is (its parameters)."""
     first = table[table.partner_rank == 1]
     max_corr = {int(la): g["corr"].to_numpy() for la, g in first.groupby("layer")}
     out = NeuronCorrelation(table=table, max_corr=max_corr, name=name)
     if png is not None:
-        out.png = plot_max_corr(max_corr, png, f"max r per neuron of {a.run} vs {b.run}")
-    if write:
-        out.path = write_result(store, TABLE, name, table,
-                                {"runs": [a.run, b.run], "stack": stack, "layers": layers_a,
-                                 "top": top, "rows": n_rows}, overwrite=overwrite)
+        out.png = plot_max_corr(max_corr, png, title)
+    if meta is not None:
+        out.path = write_result(store, TABLE, name, table, meta, overwrite=overwrite)
     return out
 
 
@@ -185,16 +192,9 @@ def within_model(store, run: str, *, top: int = 5, name: str | None = None,
     np.fill_diagonal(corr, np.nan)
     layers = list(c.layers)
     table = _partner_table(run, run, c.stack, store, layers, layers, corr, top)
-    first = table[table.partner_rank == 1]
-    max_corr = {int(la): g["corr"].to_numpy() for la, g in first.groupby("layer")}
-    out = NeuronCorrelation(table=table, max_corr=max_corr, name=name)
-    if png is not None:
-        out.png = plot_max_corr(max_corr, png, f"max r per neuron of {run} with another neuron")
-    if write:
-        out.path = write_result(store, TABLE, name, table,
-                                {"runs": [run], "stack": c.stack, "layers": layers, "top": top,
-                                 "rows": c.n, "within_model": True}, overwrite=overwrite)
-    return out
+    return _finish(store, table, name, png, f"max r per neuron of {run} with another neuron",
+                   {"runs": [run], "stack": c.stack, "layers": layers, "top": top,
+                    "rows": c.n, "within_model": True} if write else None, overwrite)
 
 
 def plot_max_corr(max_corr: dict[int, np.ndarray], path: str | Path, title: str) -> Path:
