@@ -7,6 +7,8 @@ old per-package modules (``neurondb.store.errors`` ...) re-export them.
 
 from __future__ import annotations
 
+import contextlib
+
 
 class NeurondbError(Exception):
     """Base class: its message is shown to CLI users as a single line."""
@@ -70,6 +72,43 @@ class ExportError(NeurondbError):
 
 class ReportError(NeurondbError):
     """The report cannot be made as asked (a missing prompt directory, an unwritable path)."""
+
+
+# Which surface the caller uses: "python" (the API; errors name its arguments) or "cli" (a
+# command is running; errors name its flags). A process-wide flag rather than a ContextVar so
+# that errors raised in worker threads (the writer thread, a data loader) read it too.
+_surface = "python"
+
+
+@contextlib.contextmanager
+def cli_surface():
+    """Within this block errors name CLI flags (``--overwrite``) instead of the Python API's
+    arguments (``overwrite=True``); :func:`neurondb.cli.errors.one_line_errors` enters it."""
+    global _surface
+    before, _surface = _surface, "cli"
+    try:
+        yield
+    finally:
+        _surface = before
+
+
+def on_cli() -> bool:
+    """True while a CLI command runs (see :func:`cli_surface`)."""
+    return _surface == "cli"
+
+
+def arg(name: str, flag: str | None = None) -> str:
+    """An option as the caller spells it: ``--name-with-dashes`` (or ``flag``) on the CLI,
+    ``name`` in Python. ``arg("batch_size")`` → ``--batch-size`` / ``batch_size``."""
+    if on_cli():
+        return flag or "--" + name.replace("_", "-")
+    return name
+
+
+def switch(name: str, flag: str | None = None) -> str:
+    """A boolean option as the caller would turn it on: ``--overwrite`` on the CLI,
+    ``overwrite=True`` in Python."""
+    return arg(name, flag) if on_cli() else f"{name}=True"
 
 
 def one_line(msg: str) -> str:

@@ -103,10 +103,11 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Console entry point: a NeurondbError is one line on stderr and exit code 2."""
     from neurondb.cli.errors import print_error
-    from neurondb.errors import NeurondbError
+    from neurondb.errors import NeurondbError, cli_surface
 
     try:
-        app()
+        with cli_surface():
+            app()
     except NeurondbError as e:
         print_error(e)
         sys.exit(2)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from neurondb.errors import NeurondbError, one_line
+from neurondb.errors import NeurondbError, cli_surface, one_line
 
 
 def print_error(e: BaseException) -> None:
@@ -21,9 +21,11 @@ def print_error(e: BaseException) -> None:
 
 @contextlib.contextmanager
 def one_line_errors():
-    """Print a NeurondbError as ``error: ...`` and exit 2; anything else propagates."""
+    """Print a NeurondbError as ``error: ...`` and exit 2; anything else propagates. Errors
+    raised inside name CLI flags (:func:`neurondb.errors.cli_surface`)."""
     try:
-        yield
+        with cli_surface():
+            yield
     except NeurondbError as e:
         print_error(e)
         sys.exit(2)

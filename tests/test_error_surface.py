@@ -1,0 +1,32 @@
+"""Errors name the caller's own spelling: CLI flags on the command line, arguments in Python."""
+
+from __future__ import annotations
+
+import threading
+
+from neurondb.cli.errors import one_line_errors
+from neurondb.errors import arg, cli_surface, on_cli, switch
+
+
+def test_python_surface_names_arguments():
+    assert not on_cli()
+    assert arg("batch_size") == "batch_size"
+    assert switch("overwrite") == "overwrite=True"
+
+
+def test_cli_surface_names_flags_and_is_restored():
+    with cli_surface():
+        assert arg("batch_size") == "--batch-size"
+        assert arg("store_path", "--store") == "--store"
+        assert switch("overwrite") == "--overwrite"
+    assert arg("batch_size") == "batch_size"
+
+
+def test_cli_surface_reaches_worker_threads_and_one_line_errors_enters_it():
+    seen = []
+    with one_line_errors():
+        t = threading.Thread(target=lambda: seen.append(arg("overwrite")))
+        t.start()
+        t.join()
+    assert seen == ["--overwrite"]
+    assert not on_cli()
