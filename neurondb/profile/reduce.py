@@ -10,7 +10,9 @@ The layers of a stack that share a width are reduced together, as one ``[G, rows
 (G layers), so a batch costs the same few dozen kernel launches whatever the depth.
 Memory: the state (about ``d * (16K + 8N + 8L + 40)`` bytes per layer) plus one batch's
 temporaries (about ``40 * G * rows * d`` bytes, G cut so that ``G * rows * d`` stays under
-:data:`MAX_VALUES`: at most about 1.3 GB). Every operation is deterministic on CPU and
+:data:`MAX_VALUES`: at most about 1.3 GB). On the CPU, when a C compiler is found, the kernel of
+:mod:`neurondb.profile.native` does the same reduction in one pass per value (no ``[G, rows,
+d]`` stack and no temporaries). Every operation is deterministic on CPU and
 CUDA (sorting unique keys, integer atomics, no float atomics), so the same tokens in the same
 batches give the same state bit for bit.
 """
@@ -22,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from neurondb.profile import native
 from neurondb.profile.keys import EMPTY, LOW, bits_from_ordered, make_keys, ordered_from_bits
 from neurondb.profile.state import KINDS, CorrSums, LayerState, ProfileState
 
@@ -67,6 +70,9 @@ class ProfileAccumulator:
         self.corr_layers = corr_layers
         self.corr: dict[str, torch.Tensor] | None = None
         self.corr_n = 0
+        self.native = None
+        if self.device.type == "cpu" and native.available():
+            self.native = native.NativeReducer()
 
     def _init_group(self, g: int) -> dict[str, torch.Tensor]:
         stack, layers = self.groups[g]
@@ -106,6 +112,10 @@ class ProfileAccumulator:
                 continue
             ex, pos, lab = (torch.as_tensor(np.asarray(a), device=dev, dtype=torch.int64)
                             for a in rows[stack])
+            if self.native is not None:  # the CPU kernel reads the layers where they are
+                xs = [acts[(stack, la)].to(torch.float32).contiguous() for la in layers]
+                self.update_native(g, xs, ex, pos, lab)
+                continue
             per = acts[(stack, layers[0])].numel()
             step = max(1, MAX_VALUES // max(per, 1))
             for a in range(0, len(layers), step):
@@ -160,6 +170,23 @@ class ProfileAccumulator:
                 st["label_count"] += onehot.sum(0).long()
             st["label_sum"] += torch.matmul(onehot.T, xd)
         self._top_k(st, x, example_id * self.n_positions + position, {"top": hi, "bottom": lo})
+
+    @torch.no_grad()
+    def update_native(self, g: int, xs: list[torch.Tensor], example_id: torch.Tensor,
+                      position: torch.Tensor, label: torch.Tensor) -> None:
+        """What :meth:`update` does, for every layer of group ``g`` at once, by the CPU kernel
+        (:mod:`neurondb.profile.native`): ``xs`` float32 ``[n, d]`` per layer, contiguous."""
+        if xs[0].shape[0] == 0:
+            return
+        if g not in self.t:
+            self.t[g] = self._init_group(g)
+        st = self.t[g]
+        self.count[g] += int(xs[0].shape[0])
+        if self.n_labels:
+            known = label[(label >= 0) & (label < self.n_labels)]
+            st["label_count"] += torch.bincount(known, minlength=self.n_labels)
+        self.native.update(st, xs, example_id * self.n_positions + position, label,
+                           self.n_labels, self.n_bins, self.top_k)
 
     def _histogram(self, st: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """Bin index ``floor(h / w) - e0 / w + 1`` (exact: ``w`` is a power of two), clamped

@@ -16,6 +16,17 @@ from neurondb.profile.state import ProfileState
 from tests.profile.brute import brute_hist, brute_profile, brute_top
 
 WIDTHS = {"encoder": (5, 4)}
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def kernel(request, monkeypatch):
+    """Every test here runs with the CPU kernel and with the torch reduction."""
+    from neurondb.profile import native
+
+    monkeypatch.setenv(native.ENV_KERNEL, request.param)
+    if request.param == "native" and native._load() is None:
+        pytest.skip(f"no CPU kernel: {native._why_not}")
+    return request.param
 K, BINS, N_LABELS, N_POS = 4, 8, 2, 50
 
 

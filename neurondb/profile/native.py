@@ -1,0 +1,189 @@
+"""The profile reduction's CPU kernel: ``native_kernel.c``, compiled on first use and cached.
+
+On the CPU the torch reduction touches every value about ten times (float64 sums, min/max,
+sign count, binning, two ``topk``s); the kernel reads each value once and keeps the top/bottom-K
+as per-neuron heaps, so a profile costs little more than the forward. It computes the same
+state as :meth:`neurondb.profile.reduce.ProfileAccumulator.update` (the same keys, bins and
+NaN rules; the float64 sums add in row order, equal to about 1e-16 relative), and is used for
+CPU tensors when a C compiler is found (``cc``, ``gcc`` or ``clang``, or ``$CC``). Otherwise,
+or with ``NEURONDB_PROFILE_KERNEL=torch``, the torch reduction runs (the same numbers, slower).
+
+The shared library is cached in ``$NEURONDB_KERNEL_CACHE`` (default
+``~/.cache/neurondb/kernels``) under a name that hashes the source, the compiler's version and
+the CPU's flags, so a changed source or another machine type compiles again. The library is
+written to a temporary name and renamed, so processes that compile at once (torchrun ranks)
+cannot see a partial file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SOURCE = Path(__file__).with_name("native_kernel.c")
+ENV_KERNEL = "NEURONDB_PROFILE_KERNEL"  # "torch": never use the kernel; "native": require it
+ENV_CACHE = "NEURONDB_KERNEL_CACHE"
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_why_not = ""
+
+
+def _compiler() -> str | None:
+    for c in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if c and shutil.which(c):
+            return c
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _flags(native_cpu: bool = True) -> list[str]:
+    """-O3 and vectorisation (``-fno-trapping-math`` lets ``floorf`` vectorise; no
+    ``-ffast-math``: NaN and signed zeros keep their meaning); ``-march=native`` is safe to
+    cache because the library's name hashes the CPU's flags."""
+    arch = ["-march=native"] if native_cpu else []
+    return ["-O3", *arch, "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+            "-shared", "-fPIC"]
+
+
+def _build(cc: str) -> Path:
+    src = SOURCE.read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    tag = hashlib.sha256(b"\0".join([src, version.encode(), _cpu_flags().encode(),
+                                     " ".join(_flags()).encode()])).hexdigest()[:16]
+    cache = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "neurondb" / "kernels")
+    lib = cache / f"profile-{tag}.so"
+    if lib.exists():
+        return lib
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".profile-", suffix=".so")
+    os.close(fd)
+    try:
+        for native_cpu in (True, False):  # a compiler without -march=native: the portable build
+            r = subprocess.run([cc, *_flags(native_cpu), "-o", tmp, str(SOURCE), "-lm"],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+        else:
+            raise OSError(f"{cc} failed: {r.stderr.strip()[:300]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _tried, _why_not
+    with _lock:
+        if _tried:
+            return _lib
+        _tried = True
+        cc = _compiler()
+        if cc is None:
+            _why_not = "no C compiler (cc, gcc, clang or $CC) found"
+            return None
+        try:
+            path = _build(cc)
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError:  # a damaged cached library: build it again, once
+                path.unlink(missing_ok=True)
+                lib = ctypes.CDLL(str(_build(cc)))
+        except OSError as e:
+            _why_not = f"the profile kernel could not be built: {e}"
+            return None
+        f = lib.nd_profile_update
+        f.restype = ctypes.c_int
+        f.argtypes = ([ctypes.c_int64] * 5 + [ctypes.c_void_p] * 3 + [ctypes.c_int32]
+                      + [ctypes.c_void_p] * 6 + [ctypes.c_int32] + [ctypes.c_void_p] * 5
+                      + [ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p])
+        lib.nd_tile.restype = ctypes.c_int
+        _lib = lib
+        return _lib
+
+
+def available() -> bool:
+    """True when the CPU kernel is used (compiled now if it was not yet)."""
+    mode = os.environ.get(ENV_KERNEL, "auto")
+    if mode == "torch":
+        return False
+    ok = _load() is not None
+    if mode == "native" and not ok:
+        raise RuntimeError(f"{ENV_KERNEL}=native but {_why_not}")
+    return ok
+
+
+def why_not() -> str:
+    """Why the kernel is not used ("" when it is)."""
+    return "" if available() else (_why_not or f"{ENV_KERNEL}=torch")
+
+
+def _ptr(t: torch.Tensor) -> int:
+    assert t.is_contiguous() and t.device.type == "cpu", "the kernel needs contiguous CPU memory"
+    return t.data_ptr()
+
+
+class NativeReducer:
+    """Runs the kernel on disjoint neuron ranges in ``threads`` threads (ctypes releases the
+    GIL during the call), one call per range covering every layer of a group."""
+
+    def __init__(self, threads: int | None = None):
+        self.lib = _load()
+        if self.lib is None:
+            raise RuntimeError(_why_not)
+        self.tile = int(self.lib.nd_tile())
+        self.threads = max(1, int(threads or torch.get_num_threads()))
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def update(self, st: dict[str, torch.Tensor], xs: list[torch.Tensor], tok: torch.Tensor,
+               label: torch.Tensor, n_labels: int, n_bins: int, top_k: int) -> None:
+        """Reduce ``xs`` (G float32 ``[n, d]``, contiguous, CPU) into the group state ``st``
+        (the views of :class:`~neurondb.profile.reduce.ProfileAccumulator` for these G
+        layers: ``sum`` ``[G, d]`` ..., ``hist`` ``[G * d * (N+2)]``, ``top`` ``[G, d, K]``),
+        with the rows' int64 tokens and int32 labels ``[n]`` (-1: none)."""
+        G, (n, d) = len(xs), xs[0].shape
+        ptrs = (ctypes.c_void_p * G)(*[_ptr(x) for x in xs])
+        tok, label = tok.contiguous(), label.to(torch.int32).contiguous()
+        inv_w = st["inv_w"].reshape(-1).contiguous()
+        m = st["m"].reshape(-1).contiguous()
+        fixed = (ctypes.cast(ptrs, ctypes.c_void_p), _ptr(tok), _ptr(label), int(n_labels), _ptr(st["sum"]),
+                 _ptr(st["sumsq"]), _ptr(st["min"]), _ptr(st["max"]), _ptr(st["n_positive"]),
+                 _ptr(st["hist"]), int(n_bins), _ptr(inv_w), _ptr(m), _ptr(st["label_sum"]),
+                 _ptr(st["top"]), _ptr(st["bottom"]), int(top_k))
+        step = -(-d // self.threads)
+        step = -(-step // self.tile) * self.tile
+        ranges = [(a, min(d, a + step)) for a in range(0, d, step)]
+
+        def run(r: tuple[int, int]) -> None:
+            heaps = np.empty(self.tile * 2 * top_k, dtype=np.int64)
+            counts = np.empty(self.tile * (n_bins + 2), dtype=np.int32)
+            self.lib.nd_profile_update(G, n, d, r[0], r[1], *fixed, heaps.ctypes.data,
+                                       counts.ctypes.data)
+
+        if self.pool is None or len(ranges) == 1:
+            for r in ranges:
+                run(r)
+        else:
+            list(self.pool.map(run, ranges))

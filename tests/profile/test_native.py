@@ -1,0 +1,144 @@
+"""The profile's CPU kernel (neurondb.profile.native) against the torch reduction it replaces:
+the same state (bit for bit but the float64 sums, which add in another order), whatever the
+thread count, tile edges or K; the fallback without a compiler; compiling from two processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from neurondb.profile import native
+from neurondb.profile.edges import choose_edges
+from neurondb.profile.reduce import ProfileAccumulator
+
+pytestmark = pytest.mark.skipif(native._load() is None, reason=f"no CPU kernel: {native._why_not}")
+
+
+def batches(widths: dict, n_batches: int = 4, n: int = 70, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(n_batches):
+        acts = {}
+        for s, ws in widths.items():
+            for la, d in enumerate(ws):
+                x = (rng.integers(-6, 7, size=(n, d)) / 4).astype(np.float32)  # many ties
+                x[:, : min(3, d)] *= rng.normal(size=(n, min(3, d))).astype(np.float32)
+                x[::5, -1] = -0.0
+                if b == 2 and la == 1:
+                    x[3, 0], x[4, 1], x[5, 2] = np.nan, np.inf, -np.inf
+                acts[(s, la)] = torch.from_numpy(x)
+        tok = rng.permutation(10_000)[:n]
+        ex, pos = tok // 40, tok % 40
+        lab = np.where(rng.random(n) < 0.2, -1, ex % 3)
+        out.append((acts, {s: (ex, pos, lab) for s in widths}))
+    return out
+
+
+def state(widths, data, k: int, mode: str, monkeypatch, threads: int | None = None):
+    monkeypatch.setenv(native.ENV_KERNEL, mode)
+
+    def edges_for(acts):
+        return {key: choose_edges(-2.0, 2.0, 12) for key in acts}
+
+    acc = ProfileAccumulator(widths, k, 12, 3, 40, "cpu", edges_for)
+    assert (acc.native is not None) == (mode == "native")
+    if threads is not None:
+        acc.native = native.NativeReducer(threads)
+    for acts, rows in data:
+        acc.update_batch(acts, rows)
+    return acc.state()
+
+
+def assert_same(a, b, exact_sums: bool):
+    assert sorted(a.layers) == sorted(b.layers)
+    for key, la in a.layers.items():
+        lb = b.layers[key]
+        assert la.count == lb.count
+        for name in ("min", "max", "n_positive", "hist", "label_count"):
+            np.testing.assert_array_equal(getattr(la, name), getattr(lb, name), err_msg=name)
+        for kind in ("top", "bottom"):
+            np.testing.assert_array_equal(la.keys[kind], lb.keys[kind], err_msg=kind)
+        finite = np.isfinite(la.sum)  # torch's label sums spread a NaN to every label
+        for name in ("sum", "sumsq", "label_sum"):
+            x, y = getattr(la, name), getattr(lb, name)
+            if name == "label_sum":
+                x, y = x[:, finite], y[:, finite]
+            if exact_sums:
+                np.testing.assert_array_equal(x, y, err_msg=name)
+            else:
+                np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-13, err_msg=name)
+
+
+@pytest.mark.parametrize("k", [1, 5, 300])  # 300: more than the tokens of a batch
+def test_kernel_equals_the_torch_reduction(k, monkeypatch):
+    widths = {"encoder": (37, 37, 5), "decoder": (70,)}  # widths across tile edges
+    data = batches(widths)
+    assert_same(state(widths, data, k, "torch", monkeypatch),
+                state(widths, data, k, "native", monkeypatch), exact_sums=False)
+
+
+def test_thread_count_does_not_change_a_bit(monkeypatch):
+    widths = {"encoder": (130, 130)}
+    data = batches(widths, seed=1)
+    one = state(widths, data, 4, "native", monkeypatch, threads=1)
+    for t in (2, 3, 5):
+        assert_same(one, state(widths, data, 4, "native", monkeypatch, threads=t),
+                    exact_sums=True)
+
+
+def test_16_bit_and_non_contiguous_inputs(monkeypatch):
+    widths = {"encoder": (33,)}
+    data = batches(widths, seed=2)
+    low = [({k: v.to(torch.bfloat16) for k, v in a.items()}, r) for a, r in data]
+    strided = [({k: v.t().contiguous().t() for k, v in a.items()}, r) for a, r in data]
+    ref = state(widths, [({k: v.float() for k, v in a.items()}, r) for a, r in low], 3,
+                "torch", monkeypatch)
+    assert_same(ref, state(widths, low, 3, "native", monkeypatch), exact_sums=False)
+    assert_same(state(widths, data, 3, "torch", monkeypatch),
+                state(widths, strided, 3, "native", monkeypatch), exact_sums=False)
+
+
+def test_without_a_compiler_the_torch_reduction_runs(monkeypatch):
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setenv(native.ENV_KERNEL, "auto")
+    assert not native.available() and "no C compiler" in native.why_not()
+    acc = ProfileAccumulator({"encoder": (4,)}, 2, 4, 0, 8, "cpu",
+                             lambda a: {k: choose_edges(-1, 1, 4) for k in a})
+    assert acc.native is None
+    monkeypatch.setenv(native.ENV_KERNEL, "native")
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        native.available()
+
+
+COMPILE = """
+import sys
+from neurondb.profile import native
+assert native._load() is not None, native._why_not
+print(native._build(native._compiler()))
+"""
+
+
+def test_two_processes_compiling_at_once_both_load_one_library(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", COMPILE], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len({o.strip() for o, _ in outs}) == 1
+    assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".")] == []  # no leftovers
+
+
+def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path))
+    lib = native._build(native._compiler())
+    lib.write_bytes(b"not a library")
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    assert native._load() is not None
+    assert lib.stat().st_size > 1000
