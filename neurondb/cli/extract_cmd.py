@@ -43,6 +43,7 @@ def extract_command(
     top_k: int = typer.Option(20, "--top-k", help="--profile: tokens kept per neuron at the top and at the bottom."),
     profile_bins: int = typer.Option(256, "--profile-bins", help="--profile: histogram bins per layer (plus under/overflow)."),
     correlate_layers: str | None = typer.Option(None, "--correlate-layers", help="--profile: also accumulate the Pearson sums between every pair of neurons of these layers (comma list; 8 x neurons^2 bytes); read with `neurondb correlate-neurons STORE --runs RUN`."),
+    also_capture: str | None = typer.Option(None, "--also-capture", help="--profile: also store per-token tensors of these positions (e.g. mask), as the run <run> beside <run>-profile, from the same forward pass."),
     drop_missing_text: bool = typer.Option(False, "--drop-missing-text", help="Skip rows whose text is missing (None/NaN) and print how many; without it such a row is an error naming it."),
 ) -> None:
     """Run MODEL over a dataset and record FFN neuron activations into a store.
@@ -61,6 +62,8 @@ def extract_command(
             decoding["drop_missing_text"] = True
         if profile:
             decoding.update(profile=True, top_k=top_k, profile_bins=profile_bins)
+        if also_capture is not None:
+            decoding["also_capture"] = also_capture
         if correlate_layers is not None:
             from neurondb.cli.profile_cmd import _layers
 

@@ -32,6 +32,7 @@ DEFAULT_BINS = 256
 def check_request(cfg) -> None:
     """Refuse what a profile run cannot do (an ``ExtractConfig``), before anything is read."""
     check_correlate_layers(cfg)
+    check_also_capture(cfg)
     if not getattr(cfg, "profile", False):
         return
     if cfg.grad:
@@ -41,6 +42,24 @@ def check_request(cfg) -> None:
         raise ExtractError(f"--top-k must be at least 1, not {cfg.top_k}")
     if cfg.profile_bins < 2:
         raise ExtractError(f"--profile-bins must be at least 2, not {cfg.profile_bins}")
+
+
+def check_also_capture(cfg) -> None:
+    """``--also-capture`` only with ``--profile`` (the second run shares its forward pass)."""
+    if getattr(cfg, "also_capture", None) and not getattr(cfg, "profile", False):
+        raise ExtractError("--also-capture stores per-token tensors beside a profile run; add "
+                           "--profile, or capture them with --positions alone")
+
+
+def check_twin_positions(profile_positions: list[str], twin: list[str]) -> None:
+    """The positions of the per-token run must be among the profile's captured tokens."""
+    if "all" in profile_positions:
+        return
+    missing = [p for p in twin if p not in profile_positions]
+    if missing:
+        raise ExtractError(f"--also-capture {','.join(missing)} is not among the profile's "
+                           f"--positions {','.join(profile_positions)}; add it there or drop "
+                           "--positions (every token)")
 
 
 def check_correlate_layers(cfg) -> None:

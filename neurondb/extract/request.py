@@ -59,6 +59,9 @@ class ExtractRequest:
     top_k: int = 20
     profile_bins: int = 256
     correlate_layers: list[int] | None = None  # --profile: within-model correlation sums
+    #: --profile: also store per-token tensors of these positions (e.g. "mask"), in a second
+    #: run written from the same forward pass (``<run>`` beside ``<run>-profile``)
+    also_capture: list[str] | str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -114,6 +114,11 @@ class Extraction:
         #: storage dtype: as given, else float32 for slot-limited captures (exact predictivity)
         #: and float16 when every token is captured (docs/CONVENTIONS.md)
         self.dtype = check_dtype(req.dtype or default_storage_dtype(self.positions))
+        #: --also-capture: the positions (and storage dtype) of the per-token run written in
+        #: the profile run's forward pass
+        self.twin_positions = parse_positions(req.also_capture) if req.also_capture else None
+        self.twin_dtype = (check_dtype(req.dtype or default_storage_dtype(self.twin_positions))
+                           if self.twin_positions else None)
         self.out = Path(req.out)
         self.existing = _check_out_dir(self.out)
         if isinstance(req.model, (str, Path)):
@@ -182,6 +187,10 @@ class Extraction:
                 _label_check(d, reader.n_classes, what)
         has_read_pos = strategy.has_read_position or self.encoder.mask_id is not None
         self.positions = resolve_positions(self.positions, self.encoder.n_prompt, has_read_pos)
+        if self.twin_positions:
+            self.twin_positions = resolve_positions(self.twin_positions, self.encoder.n_prompt,
+                                                    has_read_pos)
+            profile_seam.check_twin_positions(self.positions, self.twin_positions)
         if req.grad and not strategy.gives_logits:
             raise ExtractError(f"--grad needs a readout with label logits (not --readout "
                                f"{strategy.name})")
@@ -200,8 +209,11 @@ class Extraction:
         else:
             tag = self.task or _data_tag(req.data_label)
         suffix = self._prompt_suffix(f"{tag}-{req.split}")
-        self.run_name = check_run_name(req.run or f"{tag}-{req.split}{suffix}"
-                                       + ("-profile" if req.profile else ""))
+        base = f"{tag}-{req.split}{suffix}"
+        self.run_name = check_run_name(req.run or base + ("-profile" if req.profile else ""))
+        #: --also-capture: the per-token run beside the profile (``<base>`` or ``<run>-tokens``)
+        self.twin_run = (check_run_name(f"{req.run}-tokens" if req.run else base)
+                         if self.twin_positions else None)
         self.stats_run = None
         if req.stats_split:
             name = f"{req.run or tag}-{req.stats_split}{suffix}"
@@ -233,6 +245,8 @@ class Extraction:
         is not redone, and a store that has them all is refused."""
         main_mode = "profile" if self.cfg.profile else "tokens"
         self.jobs = [(self.data, main_mode, self.run_name)]
+        if self.twin_run:  # written in the profile run's pass (see _write_runs)
+            self.jobs.append((self.data, "tokens", self.twin_run))
         if self.stats_data is not None:
             self.jobs.append((self.stats_data, "stats", self.stats_run))
         states = [self._check_resume(name, self._config(data, mode))
@@ -252,11 +266,20 @@ class Extraction:
                 "label_field": data.label_field, "template": self.template.source,
                 "verbalizer": self.verb_words, "readout": self.lm.readout,
                 "prompt_hash": self.prompt.sha256 if self.prompt else None,
-                "positions": self.positions, "mode": mode, "dtype": self.dtype,
+                "positions": self.positions_for(mode), "mode": mode,
+                "dtype": self.dtype_for(mode),
                 "grad": bool(c.grad and mode == "tokens"), "grad_target": c.grad_target,
                 "max_examples": c.max_examples, "max_length": self.max_length,
                 "batch_size": c.batch_size, "chunk_examples": c.chunk_examples,
                 **(profile_seam.profile_config(c) if mode == "profile" else {})}
+
+    def positions_for(self, mode: str) -> list[str]:
+        """The positions a run of ``mode`` captures: a profile's per-token twin has its own."""
+        return self.twin_positions if mode == "tokens" and self.twin_positions else self.positions
+
+    def dtype_for(self, mode: str) -> str:
+        """The storage dtype of a run of ``mode`` (see :meth:`positions_for`)."""
+        return self.twin_dtype if mode == "tokens" and self.twin_positions else self.dtype
 
     def _check_resume(self, name: str, config: dict) -> str:
         """``new``, ``resume`` (interrupted, same command) or ``complete`` (same command);
@@ -295,14 +318,18 @@ class Extraction:
                                f"fingerprint {m.model.fingerprint[:12]}); use a new --out")
 
     # -- size -------------------------------------------------------------------------
-    def expected_rows(self, lengths: np.ndarray) -> dict[str, int]:
+    def expected_rows(self, lengths: np.ndarray, positions: list[str] | None = None
+                      ) -> dict[str, int]:
+        """Captured rows per stack of examples with these ``lengths`` (default: the main
+        run's positions)."""
         P = self.encoder.n_prompt
         n = len(lengths)
-        if "all" in self.positions:
+        positions = positions or self.positions
+        if "all" in positions:
             enc_rows = int(lengths.sum()) + n * P
         else:
-            per = (P if "prompt" in self.positions else 0) + sum(
-                1 for k in ("mask", "first", "last") if k in self.positions)
+            per = (P if "prompt" in positions else 0) + sum(
+                1 for k in ("mask", "first", "last") if k in positions)
             enc_rows = n * per
         rows = {self.shape.stacks[0]: enc_rows}
         if self.lm.is_seq2seq:
@@ -325,8 +352,8 @@ class Extraction:
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
         other = "float32" if self.dtype != "float32" else "float16"
-        sizes = extraction_sizes(self, lens, done, (self.dtype, other))
-        (total, need), alt = sizes[self.dtype], sizes[other][0]  # need: what is still to write
+        sizes = extraction_sizes(self, lens, done, (None, other))  # None: each run's own dtype
+        (total, need), alt = sizes[None], sizes[other][0]  # need: what is still to write
         free = free_bytes(self.out)
         rep.info(f"model {self.cfg.model_label} ({self.shape.family}, "
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
@@ -337,6 +364,9 @@ class Extraction:
                  f"{total / 1e6:,.1f} MB as {self.dtype} ({other}: {alt / 1e6:,.1f} MB)"
                  f"{f', {need / 1e6:,.1f} MB still to write' if need < total else ''}"
                  f" ({free / 1e9:,.1f} GB free)")
+        if self.twin_run:
+            rep.info(f"also storing {', '.join(self.twin_positions)} per token as "
+                     f"{self.twin_dtype} in run {self.twin_run}, from the same forward pass")
         if need + DISK_MARGIN > free:
             raise ExtractError(f"not enough disk for {self.out}: the extraction still writes about "
                                f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; free space, "
@@ -352,16 +382,16 @@ class Extraction:
                     if dist.is_main:
                         lens, infos = self._lock_and_begin(held, rep, lens, infos)
                     dist.barrier()
+                    twins = self._twins(infos)
                     for (data, _mode, _name), lengths, info in zip(self.jobs, lens, infos):
-                        self._capture_run(data, lengths, info, rep)
+                        if info in twins.values():
+                            continue  # written in its profile run's pass
+                        twin = twins.get(info.run)
+                        self._capture_run(data, lengths, info, rep, twin)
                         dist.barrier()
                         if dist.is_main:
-                            finalize_run(self.out, info)
-                            acc = (f", accuracy {info.accuracy:.4f}"
-                                   if info.accuracy is not None else "")
-                            rep.info(f"run {info.run}: {info.n_examples} examples, "
-                                     f"{sum(info.n_rows.values())} rows ({info.mode}){acc}, "
-                                     f"{info.seconds:.1f} s")
+                            for done in (info, twin) if twin else (info,):
+                                self._finish_run(done, rep)
                         dist.barrier()
                 except BaseException:
                     if dist.is_main:
@@ -376,6 +406,20 @@ class Extraction:
             rep.close()
             dist.close()
         return Store([self.out])
+
+    def _twins(self, infos: list[RunInfo]) -> dict[str, RunInfo]:
+        """``{profile run: its per-token twin}`` when both are still to write (a twin whose
+        profile run is complete is written by a pass of its own)."""
+        names = {i.run: i for i in infos}
+        if self.twin_run in names and self.run_name in names:
+            return {self.run_name: names[self.twin_run]}
+        return {}
+
+    def _finish_run(self, info: RunInfo, rep: Reporter) -> None:
+        finalize_run(self.out, info)
+        acc = f", accuracy {info.accuracy:.4f}" if info.accuracy is not None else ""
+        rep.info(f"run {info.run}: {info.n_examples} examples, {sum(info.n_rows.values())} "
+                 f"rows ({info.mode}){acc}, {info.seconds:.1f} s")
 
     def _profile_notes(self, lens: list[np.ndarray]) -> list[str]:
         """For a profile run: refuse a top-K beyond its tokens (``check_tokens``), and say
@@ -477,39 +521,47 @@ class Extraction:
             labels=data.label_names, template=self.template.source, readout=self.lm.readout,
             verbalizer=self.verb_words, prompt=self.prompt.source if self.prompt else None,
             prompt_hash=self.prompt.sha256 if self.prompt else None,
-            n_prompt=self.encoder.n_prompt, positions=self.positions,
+            n_prompt=self.encoder.n_prompt, positions=self.positions_for(mode),
             grad=self.cfg.grad and mode == "tokens",
             grad_target=self.cfg.grad_target if self.cfg.grad else None,
-            dtype=self.dtype, max_length=self.max_length, n_examples=len(data))
+            dtype=self.dtype_for(mode), max_length=self.max_length, n_examples=len(data))
 
     def _capture_run(self, data: LoadedData, lengths: np.ndarray, info: RunInfo,
-                     rep: Reporter) -> None:
-        """Process this rank's missing chunks of the run, one shard each."""
+                     rep: Reporter, twin: RunInfo | None = None) -> None:
+        """Process this rank's missing chunks of the run, one shard each; with ``twin`` (the
+        per-token run of ``--also-capture``) each chunk's forward pass writes both runs."""
         chunks = chunk_order(lengths, self.cfg.chunk_examples)
-        done = completed_chunks(self.out, info.run)
-        mine = [k for k in range(len(chunks))
-                if k % self.dist.world_size == self.dist.rank and k not in done]
-        if done:
-            rep.info(f"resuming run {info.run}: {len(done)} of {len(chunks)} chunks already written")
+        runs = [info, twin] if twin is not None else [info]
+        done = {i.run: completed_chunks(self.out, i.run) for i in runs}
+        complete = set.intersection(*done.values())
+        mine = [k for k in range(len(chunks)) if k % self.dist.world_size == self.dist.rank
+                and k not in complete]
+        if complete:
+            rep.info(f"resuming run {info.run}: {len(complete)} of {len(chunks)} chunks "
+                     "already written")
         task = rep.task(info.run, total=len(data))
-        rep.advance(task, sum(len(chunks[k]) for k in done), 0)
+        rep.advance(task, sum(len(chunks[k]) for k in complete), 0)
         t0 = time.perf_counter()
         writer = BackgroundWriter(threaded=self.cfg.writer_thread)
-        run_path = self.out / RUNS_DIR / info.run
-        profiler = profile_seam.RunProfiler.for_run(self, info, run_path)  # None unless --profile
+        profiler = profile_seam.RunProfiler.for_run(  # None unless --profile
+            self, info, self.out / RUNS_DIR / info.run)
         try:
             shards: list[ShardWriter] = []
             with FFNCapture(self.lm.model, self.lm.adapter, grad=info.grad) as cap:
                 try:
                     for k in mine:
-                        shard = ShardWriter(run_path, k, info, self.shape.widths,
-                                            self.expected_rows(lengths[chunks[k]]), self.dist.rank)
-                        shards.append(shard)
-                        acc = profiler.accumulator(k) if profiler else None  # --profile
-                        self._capture_chunk(data, chunks[k], shard, cap, writer, rep, task, acc)
+                        new = [ShardWriter(self.out / RUNS_DIR / i.run, k, i, self.shape.widths,
+                                           self.expected_rows(lengths[chunks[k]], i.positions),
+                                           self.dist.rank)
+                               for i in runs if k not in done[i.run]]
+                        shards.extend(new)
+                        acc = (profiler.accumulator(k) if profiler and new[0].info is info
+                               else None)  # --profile
+                        self._capture_chunk(data, chunks[k], new, cap, writer, rep, task, acc)
                         if acc is not None:  # --profile: the shard commits the reduced state
-                            shard.profile = acc.state()
-                        writer.submit(shard.commit)  # checksums and fsync overlap the next chunk
+                            new[0].profile = acc.state()
+                        for sh in new:  # checksums and fsync overlap the next chunk
+                            writer.submit(sh.commit)
                     writer.flush()
                 except BaseException:
                     writer.drain()
@@ -519,18 +571,22 @@ class Extraction:
                     raise
         finally:
             writer.close()
-        info.seconds = round(time.perf_counter() - t0, 3)
+        for i in runs:
+            i.seconds = round(time.perf_counter() - t0, 3)
 
-    def _capture_chunk(self, data: LoadedData, chunk: np.ndarray, shard: ShardWriter,
+    def _capture_chunk(self, data: LoadedData, chunk: np.ndarray, shards: list[ShardWriter],
                        cap: FFNCapture, writer: BackgroundWriter, rep: Reporter, task: int,
                        acc: profile_seam.ProfileAccumulator | None = None) -> None:
-        lm, enc, cfg, info = self.lm, self.encoder, self.cfg, shard.info
-        grad = info.grad
+        """One chunk's batches: one forward pass each, whose captured rows go to every shard
+        of ``shards`` (the first run's positions are captured; a per-token twin takes its
+        rows out of them) and, with ``acc``, into the profile."""
+        lm, enc, cfg, first = self.lm, self.encoder, self.cfg, shards[0].info
+        grad = first.grad
         in_stack = self.shape.stacks[0]
-        rows_done = dict.fromkeys(self.shape.stacks, 0)
+        rows_done = [dict.fromkeys(self.shape.stacks, 0) for _ in shards]
         dev = lm.device
         for ids, batch in iter_batches(enc, data.texts, chunk, cfg.batch_size):
-            sel = enc.select(batch, self.positions)
+            sel = enc.select(batch, first.positions)
             B = len(ids)
             cap.clear()
             cap.select(in_stack, torch.as_tensor(sel.b, device=dev),
@@ -549,25 +605,59 @@ class Extraction:
             logits_np = None if logits is None else logits.detach().float().cpu().numpy()
             pred = (logits_np.argmax(-1) if logits_np is not None
                     else np.full(B, -1, dtype=np.int64))
-            sels = {in_stack: (sel.b, sel.t, sel.slots)}
-            if lm.is_seq2seq:
-                sels["decoder"] = (np.arange(B), np.zeros(B, dtype=np.int64), ["dec:0"] * B)
-            offsets = dict(rows_done)
-            for stack, (b, _, _) in sels.items():
-                rows_done[stack] += len(b)
+            sels = self._sels(sel, B)
             if acc is not None:  # --profile: reduce the captured rows on the device
                 acc.update_batch(cap.acts, profile_seam.profile_rows(sels, ids, labels))
-            if info.mode == "tokens":
-                acts = {key: HostCopy(x, info.dtype) for key, x in cap.acts.items()}
-                grads = {key: HostCopy(g, info.dtype) for key, g in cap.grads.items()} if grad else {}
-            elif info.mode == "stats":
-                acts = {key: HostCopy(x, "float32") for key, x in cap.acts.items()}
-                grads = {}
-            else:  # profile: nothing per token leaves the device
-                acts, grads = {}, {}
-            writer.submit(self._write_batch, shard, data, batch, ids, labels, pred, logits_np,
-                          sels, offsets, acts, grads)
+            for shard, done in zip(shards, rows_done):
+                pick = None
+                if shard.info is first:
+                    own = sels
+                else:  # the twin: its positions' rows out of the captured ones
+                    own, pick = self._twin_rows(batch, sel, shard.info.positions, B)
+                offsets = dict(done)
+                for stack, (b, _, _) in own.items():
+                    done[stack] += len(b)
+                acts, grads = self._host_copies(cap, shard.info, pick)
+                writer.submit(self._write_batch, shard, data, batch, ids, labels, pred,
+                              logits_np, own, offsets, acts, grads)
             rep.advance(task, B, int(batch.lengths.sum()) + B * enc.n_prompt)
+
+    def _sels(self, sel, B: int) -> dict:
+        """``{stack: (b, t, slots)}`` of a batch's captured rows."""
+        sels = {self.shape.stacks[0]: (sel.b, sel.t, sel.slots)}
+        if self.lm.is_seq2seq:
+            sels["decoder"] = (np.arange(B), np.zeros(B, dtype=np.int64), ["dec:0"] * B)
+        return sels
+
+    def _twin_rows(self, batch, sel, positions: list[str], B: int):
+        """The rows of ``positions`` (``{stack: (b, t, slots)}``) and their indices ``[n]``
+        (a device tensor) among the captured rows ``sel`` of the encoder stack."""
+        own = self.encoder.select(batch, positions)
+        width = int(max(sel.t.max(initial=0), own.t.max(initial=0))) + 1
+        have = np.asarray(sel.b, np.int64) * width + np.asarray(sel.t, np.int64)
+        want = np.asarray(own.b, np.int64) * width + np.asarray(own.t, np.int64)
+        order = np.argsort(have, kind="stable")
+        at = order[np.searchsorted(have[order], want)]
+        assert np.array_equal(have[at], want), "a twin row outside the captured rows"
+        return self._sels(own, B), torch.as_tensor(at, device=self.lm.device)
+
+    def _host_copies(self, cap: FFNCapture, info: RunInfo, pick: torch.Tensor | None):
+        """What a run keeps of a batch's captured tensors: per-token copies (``tokens``;
+        ``pick``: only these encoder rows), float32 for running statistics (``stats``), or
+        nothing (``profile``: nothing per token leaves the device)."""
+        if info.mode == "profile":
+            return {}, {}
+        in_stack = self.shape.stacks[0]
+
+        def rows(key, x):
+            return x if pick is None or key[0] != in_stack else x.index_select(0, pick)
+
+        if info.mode == "stats":
+            return {key: HostCopy(x, "float32") for key, x in cap.acts.items()}, {}
+        acts = {key: HostCopy(rows(key, x), info.dtype) for key, x in cap.acts.items()}
+        grads = ({key: HostCopy(rows(key, g), info.dtype) for key, g in cap.grads.items()}
+                 if info.grad else {})
+        return acts, grads
 
     def _write_batch(self, shard: ShardWriter, data: LoadedData, batch, ids: np.ndarray,
                      labels: np.ndarray, pred: np.ndarray, logits: np.ndarray | None,

@@ -221,19 +221,27 @@ def slots_fn_for(positions: Sequence[str], n_prompt: int, in_stack: str,
     return slots
 
 
-def _job_shapes(ext, data, lengths: np.ndarray) -> list[ShardShape]:
+def _positions(ext, mode: str) -> list[str]:
+    """The positions of a run of ``mode`` (a profile's per-token twin has its own)."""
+    return ext.positions_for(mode) if hasattr(ext, "positions_for") else ext.positions
+
+
+def _job_shapes(ext, data, lengths: np.ndarray, mode: str = "tokens") -> list[ShardShape]:
     """:func:`shard_shapes` of one run of an ``_Extraction`` (``neurondb.extract.run``)."""
     enc, cfg = ext.encoder, ext.cfg
     seq2seq = bool(ext.lm.is_seq2seq)
+    positions = _positions(ext, mode)
     return shard_shapes(
-        lengths, [enc.render(f) for f in data.texts], rows_fn=ext.expected_rows,
+        lengths, [enc.render(f) for f in data.texts],
+        rows_fn=lambda ln: ext.expected_rows(ln, positions),
         chunk_examples=cfg.chunk_examples, batch_size=cfg.batch_size, n_prompt=enc.n_prompt,
-        slots_fn=slots_fn_for(ext.positions, enc.n_prompt, ext.shape.stacks[0], seq2seq),
+        slots_fn=slots_fn_for(positions, enc.n_prompt, ext.shape.stacks[0], seq2seq),
         seq2seq=seq2seq)
 
 
 def _job_bytes(ext, data, shapes: list[ShardShape], mode: str, dtype: str | None) -> list[int]:
-    dtype = dtype or getattr(ext, "dtype", None) or ext.cfg.dtype  # the resolved storage dtype
+    own = ext.dtype_for(mode) if hasattr(ext, "dtype_for") else getattr(ext, "dtype", None)
+    dtype = dtype or own or ext.cfg.dtype  # the resolved storage dtype
     return [shard_bytes(sh, ext.shape.widths, mode=mode, dtype=dtype,
                         grad=bool(ext.cfg.grad and mode == "tokens"),
                         n_labels=max(2, len(data.label_names)),
@@ -253,7 +261,7 @@ def plan_job(ext, data, lengths: np.ndarray, mode: str, dtype: str | None = None
     """:func:`plan_run` for one run of an ``_Extraction`` (``neurondb.extract.run``):
     ``data`` a ``LoadedData``, ``lengths`` its ``Encoder.lengths``, ``mode`` tokens/stats;
     ``dtype``: another storage dtype than the extraction's (what it would cost)."""
-    return _job_bytes(ext, data, _job_shapes(ext, data, lengths), mode, dtype)
+    return _job_bytes(ext, data, _job_shapes(ext, data, lengths, mode), mode, dtype)
 
 
 def extraction_sizes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable[int]] | None
@@ -264,7 +272,7 @@ def extraction_sizes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable
     texts are rendered and compressed once, whatever the number of dtypes."""
     out = {d: [0, 0] for d in dtypes}
     for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
-        shapes = _job_shapes(ext, data, lens)
+        shapes = _job_shapes(ext, data, lens, mode)
         whole = 0  # a profile run also writes its shards' states merged, at completion
         if mode == "profile":
             from neurondb.profile.state import profile_file_bytes

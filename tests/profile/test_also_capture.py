@@ -1,0 +1,119 @@
+"""``extract --profile --also-capture POSITIONS``: a profile run and a per-token run of a few
+positions from one forward pass, each equal to the run its own extraction would write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import AutoModel, AutoTokenizer
+
+import neurondb
+from neurondb.errors import ExtractError
+from tests.extract.test_resume import interrupt_at_commit
+from tests.profile.test_extract_profile import KW, PROFILE, assert_same_tables
+
+TWIN = "first,last"
+
+
+@pytest.fixture(scope="module")
+def relu_model(tmp_path_factory):
+    from neurondb.testing import save_tiny
+
+    return str(save_tiny("bert", tmp_path_factory.mktemp("relu") / "m", head="base",
+                         hidden_act="relu"))
+
+
+@pytest.fixture(scope="module")
+def profile_only(tmp_path_factory, relu_model, sentiment_dir):
+    out = tmp_path_factory.mktemp("prof") / "s"
+    neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokens_only(tmp_path_factory, relu_model, sentiment_dir):
+    out = tmp_path_factory.mktemp("tok") / "s"
+    neurondb.extract(relu_model, str(sentiment_dir), out, positions=TWIN, dtype="float32",
+                     **dict(KW, run="p-tokens")).close()
+    return out
+
+
+def activations(path, run: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The run's ``(example_id, position)`` rows sorted, and each layer's rows in that order."""
+    st = neurondb.open(path)
+    rows = st.rows(run=run).to_pandas()
+    order = np.lexsort((rows["position"], rows["example_id"]))
+    keys = rows[["example_id", "position"]].to_numpy()[order]
+    acts = {la: st.activations(layer=la, run=run)[order]
+            for la in range(st.shape.n_layers(st.shape.stacks[0]))}
+    st.close()
+    return keys, acts
+
+
+def assert_same_tokens_run(a, b, run: str = "p-tokens") -> None:
+    (kg, got), (kr, ref) = activations(a, run), activations(b, run)
+    assert len(kr) > 0
+    np.testing.assert_array_equal(kg, kr)
+    for la in ref:
+        np.testing.assert_array_equal(got[la], ref[la])
+
+
+def test_one_pass_writes_both_runs_equal_to_their_own_extractions(
+        tmp_path, relu_model, sentiment_dir, profile_only, tokens_only):
+    model = AutoModel.from_pretrained(relu_model)
+    tok = AutoTokenizer.from_pretrained(relu_model)
+    calls = []
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    out = tmp_path / "s"
+    neurondb.extract(model, str(sentiment_dir), out, tokenizer=tok, also_capture=TWIN,
+                     dtype="float32", **PROFILE).close()
+    n_batches = -(-24 // KW["batch_size"])
+    assert len(calls) == n_batches  # one forward per batch for both runs
+    st = neurondb.open(out)
+    info = {r.run: r for r in st.runs()}
+    assert sorted(info) == ["p", "p-tokens"]
+    assert info["p"].mode == "profile" and info["p-tokens"].mode == "tokens"
+    assert info["p-tokens"].positions == ["first", "last"]
+    st.close()
+    assert_same_tables(out, profile_only, exact=True)
+    assert_same_tokens_run(out, tokens_only)
+
+
+def test_interrupted_between_the_two_shards_then_resumed(tmp_path, relu_model, sentiment_dir,
+                                                         profile_only, tokens_only):
+    out = tmp_path / "s"
+    kw = dict(PROFILE, also_capture=TWIN, dtype="float32", chunk_examples=8)
+    with interrupt_at_commit(4), pytest.raises(KeyboardInterrupt):  # chunk 1's twin shard
+        neurondb.extract(relu_model, str(sentiment_dir), out, **kw)
+    neurondb.extract(relu_model, str(sentiment_dir), out, **kw).close()
+    assert_same_tables(out, profile_only, exact=False)  # other chunking: sums to rounding
+    assert_same_tokens_run(out, tokens_only)
+
+
+def test_default_names_and_the_cli(tmp_path, relu_model, sentiment_dir):
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+
+    out = tmp_path / "s"
+    res = CliRunner().invoke(app, ["extract", relu_model, "--data", str(sentiment_dir), "--out",
+                                   str(out), "--split", "train", "--readout", "none",
+                                   "--profile", "--also-capture", "first", "--quiet"])
+    assert res.exit_code == 0, res.output
+    st = neurondb.open(out)
+    assert sorted(r.run for r in st.runs()) == [f"{sentiment_dir.name}-train",
+                                 f"{sentiment_dir.name}-train-profile"]
+    st.close()
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(KW, also_capture="first"), "add --profile"),
+    (dict(PROFILE, positions="first", also_capture="last"), "not among the profile's"),
+])
+def test_bad_requests_are_one_line_and_write_nothing(tmp_path, relu_model, sentiment_dir, kw,
+                                                     msg):
+    out = tmp_path / "s"
+    with pytest.raises(ExtractError, match=msg) as e:
+        neurondb.extract(relu_model, str(sentiment_dir), out, **kw)
+    assert "\n" not in str(e.value)
+    assert not out.exists()
