@@ -48,12 +48,13 @@ _COUNT_RULE_HINT = " (int: int(p*d) as the reference code; round: nearest)"
 
 # -- the checks (one message each) ------------------------------------------------------------
 def check_choice(value: Any, choices: Sequence[str], name: str, flag: str | None = None, *,
-                 label: str | None = None, hint: str = "") -> Any:
+                 label: str | None = None, hint: str = "", pair: bool = False) -> Any:
     """``value`` if it is one of ``choices``, else a one-line :class:`UsageError` naming the
-    option (``label``, or :func:`~neurondb.errors.arg` of ``name``/``flag``)."""
+    option (``label``, or :func:`~neurondb.errors.arg` of ``name``/``flag``): "must be one of
+    a, b, c", or with ``pair`` (two choices) "must be 'a' or 'b'"."""
     if value in choices:
         return value
-    listed = (f"{choices[0]!r} or {choices[1]!r}" if len(choices) == 2
+    listed = (f"{choices[0]!r} or {choices[1]!r}" if pair and len(choices) == 2
               else "one of " + ", ".join(choices))
     raise UsageError(f"{label or arg(name, flag)} must be {listed}{hint}, not {value!r}")
 
@@ -65,13 +66,14 @@ def check_count_rule(rule: str, label: str = "count rule") -> str:
 
 def check_scope(scope: str) -> str:
     """``scope`` if it is ``layer`` or ``global``, else a one-line :class:`UsageError`."""
-    return check_choice(scope, SCOPES, "scope")
+    return check_choice(scope, SCOPES, "scope", pair=True)
 
 
-def check_fraction(value: float, name: str, flag: str | None = None) -> float:
+def check_fraction(value: float, name: str, flag: str | None = None, *,
+                   what: str = "a fraction in (0, 1]") -> float:
     """``value`` if it is in ``(0, 1]``, else a one-line :class:`UsageError`."""
     if not 0 < value <= 1:
-        raise UsageError(f"{arg(name, flag)} must be a fraction in (0, 1], not {value}")
+        raise UsageError(f"{arg(name, flag)} must be {what}, not {value}")
     return value
 
 
@@ -207,8 +209,8 @@ class RankRequest:
             if self.eval is None:
                 raise UsageError(f"method 'predictivity' needs {arg('eval')} (the evaluation "
                                  "runs or splits)")
-            check_choice(self.over_prompts, OVER_PROMPTS, "over_prompts")
-            check_choice(self.over_classes, OVER_CLASSES, "over_classes")
+            check_choice(self.over_prompts, OVER_PROMPTS, "over_prompts", pair=True)
+            check_choice(self.over_classes, OVER_CLASSES, "over_classes", pair=True)
             check_choice(self.multiclass, MULTICLASS, "multiclass")
             check_choice(self.combine_order, COMBINE_ORDERS, "combine_order")
         elif self.family == "attribution":
@@ -217,7 +219,7 @@ class RankRequest:
                                  "runs with gradients)")
             check_choice(self.token_agg, TOKEN_AGGS, "token_agg",
                          label=f"{arg('token_agg')} (the token aggregation)")
-            check_choice(self.abs_when, ABS_WHEN, "abs_when", "--abs")
+            check_choice(self.abs_when, ABS_WHEN, "abs_when", "--abs", pair=True)
             if self.max_examples is not None:
                 check_at_least(self.max_examples, 1, "max_examples", "--examples")
 
@@ -292,7 +294,7 @@ class OverlapRequest:
     write: bool = True
 
     def __post_init__(self) -> None:
-        check_choice(self.mode, OVERLAP_MODES, "mode")
+        check_choice(self.mode, OVERLAP_MODES, "mode", pair=True)
         if self.groups != "all" and self.groups is not None:
             try:
                 size = int(self.groups)
@@ -325,7 +327,7 @@ class MaskRequest:
     write: bool = True
 
     def __post_init__(self) -> None:
-        check_fraction(self.fraction, "fraction")
+        check_fraction(self.fraction, "fraction", what="in (0, 1]")
         check_scope(self.scope)
         check_count_rule(self.count_rule, arg("count_rule"))
 

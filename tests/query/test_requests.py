@@ -194,8 +194,8 @@ def test_the_cli_builds_the_same_requests(skill_store, tmp_path):
 
 CLI_REFUSED = [
     (["rank", "--over-prompts", "max"], "--over-prompts"),
-    (["rank", "--multiclass", "pairs"], "--multiclass"),
-    (["rank", "--combine-order", "sideways"], "--combine-order"),
+    (["rank", "--multiclass", "pairs"], "--multiclass must be one of one-vs-rest, subtasks"),
+    (["rank", "--combine-order", "sideways"], "--combine-order must be one of classes-first"),
     (["rank", "--method", "attribution", "--token-agg", "median"], "--token-agg"),
     (["rank", "--method", "attribution", "--abs", "both"], "--abs"),
     (["rank", "--method", "gradient", "--examples", "0"], "--examples"),
@@ -207,7 +207,7 @@ CLI_REFUSED = [
     (["overlap", "--runs", "ev,tr", "--mode", "max"], "--mode"),
     (["overlap", "--runs", "ev,tr", "--groups", "abc"], "--groups"),
     (["overlap", "--runs", "ev,tr", "--groups", "0"], "--groups must be at least 1"),
-    (["mask", "-r", "P", "--fraction", "0"], "--fraction must be a fraction in (0, 1]"),
+    (["mask", "-r", "P", "--fraction", "0"], "--fraction must be in (0, 1], not 0.0"),
     (["mask", "-r", "P", "--count-rule", "ceil"], "--count-rule"),
     (["top", "--run", "ev", "--layer", "0", "--neuron", "0", "-k", "0"], "--top-k"),
 ]
