@@ -1,11 +1,16 @@
 """Option groups declared once: every command that runs a model reads the data and the label
-the same way, with the same flags, help and defaults. Each function returns a fresh
-``typer.Option`` for one parameter; :func:`label_kwargs` turns the group's values into the
-keyword arguments of the library (one home for ``--verbalizer a,b`` -> ``["a", "b"]``)."""
+the same way, with the same flags, help and defaults, and every analysis of a store (``rank``,
+``correlate``, ``overlap``, ``mask``, ``top``) names its store, its other stores, its result
+and its selection the same way. Each function returns a fresh ``typer.Option`` (or
+``typer.Argument``) for one parameter; :func:`label_kwargs` turns the label group's values into
+the keyword arguments of the library (one home for ``--verbalizer a,b`` -> ``["a", "b"]``) and
+:func:`scope` the analyses' ``--global``/``--per-layer`` into a request's ``scope``."""
 
 from __future__ import annotations
 
 import typer
+
+from neurondb.errors import UsageError
 
 TASKS_HELP = "Task preset: sst2, imdb, mrpc, qqp, qnli, rte, ag_news, movie_reviews."
 DATA_HELP = ("Dataset: task preset, hub name, local csv/tsv/jsonl/parquet file, a directory of "
@@ -90,3 +95,59 @@ def label_kwargs(*, text_field: list[str] | None = None, verbalizer: str | None 
     list (None when not given), ``verbalizer`` split at commas."""
     return {"text_fields": list(text_field) if text_field else None,
             "verbalizer": [w for w in verbalizer.split(",")] if verbalizer else None, **rest}
+
+
+# -- the analyses of a store -----------------------------------------------------------------
+WITH_HELP = "Open another store together with STORE (repeatable)."
+
+
+def store_dir():
+    return typer.Argument(..., help="Store directory.")
+
+
+def also():
+    return typer.Option(None, "--with", help=WITH_HELP)
+
+
+def name(help: str):  # noqa: A002
+    return typer.Option(None, "--name", help=help)
+
+
+def fraction(flag: str = "--fraction", help: str = "Fraction of neurons to select (top)."):  # noqa: A002
+    return typer.Option(0.05, flag, help=help)
+
+
+def count_rule(help: str):  # noqa: A002
+    return typer.Option("int", "--count-rule", help=help)
+
+
+def top_k(default: int | None, help: str):  # noqa: A002
+    return typer.Option(default, "--top-k", "-k", help=help)
+
+
+def slots(help: str):  # noqa: A002
+    return typer.Option(None, "--slots", help=help)
+
+
+def stack(help: str = "Only this stack (repeatable)."):  # noqa: A002
+    return typer.Option(None, "--stack", help=help)
+
+
+def png(help: str):  # noqa: A002
+    return typer.Option(None, "--png", help=help)
+
+
+def global_scope(help: str):  # noqa: A002
+    return typer.Option(False, "--global", help=help)
+
+
+def per_layer(help: str):  # noqa: A002
+    return typer.Option(False, "--per-layer", help=help)
+
+
+def scope(global_: bool, per_layer: bool = False) -> str | None:
+    """A request's ``scope`` from ``--global``/``--per-layer`` (None: the method's default);
+    the two flags are one field, so giving both is refused here."""
+    if global_ and per_layer:
+        raise UsageError("--global and --per-layer exclude each other")
+    return "global" if global_ else "layer" if per_layer else None

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from neurondb.cli.analyze_cmd import WITH_HELP, _open, _print
+from neurondb.cli import options
+from neurondb.cli.analyze_cmd import _open, _print
 from neurondb.cli.errors import one_line_errors
 
 
@@ -23,16 +24,16 @@ def _layers(spec: str | None) -> list[int] | None:
 
 
 def correlate_neurons_command(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: Path = options.store_dir(),
     runs: str = typer.Option(..., "--runs", help="Two runs with per-token activations over the same tokens, A,B; or one profile run extracted with --correlate-layers (within-model)."),
     layers: str | None = typer.Option(None, "--layers", help="Comma list of layers (default all), of both runs."),
     top: int = typer.Option(5, "--top", help="Best partners kept per neuron of A."),
-    stack: str | None = typer.Option(None, "--stack", help="Stack (default: the first)."),
-    png: Path | None = typer.Option(None, "--png", help="Figure of max correlation per layer (default: STORE/results/neuron_correlations/<name>.png)."),
-    name: str | None = typer.Option(None, "--name", help="Result name (default ncorr_A+1)."),
+    stack: str | None = options.stack("Stack (default: the first)."),
+    png: Path | None = options.png("Figure of max correlation per layer (default: STORE/results/neuron_correlations/<name>.png)."),
+    name: str | None = options.name("Result name (default ncorr_A+1)."),
     block_rows: int = typer.Option(4096, "--block-rows", help="Rows read per block (memory: block x neurons x 8 bytes per run)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result of the same name."),
-    also: list[Path] | None = typer.Option(None, "--with", help=WITH_HELP),
+    overwrite: bool = options.overwrite("Replace a result of the same name."),
+    also: list[Path] | None = options.also(),
 ) -> None:
     """Correlate every neuron of run A with every neuron of run B over the same tokens; per
     neuron its best partners, per layer the distribution of the maximum."""

@@ -11,6 +11,12 @@ result as ``results/<table>/<name>.parquet``, which SQL sees as the view ``<tabl
 - :func:`make_mask` — top fraction of a ranking as a mask table and mask file;
 - :func:`top_examples` — where one neuron fires most;
 - :func:`running_stats_from_tokens` — the running statistics of a tokens run.
+
+Each analysis takes a typed request (:class:`RankRequest`, :class:`CorrelateRequest`,
+:class:`OverlapRequest`, :class:`MaskRequest`, :class:`TopRequest`, in
+:mod:`neurondb.query.requests`), validated once, or keyword arguments that map one to one onto
+its fields: ``rank(store, RankRequest(method="random", seed=3))`` is
+``rank(store, method="random", seed=3)``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ _EXPORTS = {
     "list_results": "neurondb.query.results",
     "read_result": "neurondb.query.results",
     "top_examples": "neurondb.query.top",
+    "RankRequest": "neurondb.query.requests",
+    "CorrelateRequest": "neurondb.query.requests",
+    "OverlapRequest": "neurondb.query.requests",
+    "MaskRequest": "neurondb.query.requests",
+    "TopRequest": "neurondb.query.requests",
 }
 
 lazy_exports(__name__, _EXPORTS)

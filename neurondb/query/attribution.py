@@ -23,16 +23,21 @@ import pandas as pd
 import scipy.sparse as sp
 
 from neurondb.callable_module import make_callable
-from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, select_slots
-from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
+from neurondb.query.rankings import ranking_frame, save_ranking
+from neurondb.query.requests import (  # noqa: F401  (the choices' home; re-exported here)
+    ABS_WHEN,
+    ATTRIBUTION_METHODS,
+    TOKEN_AGGS,
+    RankRequest,
+    as_request,
+    check_choice,
+)
 from neurondb.query.results import as_store, check_absent, default_name
 from neurondb.store.reader import Store
 
-METHODS = ("attribution", "activation", "gradient")
-TOKEN_AGGS = ("sum", "mean", "max")
-ABS_WHEN = ("token", "after")
+METHODS = ATTRIBUTION_METHODS
 
 
 def _segments(ex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +109,6 @@ def _row_selection(lay: RunLayout, slots: Sequence[str] | str | None,
         raise QueryError(f"run {lay.run!r}: the rows of an example are not contiguous; "
                          "attribution needs a run written by `neurondb extract`")
     if max_examples is not None:
-        if max_examples < 1:
-            raise UsageError(f"--examples must be at least 1, not {max_examples}")
         allowed = seg_ex[:max_examples]
         keep &= np.isin(lay.ex_idx, allowed)
     return keep
@@ -156,29 +159,31 @@ def layer_scores(store: Store, lay: RunLayout, layer: int, keep: np.ndarray, met
     return red.result()
 
 
-def attribution(store: Store | str | Path, runs: str | Sequence[str], *, method: str = "attribution",
-                token_agg: str = "sum", abs_when: str = "token", target: str | None = None,
-                slots: str | Sequence[str] | None = None, max_examples: int | None = None,
-                scope: str = "global", stacks: Sequence[str] | None = None, name: str | None = None,
-                overwrite: bool = False, write: bool = True,
-                chunk_rows: int | None = None) -> pd.DataFrame:
+def attribution(store: Store | str | Path, runs: str | Sequence[str] | RankRequest | None = None,
+                /, **kw) -> pd.DataFrame:
     """Rank neurons by attribution (or the activation/gradient baseline); writes a ranking.
 
     ``runs``: tokens runs (names or splits; with gradients unless ``method="activation"``);
-    their examples are pooled. ``max_examples``: use only the first N examples of each run
-    (the paper uses about 20). ``target``: check that the gradients were captured for this
-    target (``gold``, ``pred``, ``loss``). Returns the ranking frame (``score`` = mean over
-    examples of the aggregated value).
+    their examples are pooled. ``method``: ``attribution`` (default), ``activation`` or
+    ``gradient``. ``token_agg`` (``sum``, ``mean``, ``max``) and ``abs_when`` (``token``,
+    ``after``): the aggregation over an example's tokens. ``max_examples``: use only the first
+    N examples of each run (the paper uses about 20). ``target``: check that the gradients were
+    captured for this target (``gold``, ``pred``, ``loss``). Keyword arguments are the
+    attribution fields of :class:`~neurondb.query.requests.RankRequest`; rankings are global
+    unless ``scope="layer"``. Returns the ranking frame (``score`` = mean over examples of the
+    aggregated value).
     """
-    store = as_store(store)
-    if method not in METHODS:
-        raise UsageError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    if token_agg not in TOKEN_AGGS:
-        raise UsageError(f"token aggregation must be one of {', '.join(TOKEN_AGGS)}, not {token_agg!r}")
-    if abs_when not in ABS_WHEN:
-        raise UsageError(f"abs must be 'token' or 'after', not {abs_when!r}")
-    check_scope(scope)
-    infos = resolve_runs(store, runs, mode="tokens", what="run")
+    if not isinstance(runs, RankRequest):
+        check_choice(kw.setdefault("method", "attribution"), ATTRIBUTION_METHODS, "method")
+    r = as_request(RankRequest, kw, runs=runs)
+    if r.family != "attribution":
+        raise TypeError(f"attribution() takes a RankRequest of method "
+                        f"{', '.join(ATTRIBUTION_METHODS)}, not {r.method!r}")
+    return run_attribution(store, r)
+
+
+def _check_gradients(infos: list, method: str, target: str | None) -> None:
+    """Runs ranked by attribution or gradient must hold gradients (of ``target``, if given)."""
     for info in infos:
         if method != "activation" and not info.grad:
             raise QueryError(f"run {info.run!r} has no gradients; re-extract it with --grad, or "
@@ -186,18 +191,28 @@ def attribution(store: Store | str | Path, runs: str | Sequence[str], *, method:
         if method != "activation" and target is not None and info.grad_target not in (None, target):
             raise QueryError(f"run {info.run!r} holds gradients of target {info.grad_target!r}, not "
                              f"{target!r}; re-extract with --grad-target {target}")
-    name = name or default_name(method, [i.run for i in infos])
-    if write:
-        check_absent(store, "rankings", name, overwrite)
+
+
+def run_attribution(store: Store | str | Path, r: RankRequest) -> pd.DataFrame:
+    """Carry out an attribution, activation or gradient
+    :class:`~neurondb.query.requests.RankRequest`."""
+    store = as_store(store)
+    method, scope = r.method, r.ranking_scope
+    infos = resolve_runs(store, r.runs, mode="tokens", what="run")
+    _check_gradients(infos, method, r.target)
+    name = r.name or default_name(method, [i.run for i in infos])
+    if r.write:
+        check_absent(store, "rankings", name, r.overwrite)
     totals: dict[tuple[str, int], np.ndarray] = {}
     n_examples = 0
     counted: set[str] = set()
     for info in infos:
-        for stack in run_stacks(store, info, stacks):
+        for stack in run_stacks(store, info, r.stacks):
             lay = load_layout(store, info, stack)
-            keep = _row_selection(lay, slots, max_examples)
+            keep = _row_selection(lay, r.slots, r.max_examples)
             for layer in range(store.shape.n_layers(stack)):
-                s, n = layer_scores(store, lay, layer, keep, method, token_agg, abs_when, chunk_rows)
+                s, n = layer_scores(store, lay, layer, keep, method, r.token_agg, r.abs_when,
+                                    r.chunk_rows)
                 key = (stack, layer)
                 totals[key] = totals.get(key, 0) + s
                 if info.run not in counted:
@@ -207,33 +222,39 @@ def attribution(store: Store | str | Path, runs: str | Sequence[str], *, method:
         raise QueryError("no example has rows in the selected slots; nothing to attribute")
     scores = {k: v / n_examples for k, v in totals.items()}
     df = ranking_frame(method, scores, scope, stack_order=list(store.shape.stacks))
-    if write:
-        meta = {"method": method, "runs": [i.run for i in infos], "token_agg": token_agg,
-                "abs": abs_when, "target": sorted({str(i.grad_target) for i in infos})
-                if method != "activation" else None, "slots": slots, "n_examples": n_examples,
-                "max_examples": max_examples, "scope": scope, "shape": store.shape.to_dict()}
-        save_ranking(store, name, df, meta, overwrite)
+    if r.write:
+        meta = {"method": method, "runs": [i.run for i in infos], "token_agg": r.token_agg,
+                "abs": r.abs_when, "target": sorted({str(i.grad_target) for i in infos})
+                if method != "activation" else None, "slots": r.slots, "n_examples": n_examples,
+                "max_examples": r.max_examples, "scope": scope, "shape": store.shape.to_dict()}
+        save_ranking(store, name, df, meta, r.overwrite)
     df.attrs["name"] = name
     return df
 
 
-def random_ranking(store: Store | str | Path, *, seed: int = 0, scope: str = "global",
-                   stacks: Sequence[str] | None = None, name: str | None = None,
-                   overwrite: bool = False, write: bool = True) -> pd.DataFrame:
-    """A seeded random ranking of every neuron (uniform scores in [0, 1)), the control."""
+def random_ranking(store: Store | str | Path, request: RankRequest | None = None, /,
+                   **kw) -> pd.DataFrame:
+    """A seeded random ranking of every neuron (uniform scores in [0, 1)), the control;
+    keyword arguments: ``seed``, ``scope`` (default global), ``stacks``, ``name``,
+    ``overwrite``, ``write`` (the fields of :class:`~neurondb.query.requests.RankRequest`)."""
+    return run_random(store, as_request(RankRequest, kw, {"method": "random"}, request=request))
+
+
+def run_random(store: Store | str | Path, r: RankRequest) -> pd.DataFrame:
+    """Carry out a random :class:`~neurondb.query.requests.RankRequest`."""
     store = as_store(store)
-    check_scope(scope)
-    name = name or f"random_seed{seed}"
-    if write:
-        check_absent(store, "rankings", name, overwrite)
-    rng = np.random.default_rng(seed)
+    scope = r.ranking_scope
+    name = r.name or f"random_seed{r.seed}"
+    if r.write:
+        check_absent(store, "rankings", name, r.overwrite)
+    rng = np.random.default_rng(r.seed)
     shape = store.shape
     scores = {(s, layer): rng.random(shape.d_ff(s, layer))
-              for s in (stacks or shape.stacks) for layer in range(shape.n_layers(s))}
+              for s in (r.stacks or shape.stacks) for layer in range(shape.n_layers(s))}
     df = ranking_frame("random", scores, scope, stack_order=list(shape.stacks))
-    if write:
-        save_ranking(store, name, df, {"method": "random", "seed": seed, "scope": scope,
-                                       "shape": shape.to_dict()}, overwrite)
+    if r.write:
+        save_ranking(store, name, df, {"method": "random", "seed": r.seed, "scope": scope,
+                                       "shape": shape.to_dict()}, r.overwrite)
     df.attrs["name"] = name
     return df
 

@@ -21,9 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.errors import UsageError
-from neurondb.query.errors import QueryError
-from neurondb.query.layout import split_names
 from neurondb.query.rankings import (
     DEFAULT_COUNT_RULE,
     check_count_rule,
@@ -32,6 +29,7 @@ from neurondb.query.rankings import (
     load_ranking,
     ranking_vectors,
 )
+from neurondb.query.requests import CorrelateRequest, as_request, check_top
 from neurondb.query.results import as_store, check_absent, write_result
 from neurondb.store.reader import Store
 
@@ -86,20 +84,13 @@ def compare_vectors(va: dict[tuple[str, int], np.ndarray], vb: dict[tuple[str, i
     return pd.DataFrame(rows)
 
 
-def _check_fraction(fraction: float, k: int | None) -> None:
-    if k is None and not 0 < fraction <= 1:
-        raise UsageError(f"--top must be a fraction in (0, 1], not {fraction}")
-    if k is not None and k < 1:
-        raise UsageError(f"k must be at least 1, not {k}")
-
-
 def compare_rankings(store: Store | str | Path, a: str, b: str, fraction: float = 0.05,
                      k: int | None = None, count_rule: str = DEFAULT_COUNT_RULE) -> pd.DataFrame:
     """Per-layer Spearman (with p-value) and top-k overlap of rankings ``a`` and ``b``.
 
     The frame's ``attrs`` hold ``mean_spearman`` and ``mean_p_value`` (means over layers)."""
     store = as_store(store)
-    _check_fraction(fraction, k)
+    check_top(fraction, k, count_rule)
     da, _ = load_ranking(store, a)
     db, _ = load_ranking(store, b)
     check_same_shape(a, da, b, db)
@@ -141,27 +132,28 @@ class Correlation:
         return float(self.p_matrix.loc[names[0], names[-1]]) if self.p_matrix is not None else float("nan")
 
 
-def correlate(store: Store | str | Path, rankings: str | Sequence[str], *, fraction: float = 0.05,
-              k: int | None = None, name: str | None = None, png: str | Path | None = None,
-              overwrite: bool = False, write: bool = True,
-              count_rule: str = DEFAULT_COUNT_RULE) -> Correlation:
-    """Compare every pair of ``rankings`` (two or more names, same shape).
+def correlate(store: Store | str | Path, rankings: str | Sequence[str] | CorrelateRequest | None = None,
+              /, **kw) -> Correlation:
+    """Compare every pair of ``rankings`` (two or more names, same shape): ``correlate(store,
+    CorrelateRequest(...))`` or ``correlate(store, rankings, **fields)`` with the fields of
+    :class:`~neurondb.query.requests.CorrelateRequest` (``fraction``, ``k``, ``count_rule``,
+    ``name``, ``png``, ``overwrite``, ``write``) as keyword arguments.
 
     Writes ``results/correlations/<name>.parquet`` (columns ``a, b, stack, layer, spearman,
     p_value, n, k, topk_overlap``; both orders of each pair; the provenance holds the means
     over layers of rho and p per pair) and, if ``png``, a heatmap of the mean Spearman matrix.
     ``count_rule``: how ``fraction`` becomes ``k`` per layer (``int`` default, or ``round``).
     """
+    return run_correlate(store, as_request(CorrelateRequest, kw, rankings=rankings))
+
+
+def run_correlate(store: Store | str | Path, r: CorrelateRequest) -> Correlation:
+    """Carry out one :class:`~neurondb.query.requests.CorrelateRequest`."""
     store = as_store(store)
-    names = split_names(rankings)
-    if len(names) < 2:
-        raise QueryError("give at least two rankings to correlate (comma-separated names)")
-    if len(set(names)) != len(names):
-        raise QueryError(f"ranking names repeat in {names}; give each once")
-    _check_fraction(fraction, k)
-    name = name or ("corr_" + "+".join(names))[:128]
-    if write:
-        check_absent(store, "correlations", name, overwrite)
+    names, fraction, k, count_rule = r.names, r.fraction, r.k, r.count_rule
+    name = r.name or ("corr_" + "+".join(names))[:128]
+    if r.write:
+        check_absent(store, "correlations", name, r.overwrite)
     frames = {n: load_ranking(store, n)[0] for n in names}
     for n in names[1:]:
         check_same_shape(names[0], frames[names[0]], n, frames[n])
@@ -185,17 +177,17 @@ def correlate(store: Store | str | Path, rankings: str | Sequence[str], *, fract
         overlap.loc[a, b] = row["topk_overlap"]
         p_matrix.loc[a, b] = row["p_value"]
     out = Correlation(table=table, matrix=matrix, overlap=overlap, name=name, p_matrix=p_matrix)
-    if png is not None:
+    if r.png is not None:
         from neurondb.query.plots import heatmap
 
-        out.png = heatmap(matrix, png, title="Spearman rho (mean over layers)", vmin=-1.0, vmax=1.0)
-    if write:
+        out.png = heatmap(matrix, r.png, title="Spearman rho (mean over layers)", vmin=-1.0, vmax=1.0)
+    if r.write:
         write_result(store, "correlations", name, table,
                      {"rankings": names, "fraction": None if k is not None else fraction, "k": k,
                       "count_rule": count_rule,
-                      "mean_over_layers": [{"a": a, "b": b, "spearman": _num(r["spearman"]),
-                                            "p_value": _num(r["p_value"]),
-                                            "topk_overlap": _num(r["topk_overlap"])}
-                                           for (a, b), r in mean.iterrows()]},
-                     overwrite=overwrite)
+                      "mean_over_layers": [{"a": a, "b": b, "spearman": _num(m["spearman"]),
+                                            "p_value": _num(m["p_value"]),
+                                            "topk_overlap": _num(m["topk_overlap"])}
+                                           for (a, b), m in mean.iterrows()]},
+                     overwrite=r.overwrite)
     return out

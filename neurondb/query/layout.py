@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from neurondb.query.errors import QueryError
+from neurondb.query.requests import split_names  # its home: the requests module
 from neurondb.store.errors import StoreError
 from neurondb.store.reader import Store
 from neurondb.store.run import RunInfo
@@ -29,14 +30,6 @@ def slot_key(slot: str) -> tuple:
     kind, _, rest = slot.partition(":")
     num = int(rest) if re.fullmatch(r"-?\d+", rest) else -1
     return (_KIND_ORDER.get(kind, 9), kind, num, rest)
-
-
-def split_names(spec: str | Sequence[str] | None) -> list[str]:
-    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blank items dropped)."""
-    if spec is None:
-        return []
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    return [s.strip() for s in items if s and s.strip()]
 
 
 def resolve_run(store: Store, name: str, mode: str | None = None) -> RunInfo:

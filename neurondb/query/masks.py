@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.errors import UsageError
 from neurondb.query.compare import top_k_indices
 from neurondb.query.rankings import (
     DEFAULT_COUNT_RULE,
-    check_count_rule,
-    check_scope,
     fraction_count,
     load_ranking,
     ranking_vectors,
 )
+from neurondb.query.requests import MaskRequest, as_request
 from neurondb.query.results import as_store, check_absent, write_result
 from neurondb.store.maskfile import write_mask
 from neurondb.store.reader import Store
@@ -65,12 +63,9 @@ def select_top(vecs: dict[tuple[str, int], np.ndarray], fraction: float, scope: 
     neuron)``; NaN scores are never preferred. ``second``: the second subtask's scores of a
     ``multiclass="subtasks"`` ranking; then ``vecs`` are the first subtask's and the selection
     is their union (:func:`union_top`: ``count(fraction / 2)`` of the first, filled from the
-    second up to ``count(fraction)``).
+    second up to ``count(fraction)``). The arguments are those of a
+    :class:`~neurondb.query.requests.MaskRequest`, validated there.
     """
-    if not 0 < fraction <= 1:
-        raise UsageError(f"--fraction must be in (0, 1], not {fraction}")
-    check_scope(scope)
-    check_count_rule(count_rule)
     keys = list(vecs)
     if scope == "layer":
         parts = []
@@ -101,21 +96,27 @@ def subtask_vectors(df: pd.DataFrame, meta: dict) -> tuple[dict, dict] | None:
     return tuple(ranking_vectors(df.assign(score=df[c])) for c in cols)  # type: ignore[return-value]
 
 
-def make_mask(store: Store | str | Path, ranking: str, fraction: float = 0.05, *,
-              scope: str = "layer", name: str | None = None, out: str | Path | None = None,
-              overwrite: bool = False, write: bool = True,
-              count_rule: str = DEFAULT_COUNT_RULE) -> pd.DataFrame:
+def make_mask(store: Store | str | Path, ranking: str | MaskRequest | None = None,
+              fraction: float | None = None, /, **kw) -> pd.DataFrame:
     """Select the top ``fraction`` of ranking ``ranking``; returns ``stack, layer, neuron, score``.
 
-    Writes ``results/masks/<name>.parquet`` (default name ``<ranking>_top<fraction>_<scope>``)
-    and, if ``out`` is given, the portable mask file there. ``count_rule``: ``int``
+    ``make_mask(store, MaskRequest(...))`` or ``make_mask(store, ranking, fraction, **fields)``
+    with the fields of :class:`~neurondb.query.requests.MaskRequest` (``scope``, ``name``,
+    ``out``, ``overwrite``, ``write``, ``count_rule``) as keyword arguments. Writes
+    ``results/masks/<name>.parquet`` (default name ``<ranking>_top<fraction>_<scope>``) and, if
+    ``out`` is given, the portable mask file there. ``count_rule``: ``int``
     (``int(fraction * d_ff)``, the references' rule, default) or ``round`` (nearest).
     """
-    check_count_rule(count_rule)
+    return run_mask(store, as_request(MaskRequest, kw, ranking=ranking, fraction=fraction))
+
+
+def run_mask(store: Store | str | Path, r: MaskRequest) -> pd.DataFrame:
+    """Carry out one :class:`~neurondb.query.requests.MaskRequest`."""
     store = as_store(store)
-    name = name or f"{ranking}_top{fraction:g}_{scope}"[:128]
-    if write:
-        check_absent(store, "masks", name, overwrite)
+    ranking, fraction, scope, count_rule = r.ranking, r.fraction, r.scope, r.count_rule
+    name = r.name or f"{ranking}_top{fraction:g}_{scope}"[:128]
+    if r.write:
+        check_absent(store, "masks", name, r.overwrite)
     df, rmeta = load_ranking(store, ranking)
     subs = subtask_vectors(df, rmeta)
     if subs is None:
@@ -132,9 +133,10 @@ def make_mask(store: Store | str | Path, ranking: str, fraction: float = 0.05, *
             "model": store.manifest.model.name,
             "model_fingerprint": store.manifest.model.fingerprint,
             "ranking_params": {k: v for k, v in rmeta.items() if k not in ("shape",)}}
-    if write:
-        write_result(store, "masks", name, mask.assign(ranking=ranking), meta, overwrite=overwrite)
-    if out is not None:
-        write_mask(out, mask["stack"], mask["layer"], mask["neuron"], meta)
+    if r.write:
+        write_result(store, "masks", name, mask.assign(ranking=ranking), meta,
+                     overwrite=r.overwrite)
+    if r.out is not None:
+        write_mask(r.out, mask["stack"], mask["layer"], mask["neuron"], meta)
     mask.attrs["name"] = name
     return mask

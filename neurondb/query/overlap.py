@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
+from neurondb.query.requests import OVERLAP_MODES, OverlapRequest, as_request
 from neurondb.query.results import as_store, check_absent, write_result
 from neurondb.store.reader import Store
 from neurondb.store.run import RunInfo
 
-MODES = ("examples", "mean")
+MODES = OVERLAP_MODES
 DEFAULT_SLOTS = ("mask", "first")
 _READ_ROWS = 4096
 
@@ -45,12 +45,11 @@ def popcount(a: np.ndarray) -> int:
 
 
 def layer_groups(n_layers: int, groups: str | int) -> list[tuple[int, int]]:
-    """``[(first, last), ...]`` inclusive: one group ``all`` or consecutive groups of ``g``."""
+    """``[(first, last), ...]`` inclusive: one group ``all`` or consecutive groups of ``g``
+    (at least 1: :attr:`~neurondb.query.requests.OverlapRequest.group_size`)."""
     if groups == "all" or groups is None:
         return [(0, n_layers - 1)]
     g = int(groups)
-    if g < 1:
-        raise UsageError(f"layer group size must be at least 1, not {g}")
     return [(s, min(s + g, n_layers) - 1) for s in range(0, n_layers, g)]
 
 
@@ -157,24 +156,49 @@ class Overlap:
     png: Path | None = None
 
 
-def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, slot: str | None = None,
-                      groups: str | int = "all", mode: str = "examples",
-                      stacks: Sequence[str] | None = None, name: str | None = None,
-                      png: str | Path | None = None, overwrite: bool = False,
-                      write: bool = True) -> Overlap:
-    """ON overlap between every pair of ``runs``; writes ``results/overlaps/<name>.parquet``
-    (``a, b, stack, group, first_layer, last_layer, overlap, n_a, n_b, n_both, n_examples,
-    slot, mode``) and, if ``png``, heatmaps (one panel per layer group)."""
+def activated_overlap(store: Store | str | Path,
+                      runs: str | Sequence[str] | OverlapRequest | None = None, /,
+                      **kw) -> Overlap:
+    """ON overlap between every pair of ``runs``: ``activated_overlap(store,
+    OverlapRequest(...))`` or ``activated_overlap(store, runs, **fields)`` with the fields of
+    :class:`~neurondb.query.requests.OverlapRequest` (``slot``, ``groups``, ``mode``,
+    ``stacks``, ``name``, ``png``, ``overwrite``, ``write``) as keyword arguments. Writes
+    ``results/overlaps/<name>.parquet`` (``a, b, stack, group, first_layer, last_layer,
+    overlap, n_a, n_b, n_both, n_examples, slot, mode``) and, if ``png``, heatmaps (one panel
+    per layer group)."""
+    return run_overlap(store, as_request(OverlapRequest, kw, runs=runs))
+
+
+def _pair_rows(names: list[str], bits: dict[str, RunBits], stack: str, first: int, last: int,
+               mode: str) -> tuple[pd.DataFrame, list[dict]]:
+    """The ``runs x runs`` overlap of one layer group and its table rows (both orders)."""
+    label = f"{stack}:{first}-{last}"
+    m = pd.DataFrame(1.0, index=names, columns=names)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            na, nb, nab, n = _group_pair(bits[a], bits[b], first, last, mode)
+            ov = nab / math.sqrt(na * nb) if na and nb else float("nan")
+            m.loc[a, b] = m.loc[b, a] = ov
+            for x, y, nx, ny in ((a, b, na, nb), (b, a, nb, na)):
+                rows.append({"a": x, "b": y, "stack": stack, "group": label,
+                             "first_layer": first, "last_layer": last, "overlap": ov,
+                             "n_a": nx, "n_b": ny, "n_both": nab, "n_examples": n,
+                             "slot": bits[x].slot, "mode": mode})
+    return m, rows
+
+
+def run_overlap(store: Store | str | Path, r: OverlapRequest) -> Overlap:
+    """Carry out one :class:`~neurondb.query.requests.OverlapRequest`."""
     store = as_store(store)
-    if mode not in MODES:
-        raise UsageError(f"mode must be 'examples' or 'mean', not {mode!r}")
-    infos = resolve_runs(store, runs, mode="tokens", what="run")
+    mode, groups = r.mode, r.group_size
+    infos = resolve_runs(store, r.runs, mode="tokens", what="run")
     names = [i.run for i in infos]
     if len(names) < 2 or len(set(names)) != len(names):
         raise QueryError("give at least two different runs to compare (comma-separated)")
-    name = name or ("on_" + "+".join(names))[:128]
-    if write:
-        check_absent(store, "overlaps", name, overwrite)
+    name = r.name or ("on_" + "+".join(names))[:128]
+    if r.write:
+        check_absent(store, "overlaps", name, r.overwrite)
     if mode == "examples":
         for i, a in enumerate(infos):
             for b in infos[i + 1:]:
@@ -182,38 +206,28 @@ def activated_overlap(store: Store | str | Path, runs: str | Sequence[str], *, s
     shape = store.shape
     rows = []
     matrices: dict[str, pd.DataFrame] = {}
-    for stack in run_stacks(store, infos[0], stacks):
+    for stack in run_stacks(store, infos[0], r.stacks):
         bits = {}
         for info in infos:
             lay = load_layout(store, info, stack)
-            s = slot or default_slot(lay, info.n_prompt)
+            s = r.slot or default_slot(lay, info.n_prompt)
             bits[info.run] = run_bits(store, lay, s, mode, shape.n_layers(stack))
         if mode == "examples":
             for i, a in enumerate(infos):
                 for b in infos[i + 1:]:
                     check_same_examples(a, b, bits[a.run].example_ids, bits[b.run].example_ids)
         for first, last in layer_groups(shape.n_layers(stack), groups):
-            label = f"{stack}:{first}-{last}"
-            m = pd.DataFrame(1.0, index=names, columns=names)
-            for i, a in enumerate(names):
-                for b in names[i + 1:]:
-                    na, nb, nab, n = _group_pair(bits[a], bits[b], first, last, mode)
-                    ov = nab / math.sqrt(na * nb) if na and nb else float("nan")
-                    m.loc[a, b] = m.loc[b, a] = ov
-                    for x, y, nx, ny in ((a, b, na, nb), (b, a, nb, na)):
-                        rows.append({"a": x, "b": y, "stack": stack, "group": label,
-                                     "first_layer": first, "last_layer": last, "overlap": ov,
-                                     "n_a": nx, "n_b": ny, "n_both": nab, "n_examples": n,
-                                     "slot": bits[x].slot, "mode": mode})
-            matrices[label] = m
+            matrices[f"{stack}:{first}-{last}"], part = _pair_rows(names, bits, stack, first,
+                                                                   last, mode)
+            rows += part
     table = pd.DataFrame(rows)
     out = Overlap(table=table, matrices=matrices, name=name)
-    if png is not None:
+    if r.png is not None:
         from neurondb.query.plots import heatmap
 
-        out.png = heatmap(list(matrices.items()), png, vmin=0.0, vmax=1.0)
-    if write:
+        out.png = heatmap(list(matrices.items()), r.png, vmin=0.0, vmax=1.0)
+    if r.write:
         write_result(store, "overlaps", name, table,
-                     {"runs": names, "slot": slot, "groups": groups, "mode": mode,
-                      "stacks": split_names(stacks) or None}, overwrite=overwrite)
+                     {"runs": names, "slot": r.slot, "groups": groups, "mode": mode,
+                      "stacks": split_names(r.stacks) or None}, overwrite=r.overwrite)
     return out

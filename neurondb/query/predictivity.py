@@ -58,7 +58,7 @@ import pandas as pd
 
 from neurondb.arch.shape import ModelShape
 from neurondb.callable_module import make_callable
-from neurondb.errors import ProvenanceError, UsageError
+from neurondb.errors import ProvenanceError
 from neurondb.query.baseline import Baseline, load_baseline, run_shape, subset_baseline
 from neurondb.query.counting import count_above
 from neurondb.query.errors import QueryError
@@ -70,18 +70,22 @@ from neurondb.query.layout import (
     select_slots,
     split_names,
 )
-from neurondb.query.rankings import check_scope, ranking_frame, save_ranking
+from neurondb.query.rankings import ranking_frame, save_ranking
 from neurondb.query.rawtensor import RawLayer
+from neurondb.query.requests import (  # noqa: F401  (the choices' home; re-exported here)
+    COMBINE_ORDERS,
+    MULTICLASS,
+    OVER_CLASSES,
+    OVER_PROMPTS,
+    RankRequest,
+    as_request,
+)
 from neurondb.query.results import as_store, check_absent, default_name
 from neurondb.query.thresholds import Thresholds, storage_bracket
 from neurondb.store.codec import is_compact
 from neurondb.store.reader import Store
 from neurondb.store.run import RunInfo
 
-OVER_PROMPTS = ("mean", "min")
-OVER_CLASSES = ("mean", "max")
-MULTICLASS = ("one-vs-rest", "subtasks")
-COMBINE_ORDERS = ("classes-first", "slots-first")
 # Skill-Neuron's binarize.py: (name, {class: binary label}) of the two subtasks of C classes.
 SUBTASKS: dict[int, tuple[tuple[str, dict[int, int]], ...]] = {
     3: (("pn", {0: 0, 2: 1}), ("neu", {0: 0, 1: 1, 2: 0})),
@@ -354,21 +358,6 @@ def _check_same_model(store: Store, ev: str, tstore: Store, tr: str, allow_forei
             "for a deliberate cross-model study")
 
 
-def _check_options(over_prompts: str, over_classes: str, multiclass: str, combine_order: str,
-                   scope: str) -> None:
-    """Refuse unknown aggregation, multi-class, combination-order and ranking-scope names."""
-    if over_prompts not in OVER_PROMPTS:
-        raise UsageError(f"over_prompts must be 'mean' or 'min', not {over_prompts!r}")
-    if over_classes not in OVER_CLASSES:
-        raise UsageError(f"over_classes must be 'mean' or 'max', not {over_classes!r}")
-    if multiclass not in MULTICLASS:
-        raise UsageError(f"--multiclass must be one of {', '.join(MULTICLASS)}, not {multiclass!r}")
-    if combine_order not in COMBINE_ORDERS:
-        raise UsageError(f"--combine-order must be one of {', '.join(COMBINE_ORDERS)}, "
-                         f"not {combine_order!r}")
-    check_scope(scope)
-
-
 def _pair_runs(store: Store, tstore: Store, eval: str | Sequence[str], train: str | Sequence[str],
                allow_foreign: bool) -> tuple[list[RunInfo], list[RunInfo]]:
     """Resolve the evaluation and training runs and pair them (one training run per evaluation
@@ -625,7 +614,8 @@ def _exactness_summary(evals: list[RunInfo], near: dict[tuple[str, int], np.ndar
 
 
 def _warn_inexact(exactness: dict, n_neurons: int) -> None:
-    """Raise :class:`ExactnessWarning` (attributed to the caller of :func:`predictivity`)."""
+    """Raise :class:`ExactnessWarning` (attributed to the caller of :func:`predictivity` or
+    :func:`neurondb.query.rank`: both call :func:`run_predictivity`)."""
     warnings.warn(
         f"predictivity from {'/'.join(exactness['storage'])} activations: "
         f"{exactness['n_neurons_near_base']} of {n_neurons} "
@@ -633,7 +623,7 @@ def _warn_inexact(exactness: dict, n_neurons: int) -> None:
         f"baseline, so their accuracy may differ from a float32 capture by up to "
         f"{exactness['max_accuracy_move']:.3f} ({exactness['max_near_base']} examples); "
         "re-extract with --dtype float32 or measure with bench/exactness.py",
-        ExactnessWarning, stacklevel=3)
+        ExactnessWarning, stacklevel=4)
 
 
 def _ranking_meta(tstore: Store, evals: list[RunInfo], trains: list[RunInfo], scan: _Scan,
@@ -657,14 +647,8 @@ def _ranking_meta(tstore: Store, evals: list[RunInfo], trains: list[RunInfo], sc
     return meta
 
 
-def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: str | Sequence[str] = "train",
-                 *, train_store: Store | str | Path | None = None, over_prompts: str = "mean",
-                 over_classes: str = "mean", scope: str = "layer",
-                 slots: str | Sequence[str] | None = None, stacks: Sequence[str] | None = None,
-                 name: str | None = None, overwrite: bool = False, write: bool = True,
-                 threads: int | None = None, multiclass: str = "one-vs-rest",
-                 combine_order: str = "classes-first", balance_seed: int | None = None,
-                 check_exactness: bool = True, allow_foreign: bool = False) -> pd.DataFrame:
+def predictivity(store: Store | str | Path, eval: str | Sequence[str] | RankRequest | None = None,
+                 train: str | Sequence[str] | None = None, /, **kw) -> pd.DataFrame:
     """Rank neurons by skill-neuron predictivity; writes ``results/rankings/<name>.parquet``.
 
     ``eval``/``train``: run or split names (comma-separated or a list); several evaluation runs
@@ -677,43 +661,50 @@ def predictivity(store: Store | str | Path, eval: str | Sequence[str], train: st
     ``slots-first`` (see the module docstring). ``check_exactness``: count, for 16-bit stores,
     the values within one storage step of the baseline and warn (:class:`ExactnessWarning`).
     ``allow_foreign``: accept training runs (baselines) from a store of another model (the
-    manifests' fingerprints differ); refused by default.
+    manifests' fingerprints differ); refused by default. Keyword arguments are the
+    predictivity fields of :class:`~neurondb.query.requests.RankRequest` (or pass one request).
     Returns the ranking: ``method, stack, layer, neuron, score, rank, scope, slot, accuracy,
     excitatory, class, per_prompt, per_prompt_slot, near_base`` (``class``: for a binary split
     the class on which the neuron is above its baseline; one-vs-rest: the task's class, with
     ``excitatory`` saying whether it is above or below on it) (and ``score_pn, score_neu``
     for subtasks).
     """
+    return run_predictivity(store, as_request(RankRequest, kw, {"method": "predictivity"},
+                                              eval=eval, train=train))
+
+
+def run_predictivity(store: Store | str | Path, r: RankRequest) -> pd.DataFrame:
+    """Carry out a predictivity :class:`~neurondb.query.requests.RankRequest`."""
     store = as_store(store)
-    tstore = store if train_store is None else as_store(train_store)
-    _check_options(over_prompts, over_classes, multiclass, combine_order, scope)
-    evals, trains = _pair_runs(store, tstore, eval, train, allow_foreign)
-    name = name or default_name("predictivity", [e.run for e in evals])
-    if write:
-        check_absent(store, "rankings", name, overwrite)
-    opts = _ScanOptions(slots=slots, stacks=stacks, over_classes=over_classes,
-                        multiclass=multiclass, combine_order=combine_order,
-                        balance_seed=balance_seed, check_exactness=check_exactness,
-                        threads=threads or default_threads())
+    tstore = store if r.train_store is None else as_store(r.train_store)
+    scope = r.ranking_scope
+    evals, trains = _pair_runs(store, tstore, r.eval, r.train, r.allow_foreign)
+    name = r.name or default_name("predictivity", [e.run for e in evals])
+    if r.write:
+        check_absent(store, "rankings", name, r.overwrite)
+    opts = _ScanOptions(slots=r.slots, stacks=r.stacks, over_classes=r.over_classes,
+                        multiclass=r.multiclass, combine_order=r.combine_order,
+                        balance_seed=r.balance_seed, check_exactness=r.check_exactness,
+                        threads=r.threads or default_threads())
     scan = _scan_prompts(store, tstore, evals, trains, opts)
-    parts = {v: _aggregate_variant(scan.per, v, over_prompts, scan.class_names)
+    parts = {v: _aggregate_variant(scan.per, v, r.over_prompts, scan.class_names)
              for v in scan.variants}
     cols = parts[None] if scan.variants == [None] else _best_of_variants(parts, scan.variants)
     for key in cols.extra:
         cols.extra[key]["near_base"] = np.asarray(cols.near[key], np.int64)
-    exactness, n_neurons = _exactness_summary(evals, cols.near, cols.move, check_exactness)
+    exactness, n_neurons = _exactness_summary(evals, cols.near, cols.move, r.check_exactness)
     if exactness["n_neurons_near_base"]:
         _warn_inexact(exactness, n_neurons)
     shape = run_shape(store, evals[0].run)
     df = ranking_frame("predictivity", cols.scores, scope, cols.extra,
                        stack_order=list(shape.stacks))
     df.attrs["exactness"] = exactness
-    if write:
+    if r.write:
         meta = _ranking_meta(tstore, evals, trains, scan, shape, exactness,
-                             over_prompts=over_prompts, over_classes=over_classes, scope=scope,
-                             slots=slots, multiclass=multiclass, combine_order=combine_order,
-                             balance_seed=balance_seed)
-        save_ranking(store, name, df, meta, overwrite)
+                             over_prompts=r.over_prompts, over_classes=r.over_classes,
+                             scope=scope, slots=r.slots, multiclass=r.multiclass,
+                             combine_order=r.combine_order, balance_seed=r.balance_seed)
+        save_ranking(store, name, df, meta, r.overwrite)
     df.attrs["name"] = name
     return df
 

@@ -15,26 +15,16 @@ import numpy as np
 import pandas as pd
 
 from neurondb.arch.shape import ModelShape
-from neurondb.errors import UsageError
 from neurondb.query.errors import QueryError
+from neurondb.query.requests import (  # noqa: F401  (the choices' home; re-exported here)
+    COUNT_RULES,
+    DEFAULT_COUNT_RULE,
+    SCOPES,
+    check_count_rule,
+    check_scope,
+)
 from neurondb.query.results import read_result, write_result
 from neurondb.store.reader import Store
-
-SCOPES = ("layer", "global")
-# How a fraction ``p`` of ``n`` neurons becomes a count (SPEC §2 step 6):
-# ``int``: ``int(p * n)``, truncation, as both reference implementations do (Skill-Neuron's
-# ``finfo``: ``range(int(p*3072))``; Robust-Neurons the same), 5 % of 1,536 = 76; the default.
-# ``round``: the nearest integer, halves up (``floor(p * n + 0.5)``), 5 % of 1,536 = 77.
-COUNT_RULES = ("int", "round")
-DEFAULT_COUNT_RULE = "int"
-
-
-def check_count_rule(rule: str) -> str:
-    """``rule`` if it is one of :data:`COUNT_RULES`, else a one-line :class:`UsageError`."""
-    if rule not in COUNT_RULES:
-        raise UsageError(f"count rule must be one of {', '.join(COUNT_RULES)} (int: int(p*d) as "
-                         f"the reference code; round: nearest), not {rule!r}")
-    return rule
 
 
 def fraction_count(fraction: float, n: int, rule: str = DEFAULT_COUNT_RULE) -> int:
@@ -43,18 +33,13 @@ def fraction_count(fraction: float, n: int, rule: str = DEFAULT_COUNT_RULE) -> i
 
     ``rule="int"``: ``int(fraction * n)`` computed in Python floats exactly as the references
     do (so it inherits their float products: ``int(0.29 * 100) == 28``); ``rule="round"``:
-    ``floor(fraction * n + 0.5)``. The result is clipped to ``[0, n]``.
+    ``floor(fraction * n + 0.5)`` (:data:`~neurondb.query.requests.COUNT_RULES`). The result
+    is clipped to ``[0, n]``.
     """
     check_count_rule(rule)
     x = float(fraction) * int(n)
     k = int(x) if rule == "int" else int(math.floor(x + 0.5))
     return max(0, min(k, int(n)))
-
-
-def check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise UsageError(f"scope must be 'layer' or 'global', not {scope!r}")
-    return scope
 
 
 def assign_ranks(df: pd.DataFrame, scope: str, stack_order: list[str] | None = None) -> pd.DataFrame:

@@ -6,7 +6,6 @@ bytes; the per-example maximum is a sort and a segment pick, no loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import load_layout, resolve_run, select_slots
+from neurondb.query.requests import TopRequest, as_request
 from neurondb.query.results import as_store
 from neurondb.store.reader import Store
 
@@ -25,16 +25,24 @@ def best_row_per_example(values: np.ndarray, ex: np.ndarray) -> np.ndarray:
     return order[first]
 
 
-def top_examples(store: Store | str | Path, run: str, layer: int, neuron: int, *,
-                 stack: str | None = None, k: int = 10,
-                 slots: str | Sequence[str] | None = None) -> pd.DataFrame:
-    """The ``k`` examples with the highest activation of ``(stack, layer, neuron)`` in ``run``.
+def top_examples(store: Store | str | Path, run: str | TopRequest | None = None,
+                 layer: int | None = None, neuron: int | None = None, /, **kw) -> pd.DataFrame:
+    """The ``k`` examples with the highest activation of ``(stack, layer, neuron)`` in ``run``:
+    ``top_examples(store, TopRequest(...))`` or ``top_examples(store, run, layer, neuron,
+    **fields)`` with the fields of :class:`~neurondb.query.requests.TopRequest` (``stack``,
+    ``k``, ``slots``) as keyword arguments.
 
     Per example the maximum over its captured rows (of ``slots``, default all) is taken.
     Returns ``example_id, value, position, slot, label, pred, text``, highest first. For a
     profile run (``extract --profile``) the answer comes from ``neuron_top``: the top-k tokens
     (:func:`neurondb.profile.top.profile_top_examples`).
     """
+    return run_top(store, as_request(TopRequest, kw, run=run, layer=layer, neuron=neuron))
+
+
+def run_top(store: Store | str | Path, r: TopRequest) -> pd.DataFrame:
+    """Carry out one :class:`~neurondb.query.requests.TopRequest`."""
+    run, layer, neuron, stack, k, slots = r.run, r.layer, r.neuron, r.stack, r.k, r.slots
     store = as_store(store)
     if run in {i.run for i in store.runs() if i.mode == "profile"}:  # from neuron_top
         if slots is not None:

@@ -82,7 +82,7 @@ def test_random_is_seeded_and_rank_dispatches(grad_store):
     assert not np.array_equal(a.sort_values(["layer", "neuron"])["score"],
                               c.sort_values(["layer", "neuron"])["score"])
     assert len(a) == 82 and a["score"].between(0, 1).all()
-    with pytest.raises(ValueError, match="--method"):
+    with pytest.raises(ValueError, match="method must be one of"):
         rank(grad_store.path, method="magic")
 
 

@@ -88,7 +88,7 @@ def test_bad_input(rstore, tmp_path):
         correlate(rstore, "a", write=False)
     with pytest.raises(QueryError, match="no ranking named 'zzz'"):
         compare_rankings(rstore, "a", "zzz")
-    with pytest.raises(ValueError, match="--top"):
+    with pytest.raises(ValueError, match="fraction must be a fraction"):
         compare_rankings(rstore, "a", "a", fraction=1.5)
 
 

@@ -164,7 +164,7 @@ def test_multiclass_subtasks_match_skill_neuron(tmp_path, n_classes, seed):
 def test_subtasks_refuse_a_binary_task(skill_store):
     with pytest.raises(QueryError, match="3 or 4 classes"):
         predictivity(skill_store, "ev", "tr", multiclass="subtasks", write=False)
-    with pytest.raises(ValueError, match="--multiclass"):
+    with pytest.raises(ValueError, match="multiclass must be"):
         predictivity(skill_store, "ev", "tr", multiclass="pairs", write=False)
 
 
@@ -207,7 +207,7 @@ def test_combine_order_slots_first_matches_naive(store_factory, over_classes):
     else:   # max over classes commutes with the max over slots: the orders agree
         np.testing.assert_allclose(sf.sort_values(["layer", "neuron"])["score"],
                                    cf.sort_values(["layer", "neuron"])["score"], atol=1e-12)
-    with pytest.raises(ValueError, match="--combine-order"):
+    with pytest.raises(ValueError, match="combine_order must be"):
         predictivity(root, "ev", "tr", combine_order="sideways", write=False)
 
 
