@@ -62,7 +62,7 @@ def test_labels_the_verbalizer_does_not_cover(tmp_path, tiny_path):
     data = _data(tmp_path / "d", [0, 1, 2, 1])
     with pytest.raises(ExtractError, match="covers 2 classes") as e:
         _tune(tiny_path("bert"), data, tmp_path / "o")
-    assert "--verbalizer" in _one_line(e)
+    assert "give one verbalizer word per label" in _one_line(e)
 
 
 def test_prompt_made_for_another_model(tuned, tmp_path, tiny_path, sentiment_dir):
@@ -113,7 +113,7 @@ def test_bad_options(kw, match, tmp_path, tiny_path, sentiment_dir):
 
 
 def test_head_needs_a_mask_to_pool_at(tmp_path, tiny_path, sentiment_dir):
-    with pytest.raises(ExtractError, match="--pool first") as e:
+    with pytest.raises(ExtractError, match="pool='first' or 'mean'") as e:
         _tune(tiny_path("bert", head="base"), sentiment_dir, tmp_path / "o", template="{text}",
               verbalizer=None)
     _one_line(e)
