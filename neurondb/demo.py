@@ -97,13 +97,14 @@ class DemoSummary:
 
 
 def _check_out(cfg: DemoConfig) -> None:
+    from neurondb.errors import arg, switch
     from neurondb.intervene.errors import PruneError
 
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
-            raise PruneError(f"demo directory {out} exists and is not empty; pass --overwrite to "
-                             "replace it or choose another --out")
+            raise PruneError(f"demo directory {out} exists and is not empty; pass "
+                             f"{switch('overwrite')} to replace it or choose another {arg('out')}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

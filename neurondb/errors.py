@@ -8,6 +8,7 @@ old per-package modules (``neurondb.store.errors`` ...) re-export them.
 from __future__ import annotations
 
 import contextlib
+import re
 
 
 class NeurondbError(Exception):
@@ -109,6 +110,32 @@ def switch(name: str, flag: str | None = None) -> str:
     """A boolean option as the caller would turn it on: ``--overwrite`` on the CLI,
     ``overwrite=True`` in Python."""
     return arg(name, flag) if on_cli() else f"{name}=True"
+
+
+def switch_off(name: str, flag: str | None = None) -> str:
+    """A boolean option as the caller would turn it off: ``--no-verify`` on the CLI,
+    ``verify=False`` in Python."""
+    if on_cli():
+        return flag or "--no-" + name.replace("_", "-")
+    return f"{name}=False"
+
+
+def given(name: str, value: object, flag: str | None = None) -> str:
+    """An option with its value as the caller writes it: ``--top-k 5`` on the CLI, ``top_k=5``
+    in Python. A string value is quoted in Python (``--mode mean`` / ``mode='mean'``) unless it
+    is a placeholder in capitals (``--store STORE`` / ``store=STORE``)."""
+    if on_cli():
+        return f"{arg(name, flag)} {value}"
+    if isinstance(value, str) and not re.fullmatch(r"[A-Z][A-Z_]*", value):
+        value = repr(value)
+    return f"{name}={value}"
+
+
+def together(*options: str) -> str:
+    """Options given together, as :func:`given` or :func:`switch` write them: one after the
+    other on the CLI (``--store STORE --ranking NAME``), comma-separated in Python
+    (``store=STORE, ranking=NAME``)."""
+    return (" " if on_cli() else ", ").join(options)
 
 
 def one_line(msg: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurondb.errors import ExtractError, StoreError
+from neurondb.errors import ExtractError, StoreError, arg, given, switch
 from neurondb.profile.edges import choose_edges
 from neurondb.profile.keys import max_tokens
 from neurondb.profile.reduce import ProfileAccumulator
@@ -36,12 +36,13 @@ def check_request(cfg) -> None:
     if not getattr(cfg, "profile", False):
         return
     if cfg.grad:
-        raise ExtractError("--profile reduces activations only; --grad needs a per-token run "
-                           "(drop --profile)")
+        raise ExtractError(f"{switch('profile')} reduces activations only; {switch('grad')} "
+                           f"needs a per-token run (drop {switch('profile')})")
     if cfg.top_k < 1:
-        raise ExtractError(f"--top-k must be at least 1, not {cfg.top_k}")
+        raise ExtractError(f"{arg('top_k')} must be at least 1, not {cfg.top_k}")
     if cfg.profile_bins < 2:
-        raise ExtractError(f"--profile-bins must be at least 2, not {cfg.profile_bins}")
+        raise ExtractError(f"{arg('profile_bins')} must be at least 2, not "
+                           f"{cfg.profile_bins}")
 
 
 def check_also_capture(cfg) -> None:
@@ -65,8 +66,8 @@ def check_twin_positions(profile_positions: list[str], twin: list[str]) -> None:
 def check_correlate_layers(cfg) -> None:
     """``--correlate-layers`` only with ``--profile``."""
     if getattr(cfg, "correlate_layers", None) and not getattr(cfg, "profile", False):
-        raise ExtractError("--correlate-layers accumulates within-model correlations in a "
-                           "profile run; add --profile")
+        raise ExtractError(f"{arg('correlate_layers')} accumulates within-model correlations "
+                           f"in a profile run; add {switch('profile')}")
 
 
 def profile_config(cfg) -> dict:
@@ -86,8 +87,8 @@ def corr_layers(ext) -> tuple[str, tuple[int, ...]] | None:
     n = ext.shape.n_layers(stack)
     bad = [la for la in layers if not 0 <= int(la) < n]
     if bad:
-        raise ExtractError(f"--correlate-layers {bad[0]} is out of range: stack {stack!r} has "
-                           f"layers 0..{n - 1}")
+        raise ExtractError(f"{arg('correlate_layers')} {bad[0]} is out of range: stack "
+                           f"{stack!r} has layers 0..{n - 1}")
     return stack, tuple(dict.fromkeys(int(x) for x in layers))
 
 
@@ -109,12 +110,13 @@ def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> list[str]:
     top_k = int(ext.cfg.top_k)
     for stack, n in rows.items():
         if top_k > n:
-            raise ExtractError(f"--top-k {top_k} is larger than the {n} tokens the run "
-                               f"captures in stack {stack!r}; give --top-k {n} or less")
+            raise ExtractError(f"{given('top_k', top_k)} is larger than the {n} tokens the "
+                               f"run captures in stack {stack!r}; give {given('top_k', n)} or "
+                               "less")
     if n_examples * n_positions(ext) > max_tokens():
-        raise ExtractError(f"--profile tells tokens apart by example and position: "
+        raise ExtractError(f"{switch('profile')} tells tokens apart by example and position: "
                            f"{n_examples} examples x {n_positions(ext)} positions exceed "
-                           "2**32; lower --max-examples or --max-length")
+                           f"2**32; lower {arg('max_examples')} or {arg('max_length')}")
     cl = corr_layers(ext)
     if cl is None:
         return []
@@ -166,7 +168,7 @@ class RunProfiler:
         if self.world_size > 1:
             return wait_for_edges(self.run_path, self.config_hash)
         raise StoreError(f"{self.run_path / 'profile_edges.json'} is missing although chunk 0 "
-                         "is written; re-extract the run with --overwrite")
+                         f"is written; re-extract the run with {switch('overwrite')}")
 
 
 # -- the run's histogram edges, recorded once ----------------------------------------------
@@ -193,10 +195,11 @@ def read_edges(run_path: Path, config_hash: str) -> dict[tuple[str, int], np.nda
             stack, layer = key.rsplit("/", 1)
             out[(stack, int(layer))] = np.asarray(e, dtype=np.float64)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"{f} is damaged ({e}); re-extract the run with --overwrite") from e
+        raise StoreError(f"{f} is damaged ({e}); re-extract the run with "
+                         f"{switch('overwrite')}") from e
     if d.get("config_hash") != config_hash:
         raise StoreError(f"{f} was written by another command; re-extract the run with "
-                         "--overwrite")
+                         f"{switch('overwrite')}")
     return out
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurondb.errors import ExtractError
+from neurondb.errors import ExtractError, arg
 from neurondb.runtime.forward import GRAD_TARGETS
 
 
@@ -66,14 +66,14 @@ class ExtractRequest:
 
     def __post_init__(self) -> None:
         if self.grad_target not in GRAD_TARGETS:
-            raise ExtractError(f"grad_target (--grad-target) must be one of "
+            raise ExtractError(f"{arg('grad_target')} must be one of "
                                f"{', '.join(GRAD_TARGETS)}, not {self.grad_target!r}")
         if self.batch_size < 1:
-            raise ExtractError("batch_size (--batch-size) must be at least 1")
+            raise ExtractError(f"{arg('batch_size')} must be at least 1")
         if self.chunk_examples < 1:
-            raise ExtractError("chunk_examples (--chunk-examples) must be at least 1")
+            raise ExtractError(f"{arg('chunk_examples')} must be at least 1")
         if self.max_examples is not None and self.max_examples < 0:
-            raise ExtractError("max_examples (--max-examples) must be 0 or more")
+            raise ExtractError(f"{arg('max_examples')} must be 0 or more")
 
     @property
     def model_label(self) -> str:

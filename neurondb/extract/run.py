@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from neurondb.errors import arg, given, switch
 from neurondb.extract import profiling as profile_seam
 from neurondb.extract.dist import Dist
 from neurondb.extract.errors import ExtractError
@@ -87,18 +88,19 @@ def _check_out_dir(out: Path) -> bool:
     if (out / MANIFEST).exists():
         return True
     if out.exists() and (not out.is_dir() or not _being_created(out)):
-        raise ExtractError(f"--out {out} exists and is not a neurondb store; choose a new directory")
+        raise ExtractError(f"{given('out', str(out))} exists and is not a neurondb store; "
+                           "choose a new directory")
     return False
 
 
 def _label_check(data: LoadedData, n_classes: int, what: str) -> None:
     if len(data) == 0:
         raise ExtractError(f"the {data.split!r} split of {data.name} is empty (after "
-                           "--max-examples); give data with examples")
+                           f"{arg('max_examples')}); give data with examples")
     lab = data.labels[data.labels >= 0]
     if lab.size and n_classes and lab.max() >= n_classes:
         raise ExtractError(f"labels go up to {int(lab.max())} but the {what} covers "
-                           f"{n_classes} classes; give one --verbalizer word per label")
+                           f"{n_classes} classes; give one {arg('verbalizer')} word per label")
 
 
 class Extraction:
@@ -157,7 +159,7 @@ class Extraction:
 
         stats = None
         if req.stats_split:
-            check_distinct_splits(req.data, req.split, req.stats_split, "--stats-split")
+            check_distinct_splits(req.data, req.split, req.stats_split, arg("stats_split"))
         data = load(req.split)
         if req.stats_split:
             stats = load(req.stats_split)
@@ -192,10 +194,11 @@ class Extraction:
                                                     has_read_pos)
             profile_seam.check_twin_positions(self.positions, self.twin_positions)
         if req.grad and not strategy.gives_logits:
-            raise ExtractError(f"--grad needs a readout with label logits (not --readout "
-                               f"{strategy.name})")
+            raise ExtractError(f"{switch('grad')} needs a readout with label logits (not "
+                               f"{given('readout', strategy.name)})")
         if req.grad and (self.data.labels < 0).any() and req.grad_target != "pred":
-            raise ExtractError("--grad with the gold target needs labels; use --grad-target pred")
+            raise ExtractError(f"{switch('grad')} with the gold target needs labels; use "
+                               f"{given('grad_target', 'pred')}")
 
     def _name_runs(self) -> None:
         """Run names: ``--run``, else ``<data>-<split>`` plus the prompt's hash. A local path
@@ -253,8 +256,8 @@ class Extraction:
                   for data, mode, name in self.jobs]
         if all(st == "complete" for st in states):
             names = " and ".join(repr(n) for _, _, n in self.jobs)
-            raise ExtractError(f"run {names} already exists in {self.out}; pass --overwrite "
-                               "or --run NAME")
+            raise ExtractError(f"run {names} already exists in {self.out}; pass "
+                               f"{switch('overwrite')} or {given('run', 'NAME')}")
         self.jobs = [j for j, st in zip(self.jobs, states) if st != "complete"]
 
     def _config(self, data: LoadedData, mode: str) -> dict:
@@ -292,14 +295,14 @@ class Extraction:
         try:
             old = RunInfo.from_dict(json.loads((d / RUN_JSON).read_text()))
         except (OSError, json.JSONDecodeError):
-            raise ExtractError(f"run {name!r} in {self.out} is damaged; pass --overwrite to "
-                               "extract it again") from None
+            raise ExtractError(f"run {name!r} in {self.out} is damaged; pass "
+                               f"{switch('overwrite')} to extract it again") from None
         diff = [k for k in sorted(set(config) | set(old.config))
                 if config.get(k) != old.config.get(k)]
         if old.status == "complete":
             if diff:
-                raise ExtractError(f"run {name!r} already exists in {self.out}; pass --overwrite "
-                                   "or --run NAME")
+                raise ExtractError(f"run {name!r} already exists in {self.out}; pass "
+                                   f"{switch('overwrite')} or {given('run', 'NAME')}")
             if catalog.run_entry(self.out, name) is None:
                 return "resume"  # stopped before its catalog entry: completing it is idempotent
             return "complete"
@@ -308,14 +311,14 @@ class Extraction:
             raise ExtractError(f"run {name!r} was started with another command ({k}: "
                                f"{old.config.get(k)!r} then, {config.get(k)!r} now"
                                f"{f'; also {len(diff) - 1} more' if len(diff) > 1 else ''}); "
-                               "re-run the same command to resume, or pass --overwrite")
+                               f"re-run the same command to resume, or pass {switch('overwrite')}")
         return "resume"
 
     def _check_existing(self) -> None:
         m = Manifest.read(self.out)
         if m.model.fingerprint != self.identity.fingerprint:
             raise ExtractError(f"{self.out} holds a store of another model ({m.model.name}, "
-                               f"fingerprint {m.model.fingerprint[:12]}); use a new --out")
+                               f"fingerprint {m.model.fingerprint[:12]}); use a new {arg('out')}")
 
     # -- size -------------------------------------------------------------------------
     def expected_rows(self, lengths: np.ndarray, positions: list[str] | None = None
@@ -370,7 +373,8 @@ class Extraction:
         if need + DISK_MARGIN > free:
             raise ExtractError(f"not enough disk for {self.out}: the extraction still writes about "
                                f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; free space, "
-                               "lower --max-examples, capture fewer --positions or use --dtype float16")
+                               f"lower {arg('max_examples')}, capture fewer {arg('positions')} or "
+                               f"use {given('dtype', 'float16')}")
         dist.barrier()  # every rank validated its inputs before anything is written
         created = not self.out.exists()
         self._made: list[Path] = []  # what this process created (removed again on an error)
@@ -432,7 +436,7 @@ class Extraction:
             out.extend(profile_seam.check_tokens(self, len(d), rows))
             per_token = sum(n * sum(self.shape.widths[s]) * 2 for s, n in rows.items())
             out.append(f"run {name}: a profile of {sum(rows.values()):,} tokens; storing them "
-                       f"per token (--positions {','.join(self.positions)}, float16) would "
+                       f"per token ({given('positions', ','.join(self.positions))}, float16) would "
                        f"write about {per_token / 1e9:,.2f} GB")
         return out
 
@@ -464,7 +468,8 @@ class Extraction:
             if not keep:
                 names = " and ".join(repr(i.run) for i in infos)
                 raise ExtractError(f"run {names} already exists in {self.out} (written by "
-                                   "another process meanwhile); pass --overwrite or --run NAME")
+                                   f"another process meanwhile); pass {switch('overwrite')} or "
+                                   f"{given('run', 'NAME')}")
             if len(keep) < len(infos) and self.dist.world_size > 1:
                 raise ExtractError(f"run {infos[states.index('complete')].run!r} was completed "
                                    "by another process meanwhile; run the same command again")

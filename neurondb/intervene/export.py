@@ -33,6 +33,7 @@ from torch import nn
 import neurondb
 from neurondb.arch import adapter_for
 from neurondb.arch.channels import ops_for
+from neurondb.errors import arg, given, switch
 from neurondb.intervene.errors import ExportError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.prune import PruneReport, prune_model, tensor_bytes
@@ -121,7 +122,8 @@ def _auto_map(model: nn.Module) -> dict[str, str]:
     cls = stock_class(model)
     if getattr(transformers, cls.__name__, None) is not cls:
         raise ExportError(f"{cls.__name__} is not a class of the transformers package; the "
-                          "compact format subclasses stock classes (use --format zeroed)")
+                          f"compact format subclasses stock classes (use "
+                          f"{given('format', 'zeroed')})")
     heads = auto_classes(model.config.model_type)  # a head outside these: load_pruned only
     stem = Path(MODELING_FILE).stem
     return {auto: f"{stem}.{CLASS_PREFIX}{name}" for auto, name in heads.items()}
@@ -132,11 +134,11 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
     if not overwrite:
-        raise ExportError(f"export directory {out} exists; pass --overwrite (overwrite=True) "
-                          "or choose another --out")
+        raise ExportError(f"export directory {out} exists; pass {switch('overwrite')} "
+                          f"or choose another {arg('out_dir', '--out')}")
     if not out.is_dir() or (any(out.iterdir()) and not (out / RECORD_FILE).exists()):
         raise ExportError(f"refusing to overwrite {out}: it is not a neurondb export "
-                          "directory; choose another --out")
+                          f"directory; choose another {arg('out_dir', '--out')}")
 
 
 def _partial_dir(out: Path) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from neurondb.errors import arg, given, on_cli, switch, together
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.export import ExportReport, export_pruned
 from neurondb.intervene.mask import NeuronMask
@@ -69,36 +70,45 @@ class PruneRequest:
     def check(self) -> None:
         """One-line errors for every inconsistent combination, before anything is loaded."""
         if self.fmt not in FORMATS:
-            raise PruneError(f"--format must be compact or zeroed, not {self.fmt!r}")
+            raise PruneError(f"{arg('fmt', '--format')} must be compact or zeroed, not "
+                             f"{self.fmt!r}")
         if self.search:
             if self.mask is not None or self.ratio is not None:
-                raise PruneError("--search chooses the ratio itself: give --store STORE "
-                                 "--ranking NAME, without --mask or --ratio")
+                raise PruneError(f"{switch('search')} chooses the ratio itself: give "
+                                 f"{together(given('store', 'STORE'), given('ranking', 'NAME'))}"
+                                 f", without {arg('mask')} or {arg('ratio')}")
             if self.store is None or self.ranking is None:
-                raise PruneError("--search needs --store STORE --ranking NAME")
+                raise PruneError(f"{switch('search')} needs "
+                                 f"{together(given('store', 'STORE'), given('ranking', 'NAME'))}")
             check_margin(self.margin)
             ratio_grid(self.grid)
         else:
             if (self.mask is None) == (self.ranking is None):
-                raise PruneError("give either --mask FILE or --store STORE --ranking NAME "
-                                 "--ratio R (or --search)")
+                raise PruneError(f"give either {given('mask', 'FILE')} or "
+                                 + together(given('store', 'STORE'), given('ranking', 'NAME'),
+                                            given('ratio', 'R'))
+                                 + f" (or {switch('search')})")
             if self.ranking is not None and (self.store is None or self.ratio is None):
-                raise PruneError("--ranking needs --store STORE and --ratio R (or --search)")
+                raise PruneError(f"{arg('ranking')} needs {given('store', 'STORE')} and "
+                                 f"{given('ratio', 'R')} (or {switch('search')})")
             if self.mask is not None and self.ratio is not None:
-                raise PruneError("--ratio applies to --ranking; a --mask already lists the "
-                                 "neurons")
+                raise PruneError(f"{arg('ratio')} applies to {arg('ranking')}; a "
+                                 f"{arg('mask')} already lists the neurons")
         if self.ratio is not None:
             check_ratio(self.ratio)
         if self.scored and self.data is None:
-            raise PruneError("--search and --evaluate score the model on labelled data: add "
-                             "--data DATA (and --prompt DIR when the model needs one)")
+            raise PruneError(f"{switch('search')} and {switch('evaluate')} score the model on "
+                             f"labelled data: add {given('data', 'DATA')} (and "
+                             f"{given('prompt', 'DIR')} when the model needs one)")
         if self.mean_compensation and self.store is None:
-            raise PruneError("--mean-compensation takes the neuron means from --store STORE")
+            raise PruneError(f"{switch('mean_compensation')} takes the neuron means from "
+                             f"{given('store', 'STORE')}")
         if any(b < 1 for b in self.latency_batch) or not self.latency_batch:
-            raise PruneError("--latency-batch takes batch sizes of at least 1, e.g. 1,32")
+            raise PruneError(f"{arg('latency_batch')} takes batch sizes of at least 1, e.g. "
+                             + ("1,32" if on_cli() else "(1, 32)"))
         if Path(self.out).exists() and not self.overwrite:
-            raise PruneError(f"export directory {self.out} exists; pass --overwrite or choose "
-                             "another --out")
+            raise PruneError(f"export directory {self.out} exists; pass {switch('overwrite')} "
+                             f"or choose another {arg('out')}")
 
 
 @dataclass

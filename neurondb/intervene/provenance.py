@@ -17,10 +17,14 @@ from pathlib import Path
 
 import torch
 
-from neurondb.errors import ProvenanceError, StoreError
+from neurondb.errors import ProvenanceError, StoreError, switch
 
-FOREIGN_HINT = ("use a {what} made from this model's store, or pass --allow-foreign for a "
-                "deliberate cross-model study")
+
+def foreign_hint(what: str) -> str:
+    """How to get past a provenance refusal: a ``what`` of this model, or ``allow_foreign``
+    (``--allow-foreign`` on the CLI)."""
+    return (f"use a {what} made from this model's store, or pass {switch('allow_foreign')} "
+            "for a deliberate cross-model study")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def check_store(store: str | Path, used: ModelId, what: str,
     kind = what.split()[0]
     raise ProvenanceError(
         f"the {what} comes from store {store}, extracted from {rec.describe()}, but the model "
-        f"used is {used.describe()}; " + FOREIGN_HINT.format(what=kind))
+        f"used is {used.describe()}; " + foreign_hint(kind))
 
 
 def check_mask(meta: dict, used: ModelId, source: str, allow_foreign: bool = False) -> bool:
@@ -91,7 +95,7 @@ def check_mask(meta: dict, used: ModelId, source: str, allow_foreign: bool = Fal
     where = f" (store {meta['store']})" if meta.get("store") else ""
     raise ProvenanceError(
         f"the mask {source} was made from {rec.describe()}{where}, but the model used is "
-        f"{used.describe()}; " + FOREIGN_HINT.format(what="mask"))
+        f"{used.describe()}; " + foreign_hint("mask"))
 
 
 def result_store_ok(store: str | Path, used: ModelId) -> bool:

@@ -27,6 +27,7 @@ from torch import nn
 
 from neurondb.arch import adapter_for
 from neurondb.arch.channels import ops_for
+from neurondb.errors import given
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import check_means
@@ -161,7 +162,8 @@ def _prune(model, adapter, shape, eff: NeuronMask, kept_one, widths_before, mean
                 raise PruneError(
                     f"mean compensation needs an output bias, which {shape.family} {stack} "
                     f"layer {layer} lacks; plain Transformers would drop one, so use "
-                    "--format compact (it adds the bias) or no mean compensation")
+                    f"{given('fmt', 'compact', '--format')} (it adds the bias) or no mean "
+                    "compensation")
     bias_created: list[LayerKey] = []
     keep = eff.kept(shape)
     for stack, layer, out_proj, in_projs in adapter.iter_ffn(model):

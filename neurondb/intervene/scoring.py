@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from neurondb.arch import ModelShape
+from neurondb.errors import arg, on_cli
 from neurondb.intervene.errors import PruneError
 from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import Evaluation, check_prompt, evaluate
@@ -87,14 +88,15 @@ class Scorer:
 
 def _model_from_prompt(prompt: SoftPrompt | None) -> str:
     if prompt is None:
-        raise PruneError("give the model (MODEL), or a --prompt made by `neurondb tune`, which "
-                         "names its model")
+        raise PruneError(f"give the model{' (MODEL)' if on_cli() else ''}, or a "
+                         f"{arg('prompt')} made by `neurondb tune`, which names its model")
     path = prompt.meta.get("model_path")
     if path and Path(path).exists():
         return str(path)
     name = prompt.meta.get("model")
     if not name:
-        raise PruneError(f"{prompt.source} does not name the model it was tuned on; give MODEL")
+        raise PruneError(f"{prompt.source} does not name the model it was tuned on; give "
+                         + ("MODEL" if on_cli() else "model"))
     return str(name)
 
 
@@ -123,7 +125,7 @@ def prepare_scorer(model, data: str | LoadedData, *,
     ``data``: a name, a path, a DataFrame or an already loaded split.
     """
     if batch_size < 1:
-        raise PruneError("--batch-size must be at least 1")
+        raise PruneError(f"{arg('batch_size')} must be at least 1")
     sp = load_prompt(prompt) if isinstance(prompt, (str, Path)) else prompt
     has_head = bool(sp is not None and sp.has_head)
     name = data.name if isinstance(data, LoadedData) else (
@@ -136,7 +138,8 @@ def prepare_scorer(model, data: str | LoadedData, *,
                        readout=spec.readout, device=device, has_head=has_head)
     if not lm.strategy.gives_logits or (lm.strategy.uses_head and sp is None):
         raise PruneError(f"{lm.name} has no LM head or classifier to read a label from; give "
-                         "--prompt with a prompt made by `neurondb tune` (it carries a head)")
+                         f"{arg('prompt')} with a prompt made by `neurondb tune` (it carries a "
+                         "head)")
     if sp is not None:
         check_prompt(lm, sp)
     loaded = data if isinstance(data, LoadedData) else load_data(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import arg, given
 from neurondb.intervene.errors import NoAcceptableRatioError, PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import replace_neurons
@@ -36,7 +37,7 @@ EVAL_COLUMNS = ["model", "ratio", "accuracy", "n", "latency_ms", "batch_size", "
 def ratio_grid(step: float = 0.05) -> list[float]:
     """``step, 2·step, ...`` below 1 (rounded to 6 decimals): 0.05 … 0.95 by default."""
     if not (0.0 < step < 0.5) or math.isnan(step):
-        raise PruneError(f"--grid {step} must lie in (0, 0.5), e.g. 0.05")
+        raise PruneError(f"{given('grid', step)} must lie in (0, 0.5), e.g. 0.05")
     n = int(math.floor((1.0 - 1e-9) / step))
     return [round(step * k, 6) for k in range(1, n + 1) if step * k < 1.0]
 
@@ -44,8 +45,8 @@ def ratio_grid(step: float = 0.05) -> list[float]:
 def check_margin(margin: float) -> float:
     """The accepted accuracy drop must lie in [0, 1)."""
     if not (0.0 <= margin < 1.0) or math.isnan(margin):
-        raise PruneError(f"--margin {margin} must lie in [0, 1): it is an accuracy difference, "
-                         "e.g. 0.01")
+        raise PruneError(f"{given('margin', margin)} must lie in [0, 1): it is an accuracy "
+                         "difference, e.g. 0.01")
     return float(margin)
 
 
@@ -244,9 +245,10 @@ def prune_with_search(scorer: Scorer, ranking: pd.DataFrame, out: str | Path, *,
         tried = res.table[res.table["step"] > 0].sort_values("ratio")
         got = (f" (the smallest tried, ratio {tried['ratio'].iloc[0]:g}, gave "
                f"{tried['accuracy'].iloc[0]:.4f})" if len(tried) else "")
-        raise NoAcceptableRatioError(f"no ratio on the {grid_step:g} grid keeps accuracy within {margin:g} "
-                         f"of the unpruned {res.baseline_accuracy:.4f}{got}; raise --margin or "
-                         "use another ranking")
+        raise NoAcceptableRatioError(
+            f"no ratio on the {grid_step:g} grid keeps accuracy within {margin:g} of the "
+            f"unpruned {res.baseline_accuracy:.4f}{got}; raise {arg('margin')} or use another "
+            "ranking")
     assert res.mask is not None
     if say:
         say(f"exporting the model pruned at ratio {res.chosen_ratio:g} to {out}")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from neurondb.arch import ModelShape
+from neurondb.errors import given
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.query.rankings import fraction_count
@@ -33,7 +34,7 @@ def check_ratio(ratio: float) -> float:
     r = float(ratio)
     if not (0.0 < r < 1.0) or math.isnan(r):
         raise PruneError(f"ratio {ratio} is outside (0, 1): it is the fraction of FFN neurons "
-                         "to remove, e.g. --ratio 0.3")
+                         f"to remove, e.g. {given('ratio', 0.3)}")
     return r
 
 

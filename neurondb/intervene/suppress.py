@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import arg, given, together
 from neurondb.intervene.errors import PruneError
 from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import MODES, replace_neurons
@@ -102,20 +103,20 @@ def parse_rates(text: str | Sequence[float]) -> tuple[float, ...]:
         try:
             vals = [float(s) for s in text.split(",") if s.strip()]
         except ValueError:
-            raise PruneError(f"--rates takes a comma list of percents such as 1,3,5,10,15, not "
-                             f"{text!r}") from None
+            raise PruneError(f"{arg('rates')} takes a comma list of percents such as "
+                             f"1,3,5,10,15, not {text!r}") from None
         if any(v > 1 for v in vals):
             vals = [v / 100.0 for v in vals]
     else:
         vals = [float(v) for v in text]
     if not vals:
-        raise PruneError("--rates is empty; give e.g. 1,3,5,10,15 (percent)")
+        raise PruneError(f"{arg('rates')} is empty; give e.g. 1,3,5,10,15 (percent)")
     for v in vals:
         try:
             check_ratio(v)
         except PruneError:
             raise PruneError(f"rate {v:g} is outside (0, 1): rates are the percent of FFN "
-                             "neurons to suppress, e.g. --rates 1,3,5,10,15") from None
+                             f"neurons to suppress, e.g. {given('rates', '1,3,5,10,15')}") from None
     return tuple(sorted(set(vals)))
 
 
@@ -130,9 +131,9 @@ def suppression_table(scorer: Scorer, selections: Sequence[Selection], *, seeds:
     table is reproducible. Returns one row per evaluation (columns :data:`COLUMNS`).
     """
     if mode not in MODES:
-        raise PruneError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise PruneError(f"{arg('mode')} must be one of {', '.join(MODES)}, not {mode!r}")
     if seeds < 0:
-        raise PruneError("--seeds must be 0 or more")
+        raise PruneError(f"{arg('seeds')} must be 0 or more")
     shape = scorer.shape()
     model = scorer.lm.model
     split = scorer.data.split
@@ -178,16 +179,18 @@ def _check_arguments(mask: str | Path | NeuronMask | None, ranking: str | None,
                      store: str | Path | None, mode: str, sigma: float) -> None:
     """Refuse inconsistent options before anything is loaded."""
     if (mask is None) == (ranking is None):
-        raise PruneError("give either --mask FILE or --store STORE --ranking NAME")
+        raise PruneError(f"give either {given('mask', 'FILE')} or "
+                         f"{together(given('store', 'STORE'), given('ranking', 'NAME'))}")
     if ranking is not None and store is None:
-        raise PruneError("--ranking names a ranking in a store: add --store STORE")
+        raise PruneError(f"{arg('ranking')} names a ranking in a store: add "
+                         f"{given('store', 'STORE')}")
     if mode not in MODES:
-        raise PruneError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise PruneError(f"{arg('mode')} must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "mean" and store is None:
-        raise PruneError("--mode mean replaces neurons by their training means, which come from "
-                         "--store STORE (its running statistics)")
+        raise PruneError(f"{given('mode', 'mean')} replaces neurons by their training means, "
+                         f"which come from {given('store', 'STORE')} (its running statistics)")
     if sigma <= 0 and mode == "noise":
-        raise PruneError("--sigma must be positive")
+        raise PruneError(f"{arg('sigma')} must be positive")
 
 
 def _given_mask(mask: str | Path | NeuronMask | None) -> NeuronMask | None:
@@ -229,11 +232,11 @@ def _results_target(out_st: Store | None, used: ModelId, store: str | Path | Non
         return out_st, None, png
     if results_store is not None:
         rec = store_model(results_store)
-        raise ProvenanceError(f"--results-store {results_store} is a store of "
+        raise ProvenanceError(f"{given('results_store', str(results_store))} is a store of "
                               f"{rec.describe() if rec else 'another model'}; results of "
                               f"{used.describe()} go only into a store of that model")
     note = (f"not written to {store}: it holds another model's store (pass "
-            "--results-store with a store of this model to keep the table)")
+            f"{arg('results_store')} with a store of this model to keep the table)")
     if png and Path(store).resolve() in Path(png).resolve().parents:
         png = None  # nor the plot
     return None, note, png

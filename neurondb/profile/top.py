@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow.compute as pc
 
-from neurondb.errors import QueryError
+from neurondb.errors import QueryError, arg, on_cli
 from neurondb.profile.read import run_state, top_table
 
 
@@ -19,7 +19,8 @@ def profile_top_examples(store, run: str, layer: int, neuron: int, *, stack: str
     top_k = run_state(store, info.run).top_k
     if not 1 <= k <= top_k:
         raise QueryError(f"run {info.run!r} keeps the top {top_k} tokens per neuron; ask for "
-                         f"--top-k 1..{top_k} (or re-extract with a larger --top-k)")
+                         f"{'--top-k ' if on_cli() else 'k='}1..{top_k} (or re-extract with a "
+                         f"larger {arg('top_k')})")
     t = top_table(store, info.run, stack, layer, neuron, "top")
     t = t.filter(pc.less_equal(t.column("rank"), k))
     out = t.select(["rank", "example_id", "value", "position"]).to_pandas()

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from neurondb.errors import on_cli, switch
 from neurondb.query.errors import QueryError
 from neurondb.store import catalog
 from neurondb.store.io import atomic_file, os_errors, read_parquet, remove_dead_leftovers
@@ -93,7 +94,8 @@ def check_absent(store: Store, table: str, name: str, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         what = _singular(table)
         raise QueryError(f"{what} {name!r} already exists in {path.parent}; choose another name "
-                         "(--name) or replace it (--overwrite)")
+                         f"({'--name' if on_cli() else 'name=...'}) or replace it "
+                         f"({switch('overwrite')})")
     return path
 
 
@@ -151,7 +153,7 @@ def read_result(store: Store | str | Path, table: str, name: str) -> tuple[pd.Da
                 raise QueryError(f"{_singular(table)} {name!r} is recorded in the catalog of "
                                  f"{root} but its file {root / RESULTS_DIR / table / name}"
                                  ".parquet is missing: the store is damaged; run `neurondb "
-                                 "verify` and re-create it with --overwrite")
+                                 f"verify` and re-create it with {switch('overwrite')}")
         have = ", ".join(list_results(store, table)) or "none"
         what = _singular(table)
         hint = result_kind(table).hint

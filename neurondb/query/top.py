@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import arg
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import load_layout, resolve_run, select_slots
 from neurondb.query.requests import TopRequest, as_request
@@ -46,8 +47,8 @@ def run_top(store: Store | str | Path, r: TopRequest) -> pd.DataFrame:
     store = as_store(store)
     if run in {i.run for i in store.runs() if i.mode == "profile"}:  # from neuron_top
         if slots is not None:
-            raise QueryError(f"run {run!r} is a profile (top tokens of every neuron); --slots "
-                             "applies to per-token runs only")
+            raise QueryError(f"run {run!r} is a profile (top tokens of every neuron); "
+                             f"{arg('slots')} applies to per-token runs only")
         from neurondb.profile.top import profile_top_examples
 
         return profile_top_examples(store, run, layer, neuron, stack=stack, k=k)

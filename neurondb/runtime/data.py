@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from neurondb.errors import ExtractError, InputDecodeError
+from neurondb.errors import ExtractError, InputDecodeError, arg, given, on_cli, switch
 from neurondb.runtime.templates import PRESETS
 
 DEFAULT_ENCODING = "utf-8"
@@ -61,8 +61,8 @@ def check_encoding(encoding: str) -> str:
     try:
         return codecs.lookup(encoding).name
     except LookupError as e:
-        raise InputDecodeError(f"unknown --encoding {encoding!r}; use a Python codec name such "
-                               "as utf-8, latin-1 or cp1252") from e
+        raise InputDecodeError(f"unknown {arg('encoding')} {encoding!r}; use a Python codec "
+                               "name such as utf-8, latin-1 or cp1252") from e
 
 
 def _decode_error(path: Path, e: UnicodeDecodeError, encoding: str, where: str = "") -> InputDecodeError:
@@ -70,7 +70,8 @@ def _decode_error(path: Path, e: UnicodeDecodeError, encoding: str, where: str =
     alt = "latin-1" if check_encoding(encoding) != "iso8859-1" else "cp1252"
     return InputDecodeError(
         f"{path} is not valid {encoding}{where}: byte 0x{bad} at byte offset {e.start} "
-        f"({e.reason}); re-save the file as UTF-8 or pass its encoding, e.g. --encoding {alt}")
+        f"({e.reason}); re-save the file as UTF-8 or pass its encoding, e.g. "
+        f"{given('encoding', alt)}")
 
 
 def _decoded_bytes(path: Path, encoding: str) -> bytes:
@@ -127,22 +128,22 @@ def _resolve_local(data: str, split: str) -> Path | None:
                 return cand
         have = sorted(x.name for x in p.iterdir() if x.suffix in LOCAL_EXTS)
         raise ExtractError(f"{p} has no file for split {split!r} (files: {', '.join(have) or 'none'});"
-                           " pass --split with one of them or a file path as --data")
+                           f" pass {arg('split')} with one of them or a file path as {arg('data')}")
     return None
 
 
 def check_distinct_splits(data: str, split: str, other: str, option: str) -> None:
-    """Refuse a second split (``option``: the flag that names it) that a single local file
-    would serve with the same rows as ``split``: a baseline or an early-stopping score computed
-    on the evaluated examples themselves."""
+    """Refuse a second split (``option``: the option that names it, ``arg("stats_split")``)
+    that a single local file would serve with the same rows as ``split``: a baseline or an
+    early-stopping score computed on the evaluated examples themselves."""
     if other != split and not isinstance(data, (str, Path)):
         raise ExtractError(f"data given in memory has no splits, so {option} {other!r} would read "
                            f"the same rows as split {split!r}; pass that split's rows in a call of "
                            "their own, or give a directory of <split>.parquet files")
     if other != split and Path(data).is_file():
-        raise ExtractError(f"--data {data} is one file, so {option} {other!r} would read the same "
-                           f"examples as split {split!r}; give a directory with one "
-                           "<split>.parquet/.csv/.jsonl file per split")
+        raise ExtractError(f"{given('data', str(data))} is one file, so {option} {other!r} "
+                           f"would read the same examples as split {split!r}; give a directory "
+                           "with one <split>.parquet/.csv/.jsonl file per split")
 
 
 def movie_reviews_table(split: str) -> tuple[pa.Table, str]:
@@ -190,9 +191,9 @@ def _local_forms(data: str) -> str:
     for base in (Path("."), Path("data"), Path("..") / "shared" / "data"):
         cand = base / data
         if cand.is_dir() and any(x.suffix in LOCAL_EXTS for x in cand.iterdir()):
-            found = f" (here: --data {cand})"
+            found = f" (here: {given('data', str(cand))})"
             break
-    return (f"pass --data a directory of <split>.parquet (or {'/'.join(LOCAL_EXTS[1:])}) "
+    return (f"pass {arg('data')} a directory of <split>.parquet (or {'/'.join(LOCAL_EXTS[1:])}) "
             f"files{found}, a single data file, or the built-in offline set movie_reviews")
 
 
@@ -302,8 +303,8 @@ def load_data(data, split: str = "validation", config: str | None = None,
     if label_field is not None and label_field not in cols:
         if require_labels:
             raise ExtractError(f"the data has no label field {label_field!r} (columns: "
-                               f"{', '.join(cols)}); pass --label-field F, or --readout none "
-                               "for activations only")
+                               f"{', '.join(cols)}); pass {given('label_field', 'F')}, or "
+                               f"{given('readout', 'none')} for activations only")
         label_field = None
     row_ids = np.arange(table.num_rows, dtype=np.int64)
     texts_cols = [_text_values(table.column(f).to_pylist(), name, f, encoding) for f in fields]
@@ -358,14 +359,16 @@ def _text_fields(cols: list[str], text_fields: list[str] | None, p) -> list[str]
         missing = [f for f in text_fields if f not in cols]
         if missing:
             raise ExtractError(f"the data has no text field {missing[0]!r} (columns: "
-                               f"{', '.join(cols)}); pass --text-field with one of them")
+                               f"{', '.join(cols)}); pass "
+                               f"{arg('text_fields', '--text-field')} with one of them")
         return list(text_fields)
     if p and all(f in cols for f in p.text_fields):
         return list(p.text_fields)
     fields = next((list(g) for g in TEXT_FIELD_GUESSES[::-1] if all(f in cols for f in g)), [])
     if not fields:
         raise ExtractError(f"cannot tell the text field (columns: {', '.join(cols)}); "
-                           "pass --text-field F (twice for sentence pairs)")
+                           + ("pass --text-field F (twice for sentence pairs)" if on_cli() else
+                              "pass text_fields=[F] (two fields for sentence pairs)"))
     return fields
 
 
@@ -379,10 +382,10 @@ def _drop_missing(table: pa.Table, row_ids: np.ndarray, texts_cols: list[list],
         raise InputDecodeError(
             f"{name}: text field {f!r} is missing (None/NaN) at row {first} "
             f"({int(missing.sum())} rows in all); fill or remove those rows, or pass "
-            "--drop-missing-text to skip them")
+            f"{switch('drop_missing_text')} to skip them")
     keep = np.flatnonzero(~missing)
     print(f"neurondb: dropped {int(missing.sum())} of {table.num_rows} rows of {name} "
-          f"({split}) whose text is missing (--drop-missing-text)", file=sys.stderr)
+          f"({split}) whose text is missing ({switch('drop_missing_text')})", file=sys.stderr)
     return (table.take(pa.array(keep)), row_ids[keep],
             [[col[i] for i in keep] for col in texts_cols])
 
@@ -400,7 +403,7 @@ def _labels(table: pa.Table, label_field: str | None,
         labels = np.asarray(raw, dtype=np.int64)
         if labels.size and labels.min() < 0:
             raise ExtractError(f"label field {label_field!r} has negative labels (unlabelled "
-                               "test split?); use a labelled split or --readout none")
+                               f"test split?); use a labelled split or {given('readout', 'none')}")
         if not label_names:
             label_names = [str(i) for i in range(int(labels.max()) + 1 if n else 0)]
         return labels, label_names

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurondb.errors import ExtractError
+from neurondb.errors import ExtractError, arg, given
 from neurondb.runtime.readouts import get_readout
 from neurondb.runtime.templates import Template
 
@@ -29,7 +29,7 @@ def parse_positions(spec: str | list[str] | None) -> list[str]:
     out = [s.strip() for s in items if s.strip()]
     bad = [s for s in out if s not in POSITION_KINDS]
     if bad or not out:
-        raise ExtractError(f"--positions takes a comma list of {', '.join(POSITION_KINDS)}; "
+        raise ExtractError(f"{arg('positions')} takes a comma list of {', '.join(POSITION_KINDS)}; "
                            f"got {spec!r}")
     return list(dict.fromkeys(out))
 
@@ -117,7 +117,8 @@ class Encoder:
             n = len(self._tokenize([text])["input_ids"][0])
             if n <= self.max_length:
                 return text
-        raise ExtractError(f"the template alone is longer than --max-length {self.max_length}")
+        raise ExtractError("the template alone is longer than "
+                           f"{given('max_length', self.max_length)}")
 
     def encode(self, example_ids: np.ndarray, fields: list[list[str]]) -> Batch:
         texts = [self.render(f) for f in fields]
@@ -136,7 +137,8 @@ class Encoder:
                 if hits.size:
                     mask_tok[b] = P + hits[0]
         if self.strategy.needs_mask and (mask_tok < 0).any():
-            raise ExtractError("an example lost its mask token (truncated?); raise --max-length")
+            raise ExtractError("an example lost its mask token (truncated?); raise "
+                               f"{arg('max_length')}")
         readout_pos = self.strategy.read_positions(lengths, mask_tok, P)
         return Batch(example_ids=np.asarray(example_ids), texts=texts, enc=enc, lengths=lengths,
                      readout_pos=readout_pos, mask_tok_pos=mask_tok)

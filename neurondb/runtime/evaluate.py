@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurondb.errors import TuneError
+from neurondb.errors import TuneError, arg
 from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData
 from neurondb.runtime.model import LoadedModel
@@ -88,7 +88,7 @@ def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,
     ``check_model`` refuses a prompt made for another model (:func:`check_prompt`).
     """
     if batch_size < 1:
-        raise TuneError("--batch-size must be at least 1")
+        raise TuneError(f"{arg('batch_size')} must be at least 1")
     if prompt is not None and check_model:
         check_prompt(lm, prompt)
     ro = readout or readout_for(lm, prompt, template, verbalizer)

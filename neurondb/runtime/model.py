@@ -13,7 +13,7 @@ import torch
 
 from neurondb.arch import adapter_for
 from neurondb.arch.adapter import ArchAdapter, UnsupportedModelError
-from neurondb.errors import ExtractError
+from neurondb.errors import ExtractError, arg, given
 from neurondb.hub import offline_error, offline_reason
 from neurondb.runtime.readouts import (  # noqa: F401  (auto_readout: re-exported)
     Readout,
@@ -267,8 +267,8 @@ def text_max_length(lm: LoadedModel, n_prompt: int, max_length: int | None = Non
     tok_max = getattr(lm.tokenizer, "model_max_length", 512) or 512
     n = min(max_length or 512, tok_max, max_pos - n_prompt)
     if max_length is not None and max_length < 8:
-        raise ExtractError(f"--max-length {max_length} is too short: a template with its special "
-                           "tokens needs at least 8; give 8 or more")
+        raise ExtractError(f"{given('max_length', max_length)} is too short: a template with "
+                           "its special tokens needs at least 8; give 8 or more")
     if n < 8:
         raise ExtractError(f"a soft prompt of {n_prompt} tokens leaves no room in the model's "
                            f"{max_pos} positions; use fewer prompt tokens")
@@ -283,7 +283,7 @@ def verbalizer_ids(tokenizer, words: list[str]) -> list[int]:
         toks = [t for t in toks if tokenizer.decode([t]).strip()]
         if not toks or toks[0] == tokenizer.unk_token_id:
             raise ExtractError(f"verbalizer word {w!r} is not in the tokenizer's vocabulary; "
-                               "choose another --verbalizer")
+                               f"choose another {arg('verbalizer')}")
         ids.append(toks[0])
     if len(set(ids)) != len(ids):
         raise ExtractError(f"verbalizer words {words} share a first token; choose distinct words")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurondb.errors import ExtractError, TuneError
+from neurondb.errors import ExtractError, TuneError, arg, on_cli
 from neurondb.runtime.data import LoadedData
 from neurondb.runtime.encode import Batch, Encoder
 from neurondb.runtime.forward import label_logits, model_inputs
@@ -69,20 +69,23 @@ def make_readout(lm: LoadedModel, template: str | Template, verbalizer: list[str
         if len(words) < min_words:
             raise TuneError(f"readout {s.name!r} needs a verbalizer"
                             + (" of at least two label words" if min_words > 1 else "")
-                            + ": pass --verbalizer word0,word1,... (one per label, in label "
-                            "order) or --task")
+                            + (": pass --verbalizer word0,word1,... (one per label, in label "
+                               "order) or --task" if on_cli() else
+                               ": pass verbalizer=['word0', 'word1', ...] (one per label, in "
+                               "label order) or task"))
         verb_ids = verbalizer_ids(lm.tokenizer, words)
     else:
         words = []
     if s.uses_head:
         if pool not in POOLS:
-            raise TuneError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
+            raise TuneError(f"{arg('pool')} must be one of {', '.join(POOLS)}, not {pool!r}")
         if pool == "mask" and not tmpl.has_mask:
             raise TuneError(f"the head reads the {{mask}} position but template {tmpl.source!r} "
-                            "has none; add {mask} to --template or pass --pool first|mean")
+                            f"has none; add {{mask}} to {arg('template')} or pass "
+                            + ("--pool first|mean" if on_cli() else "pool='first' or 'mean'"))
         if not n_head_classes:
             raise TuneError(f"readout {s.name!r} needs the head saved with a tuned prompt: give "
-                            "--prompt with a directory made by `neurondb tune`")
+                            f"{arg('prompt')} with a directory made by `neurondb tune`")
     if s.needs_mask and not tmpl.has_mask:
         raise TuneError(f"template {tmpl.source!r} has no {{mask}} slot, which the {s.name} "
                         "readout needs; add {mask} (e.g. '{text} It was {mask}.')")
@@ -97,18 +100,20 @@ def check_labels(data: LoadedData, n_classes: int, what: str, min_classes: int =
     distinct labels (a one-class training set cannot be tuned on)."""
     where = f"the {data.split!r} split of {data.name}"
     if len(data) == 0:
-        raise TuneError(f"{where} is empty (after --max-examples); give data with examples")
+        raise TuneError(f"{where} is empty (after {arg('max_examples')}); give data with "
+                        "examples")
     if (data.labels < 0).any():
         raise TuneError(f"{where} has unlabelled examples; prompt tuning and evaluation need "
                         "a label for every example")
     top = int(data.labels.max())
     if top >= n_classes:
         raise TuneError(f"{where} has labels up to {top} but the {what} covers {n_classes} "
-                        "classes; give one --verbalizer word per label")
+                        f"classes; give one {arg('verbalizer')} word per label")
     k = len(np.unique(data.labels))
     if k < min_classes:
         raise TuneError(f"{where} has a single class (label {top}); tuning needs examples of "
-                        "at least two classes (check --label-field and --max-examples)")
+                        f"at least two classes (check {arg('label_field')} and "
+                        f"{arg('max_examples')})")
 
 
 def batch_logits(lm: LoadedModel, readout: LabelReader, batch: Batch,

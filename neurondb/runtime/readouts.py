@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from neurondb.errors import ExtractError, UsageError
+from neurondb.errors import ExtractError, UsageError, arg, given
 
 if TYPE_CHECKING:  # torch only when a model runs; this module is imported by the light CLI
     import torch
@@ -235,7 +235,7 @@ def get_readout(name: str) -> Readout:
     try:
         return READOUTS[name]
     except KeyError:
-        raise ExtractError(f"--readout must be one of {', '.join(readout_names())}, "
+        raise ExtractError(f"{arg('readout')} must be one of {', '.join(readout_names())}, "
                          f"not {name!r}") from None
 
 
@@ -273,7 +273,8 @@ def choose_readout(name: str, config, has_head: bool = False,
     """``name`` resolved (``auto`` by :func:`auto_strategy`) and checked against the model."""
     s = auto_strategy(config, has_head, architecture) if name == "auto" else get_readout(name)
     if s.needs_encoder_decoder and not getattr(config, "is_encoder_decoder", False):
-        raise ExtractError(f"--readout {s.name} needs an encoder-decoder model such as T5")
+        raise ExtractError(f"{given('readout', s.name)} needs an encoder-decoder model "
+                           "such as T5")
     return s
 
 

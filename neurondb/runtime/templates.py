@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurondb.errors import ExtractError
+from neurondb.errors import ExtractError, arg
 
 _SLOT = re.compile(r"\{(text|text1|text2|mask)\}")
 
@@ -96,7 +96,7 @@ def task_for(data: str | None, task: str | None = None) -> str | None:
     by the data (its name, file stem or directory name), else None."""
     if task:
         if task not in PRESETS:
-            raise ExtractError(f"unknown --task {task!r}; presets: {', '.join(PRESETS)}")
+            raise ExtractError(f"unknown {arg('task')} {task!r}; presets: {', '.join(PRESETS)}")
         return task
     if not data:
         return None

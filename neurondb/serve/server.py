@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from neurondb.errors import UsageError
+from neurondb.errors import UsageError, arg, given, switch
 from neurondb.serve.security import is_loopback
 
 
@@ -17,8 +17,8 @@ def check_host(host: str, allow_remote: bool) -> str | None:
     if is_loopback(host):
         return None
     if not allow_remote:
-        raise UsageError(f"--host {host} would let other machines read the store; pass "
-                         "--allow-remote as well if that is what you want")
+        raise UsageError(f"{given('host', host)} would let other machines read the store; pass "
+                         f"{switch('allow_remote')} as well if that is what you want")
     return (f"warning: serving on {host}: anyone who can reach this machine on that address "
             "can read the whole store (there is no authentication)")
 
@@ -32,7 +32,7 @@ def serve(paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000
     from neurondb.store.reader import open_store
 
     if not 0 < port < 65536:
-        raise UsageError(f"--port must be between 1 and 65535, not {port}")
+        raise UsageError(f"{arg('port')} must be between 1 and 65535, not {port}")
     warning = check_host(host, allow_remote)
     store = open_store(*paths, verify=verify)
     try:

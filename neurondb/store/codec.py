@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurondb.errors import UsageError
+from neurondb.errors import UsageError, arg
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 COMPACT_DTYPES = ("float16", "bfloat16")
@@ -41,7 +41,7 @@ def is_compact(name: str) -> bool:
 def check_dtype(name: str) -> str:
     """``name`` if it is a storage dtype, else a one-line :class:`UsageError`."""
     if name not in STORAGE_DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, not {name!r}")
+        raise UsageError(f"{arg('dtype')} must be one of {', '.join(STORAGE_DTYPES)}, not {name!r}")
     return name
 
 

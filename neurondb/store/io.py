@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from neurondb.errors import StoreError, StoreIOError
+from neurondb.errors import StoreError, StoreIOError, arg
 from neurondb.store import failpoints
 
 _TMP = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -135,8 +135,8 @@ def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
     name = errno_mod.errorcode.get(e.errno or 0, "EIO") if e.errno else type(e).__name__
     text = e.strerror or str(e)
     fix = {
-        errno_mod.ENOSPC: "free space (or choose another --out) and run the same command again "
-                          "to resume",
+        errno_mod.ENOSPC: f"free space (or choose another {arg('out')}) and run the same command "
+                          "again to resume",
         errno_mod.EDQUOT: "free space under your quota and run the same command again",
         errno_mod.EACCES: "check the permissions of that path",
         errno_mod.EROFS: "the file system is read-only; write elsewhere",

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from neurondb.arch.shape import ModelShape
-from neurondb.errors import UsageError
+from neurondb.errors import UsageError, on_cli, switch, switch_off
 from neurondb.store.errors import StoreError
 from neurondb.store.io import read_parquet
 from neurondb.store.layout import (
@@ -86,8 +86,8 @@ class Store:
                     info = read_run_info(d)
                 except StoreError as e:
                     if not self.skip_damaged:
-                        raise StoreError(f"{e}; or open with --no-verify to read the other "
-                                         "runs") from e
+                        raise StoreError(f"{e}; or open with {switch_off('verify')} to read "
+                                         "the other runs") from e
                     left_out.append(f"run {d.name}: {e}")
                     continue
                 if info.status != "complete" and not self.partial:
@@ -187,7 +187,7 @@ class Store:
             raise StoreError(f"no run of {what}{f' in mode {mode}' if mode else ''} is in the store "
                              f"(runs: {have}); extract it or name another")
         raise StoreError(f"{what} has several runs ({', '.join(i.run for i in cands)}); "
-                         "name one with run=... / --run")
+                         "name one with " + ("--run" if on_cli() else "run=..."))
 
     def run_dir(self, run: str) -> Path:
         root, info = self._runs[self.run(run).run]
@@ -281,7 +281,8 @@ class Store:
         files = self.shard_files(info.run, STATS)
         if not files:
             raise StoreError(f"run {info.run!r} holds per-token tensors, not running statistics; "
-                             "use neurondb.query.running_stats_from_tokens or --stats-split")
+                             "use neurondb.query.running_stats_from_tokens or "
+                             + ("--stats-split" if on_cli() else "extract with stats_split=..."))
         st = _load_stats(files[0], info.run)
         for f in files[1:]:
             st.merge(_load_stats(f, info.run))
@@ -321,7 +322,7 @@ class Store:
         if key not in self._readers:
             files = self.shard_files(info.run, TENSOR_FILES[kind])
             if not files:
-                hint = ("re-extract with --grad" if kind == "gradients"
+                hint = (f"re-extract with {switch('grad')}" if kind == "gradients"
                         else "it is a profile run (no per-token tensors): read Store.profile() "
                         "or the neuron_profile view" if info.mode == "profile"
                         else "this run holds running statistics only")

@@ -32,6 +32,7 @@ from pathlib import Path
 import h5py
 import pyarrow.parquet as pq
 
+from neurondb.errors import switch, switch_off
 from neurondb.store import catalog
 from neurondb.store.errors import StoreError
 from neurondb.store.io import read_json, sha256_file
@@ -59,7 +60,6 @@ from neurondb.store.run import RunInfo, ShardInfo
 SMALL_FILE = 1 << 20
 
 FIX_RUN = "re-extract the run (`neurondb extract ... --overwrite`) or restore it from a copy"
-NO_VERIFY = "or open with --no-verify to read what is intact"
 
 
 @dataclass
@@ -333,8 +333,8 @@ def result_problem(root: str | Path, table: str, path: str | Path,
     except StoreError as e:
         return str(e)
     entry_path = _rel(root, catalog._result_entry(root, table, name))
-    fix = (f"write the result again (with --overwrite), or delete {path.name} and {entry_path} "
-           "to drop it")
+    fix = (f"write the result again (with {switch('overwrite')}), or delete {path.name} and "
+           f"{entry_path} to drop it")
     if entry is None:
         try:
             cat = Manifest.read(root).catalog
@@ -501,7 +501,8 @@ def _verify_results(root: Path, manifest_catalog: bool, rep: VerifyReport) -> No
         if entry is not None:
             rep.problem(None, f"result {table}/{name} was committed "
                               f"({_rel(root, catalog._result_entry(root, table, name))}) but "
-                              f"{path} is missing; write it again (with --overwrite), or delete "
+                              f"{path} is missing; write it again (with {switch('overwrite')}), "
+                              "or delete "
                               "that catalog entry to drop it", result=f"{table}/{name}")
 
 
@@ -612,7 +613,7 @@ def check_store_quick(store) -> None:
         f = found[0]
         more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
         raise StoreError(f"{f.msg}{more}; run `neurondb verify {f.root}` for the full list, "
-                         f"{NO_VERIFY}")
+                         f"or open with {switch_off('verify')} to read what is intact")
 
 
 def damaged_shards(root: Path, dirs: list[Path]) -> set[str]:

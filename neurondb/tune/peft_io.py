@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from neurondb.errors import arg
 from neurondb.runtime.model import LoadedModel
 from neurondb.tune.errors import TuneError
 
@@ -40,9 +41,9 @@ def init_prompt(lm: LoadedModel, n_tokens: int, init: str = "vocab") -> torch.Te
     [-0.5, 0.5] is far too large for BERT-scale embeddings).
     """
     if init not in INITS:
-        raise TuneError(f"--init must be one of {', '.join(INITS)}, not {init!r}")
+        raise TuneError(f"{arg('init')} must be one of {', '.join(INITS)}, not {init!r}")
     if n_tokens < 1:
-        raise TuneError(f"--prompt-tokens must be at least 1, not {n_tokens}")
+        raise TuneError(f"{arg('prompt_tokens')} must be at least 1, not {n_tokens}")
     emb = lm.model.get_input_embeddings()
     if init == "vocab":
         from peft import PromptEmbedding

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurondb.errors import arg, given, on_cli, switch
 from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
 from neurondb.runtime.evaluate import Evaluation, evaluate
@@ -149,11 +150,12 @@ def _abs_if_local(name: str) -> str:
 def _check_out(cfg: TuneConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
-        raise TuneError(f"--out {out} is a file; give a directory for the seed prompts")
+        raise TuneError(f"{given('out', str(out))} is a file; give a directory for the seed "
+                        "prompts")
     taken = [seed_dir(out, s) for s in cfg.seeds if seed_dir(out, s).exists()]
     if taken and not cfg.overwrite:
-        raise TuneError(f"{taken[0]} already exists; pass --overwrite to replace it or "
-                        "choose another --out")
+        raise TuneError(f"{taken[0]} already exists; pass {switch('overwrite')} to replace it "
+                        f"or choose another {arg('out')}")
 
 
 def _resolved(req: TuneConfig, start: SoftPrompt | None) -> TuneConfig:
@@ -170,15 +172,19 @@ def _resolved(req: TuneConfig, start: SoftPrompt | None) -> TuneConfig:
 
 def _check_hparams(cfg: TuneConfig) -> None:
     checks = [
-        (cfg.prompt_tokens >= 1, f"--prompt-tokens must be at least 1, not {cfg.prompt_tokens}"),
-        (cfg.epochs >= 1, f"--epochs must be at least 1, not {cfg.epochs}"),
-        (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "--batch-size must be at least 1"),
-        (cfg.lr > 0 and cfg.head_lr > 0, "--lr and --head-lr must be positive"),
-        (cfg.patience >= 0, "--patience must be 0 (no early stopping) or more"),
-        (cfg.init in INITS, f"--init must be one of {', '.join(INITS)}, not {cfg.init!r}"),
-        (cfg.pool in POOLS, f"--pool must be one of {', '.join(POOLS)}, not {cfg.pool!r}"),
-        (len(cfg.seeds) > 0, "--seeds needs at least one seed"),
-        (len(set(cfg.seeds)) == len(cfg.seeds), f"--seeds repeats a seed: {list(cfg.seeds)}"),
+        (cfg.prompt_tokens >= 1,
+         f"{arg('prompt_tokens')} must be at least 1, not {cfg.prompt_tokens}"),
+        (cfg.epochs >= 1, f"{arg('epochs')} must be at least 1, not {cfg.epochs}"),
+        (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1,
+         "--batch-size must be at least 1" if on_cli()
+         else "batch_size and eval_batch_size must be at least 1"),
+        (cfg.lr > 0 and cfg.head_lr > 0, f"{arg('lr')} and {arg('head_lr')} must be positive"),
+        (cfg.patience >= 0, f"{arg('patience')} must be 0 (no early stopping) or more"),
+        (cfg.init in INITS, f"{arg('init')} must be one of {', '.join(INITS)}, not {cfg.init!r}"),
+        (cfg.pool in POOLS, f"{arg('pool')} must be one of {', '.join(POOLS)}, not {cfg.pool!r}"),
+        (len(cfg.seeds) > 0, f"{arg('seeds')} needs at least one seed"),
+        (len(set(cfg.seeds)) == len(cfg.seeds),
+         f"{arg('seeds')} repeats a seed: {list(cfg.seeds)}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -270,10 +276,11 @@ class PromptTuner:
             s = auto_strategy_for(cfg.model)
             readout = s.name if s.gives_logits else head_readout().name
         if not get_readout(readout).gives_logits:
-            raise TuneError(f"--readout {readout} gives no labels to tune on; use auto or head")
+            raise TuneError(f"{given('readout', readout)} gives no labels to tune on; use auto "
+                            "or head")
         self.train_data = self._load(cfg.split, cfg.max_examples)
         if cfg.eval_split:
-            check_distinct_splits(cfg.data, cfg.split, cfg.eval_split, "--eval-split")
+            check_distinct_splits(cfg.data, cfg.split, cfg.eval_split, arg("eval_split"))
         self.eval_data = (self._load(cfg.eval_split, cfg.max_eval_examples or cfg.max_examples)
                           if cfg.eval_split else None)
         self.lm: LoadedModel = model_for(cfg.model, cfg.tokenizer, readout=readout,
@@ -281,9 +288,9 @@ class PromptTuner:
         self.readout: LabelReader = self._label_reader(spec)
         self.d_model = int(self.lm.model.get_input_embeddings().weight.shape[1])
         if self.start is not None and self.start.d_model != self.d_model:
-            raise TuneError(f"--from-prompt {self.start.source} has width {self.start.d_model} "
-                            f"but {self.lm.name} embeds in {self.d_model}: it was made for "
-                            "another model")
+            raise TuneError(f"{given('from_prompt', str(self.start.source))} has width "
+                            f"{self.start.d_model} but {self.lm.name} embeds in {self.d_model}: "
+                            "it was made for another model")
         cfg_m = self.lm.model.config
         self.d_hidden = int(getattr(cfg_m, "hidden_size", None) or getattr(cfg_m, "d_model", None)
                             or self.d_model)
@@ -436,7 +443,7 @@ class PromptTuner:
         (verbalizer/classifier readouts), ``curve.csv`` and ``curve.png``."""
         final = Path(directory) if directory is not None else seed_dir(self.cfg.out, tuned.seed)
         if final.exists() and not self.cfg.overwrite:
-            raise TuneError(f"{final} already exists; pass --overwrite to replace it")
+            raise TuneError(f"{final} already exists; pass {switch('overwrite')} to replace it")
         tmp = final.parent / f".{final.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import arg, on_cli
 from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import check_prompt, evaluate, readout_for
 from neurondb.runtime.model import LoadedModel, model_for
@@ -44,7 +45,8 @@ def expand_prompt_dirs(paths: list[str | Path]) -> list[Path]:
                 continue
         out.append(p)
     if not out:
-        raise TuneError("no prompts given; pass --prompts DIR[,DIR...]")
+        raise TuneError("no prompts given; pass " + ("--prompts DIR[,DIR...]" if on_cli() else
+                                                       "prompts=[DIR, ...]"))
     return out
 
 
@@ -83,7 +85,7 @@ def _model_name(prompts: list[SoftPrompt], model: str | None) -> str:
              Path(p.meta["model_path"]).exists() else p.meta.get("model") for p in prompts}
     if len(names) != 1 or None in names:
         raise TuneError("the prompts do not name one model (tuned on "
-                        f"{', '.join(sorted(map(str, names)))}); pass --model")
+                        f"{', '.join(sorted(map(str, names)))}); pass {arg('model')}")
     return str(names.pop())
 
 
@@ -117,7 +119,9 @@ def transfer(prompts: list[str | Path], datasets: list[tuple[str, str] | str],
     specs = [parse_data_spec(d) if isinstance(d, str) else (str(d[0]), str(d[1]))
              for d in datasets]
     if not specs:
-        raise TuneError("no datasets given; pass --data DATA:split[,DATA:split...]")
+        raise TuneError("no datasets given; pass " + (
+            "--data DATA:split[,DATA:split...]" if on_cli() else
+            "datasets=['DATA:split', ...] or [(DATA, split), ...]"))
     name = _model_name(sps, model)
     models: dict[str, LoadedModel] = {}
     lms = []

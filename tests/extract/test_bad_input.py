@@ -93,15 +93,15 @@ def test_out_dir_that_is_not_a_store(tmp_path, tiny_path, sentiment_dir):
 
 
 def test_grad_needs_a_readout(tmp_path, tiny_path, sentiment_dir):
-    _fails(tmp_path / "s", "--grad needs a readout", str(tiny_path("bert", head="base")),
+    _fails(tmp_path / "s", "grad=True needs a readout", str(tiny_path("bert", head="base")),
            str(sentiment_dir), grad=True)
 
 
 def test_bad_positions_and_dtype(tmp_path, tiny_path, sentiment_dir):
-    with pytest.raises(ExtractError, match="--positions"):
+    with pytest.raises(ExtractError, match="positions takes a comma list"):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "s",
                          positions="middle", progress=False)
-    with pytest.raises(ValueError, match="--dtype"):
+    with pytest.raises(ValueError, match="dtype must be one of"):
         neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), tmp_path / "s",
                          dtype="int8", progress=False)
     assert not (tmp_path / "s").exists()
@@ -122,4 +122,4 @@ def test_stats_split_of_a_single_file(tmp_path, tiny_path, sentiment_dir):
     f = str(sentiment_dir / "validation.parquet")
     msg = _fails(tmp_path / "s", "is one file", str(tiny_path("bert")), f, split="validation",
                  stats_split="train", template=TEMPLATE, verbalizer=["bad", "good"])
-    assert "--stats-split 'train'" in msg and "one <split>" in msg
+    assert "stats_split 'train'" in msg and "one <split>" in msg

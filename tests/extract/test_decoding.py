@@ -37,7 +37,7 @@ def test_non_utf8_csv_names_file_and_byte_offset(tmp_path):
     offset = LATIN.index(b"\xe9")
     assert "\n" not in msg
     assert str(f) in msg and f"byte offset {offset}" in msg and "0xe9" in msg
-    assert "--encoding latin-1" in msg
+    assert "encoding='latin-1'" in msg
 
 
 def test_encoding_option_reads_latin1(tmp_path):
@@ -47,7 +47,7 @@ def test_encoding_option_reads_latin1(tmp_path):
     assert [t[0] for t in d.texts] == ["the movie was great", "café and crème", "a boring film"]
     assert not any("b'" in t[0] for t in d.texts)
     assert d.fingerprint != load_data(str(_utf8_copy(tmp_path)), encoding="utf-8").fingerprint
-    with pytest.raises(InputDecodeError, match="unknown --encoding 'klingon'"):
+    with pytest.raises(InputDecodeError, match="unknown encoding 'klingon'"):
         load_data(str(f), encoding="klingon")
 
 
@@ -85,7 +85,7 @@ def test_missing_text_is_refused_with_row_or_dropped_with_count(tmp_path, capsys
     with pytest.raises(InputDecodeError) as e:
         load_data(str(f))
     msg = str(e.value)
-    assert "row 2" in msg and "'text'" in msg and "--drop-missing-text" in msg and "\n" not in msg
+    assert "row 2" in msg and "'text'" in msg and "drop_missing_text=True" in msg and "\n" not in msg
     d = load_data(str(f), drop_missing_text=True)
     assert [t[0] for t in d.texts] == ["a good film", "fine", "bad"]
     assert d.labels.tolist() == [1, 1, 0] and d.idx.tolist() == [0, 1, 3]

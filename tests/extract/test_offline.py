@@ -69,7 +69,7 @@ def test_hub_dataset_with_hf_hub_offline_fails_fast_naming_local_forms(fresh_hub
     assert msg.startswith("cannot load dataset 'sst2' (hub glue/sst2): the hub is offline "
                           "(HF_HUB_OFFLINE=1 is set)"), msg
     assert "<split>.parquet" in msg and "a single data file" in msg and "movie_reviews" in msg
-    assert "(here: --data data/sst2)" in msg  # a matching local directory is pointed to
+    assert "(here: data='data/sst2')" in msg  # a matching local directory is pointed to
 
 
 def test_unreachable_hub_is_detected_once_and_fails_fast(fresh_hub):

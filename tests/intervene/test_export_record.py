@@ -22,7 +22,7 @@ def test_existing_directory_is_refused_unless_overwrite(tmp_path):
     mask = layer_mask(shape)
     out = tmp_path / "exp"
     export_pruned(model, tok, mask, out)
-    with pytest.raises(ExportError, match="exists; pass --overwrite") as e:
+    with pytest.raises(ExportError, match="exists; pass overwrite=True") as e:
         export_pruned(model, tok, mask, out)
     assert "\n" not in str(e.value)
     small = NeuronMask({("encoder", 0): [1]}, mask.meta)

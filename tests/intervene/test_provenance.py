@@ -56,7 +56,7 @@ def test_suppress_refuses_a_foreign_ranking_naming_both(two):
         suppress(str(m0), str(data), store=s1, ranking="r", rates="10", seeds=0, **SCORE)
     msg = str(e.value)
     assert "\n" not in msg and str(s1) in msg and str(m1) in msg and str(m0) in msg
-    assert "--allow-foreign" in msg
+    assert "allow_foreign=True" in msg and "--allow-foreign" not in msg
     assert _results(s1) == []  # nothing was written into the foreign store
 
 
@@ -70,7 +70,7 @@ def test_suppress_allow_foreign_writes_only_to_this_models_store(two, tmp_path):
     res = suppress(str(m0), str(data), store=s1, ranking="r", rates="10", seeds=0,
                    allow_foreign=True, results_store=s0, name="cross", **SCORE)
     assert res.path == s0 / "results" / "suppression" / "cross.parquet" and res.path.exists()
-    with pytest.raises(ProvenanceError, match="--results-store"):
+    with pytest.raises(ProvenanceError, match="results_store="):
         suppress(str(m0), str(data), store=s0, ranking="r", rates="10", seeds=0,
                  results_store=s1, name="other", **SCORE)
     own = suppress(str(m1), str(data), store=s1, ranking="r", rates="10", seeds=0,

@@ -136,7 +136,7 @@ def test_mean_compensation_zeroed_format(tmp_path):
     torch.testing.assert_close(logits(plain, kw), replaced, atol=ATOL, rtol=0)
 
     t5, tok, shape = make("t5")
-    with pytest.raises(PruneError, match="--format compact") as e:
+    with pytest.raises(PruneError, match="fmt='compact'") as e:
         export_pruned(t5, tok, layer_mask(shape), tmp_path / "t5z", format="zeroed",
                       means=_means(shape))
     assert "\n" not in str(e.value)

@@ -67,7 +67,7 @@ def test_grid():
     g = ratio_grid(0.05)
     assert g[0] == 0.05 and g[-1] == 0.95 and len(g) == 19
     assert ratio_grid(0.25) == [0.25, 0.5, 0.75]
-    with pytest.raises(PruneError, match="--grid"):
+    with pytest.raises(PruneError, match="grid=0.0 must lie"):
         ratio_grid(0.0)
 
 
@@ -104,7 +104,7 @@ def test_binary_search_equals_brute_force(scorer, pos_rank):
 
 
 def test_bad_margin(scorer):
-    with pytest.raises(PruneError, match="--margin"):
+    with pytest.raises(PruneError, match="margin=-0.1 must lie"):
         search_ratio(scorer, _ranking(2), margin=-0.1)
 
 

@@ -212,7 +212,7 @@ def test_mask_of_another_model_and_missing_selection(planted, tmp_path):
     r = runner.invoke(app, ["suppress", "--data", str(planted.data_dir), "--prompt",
                             str(planted.prompt_dir), "-q"])
     assert r.exit_code != 0 and "--mask FILE or --store STORE --ranking NAME" in r.output
-    with pytest.raises(PruneError, match="--mode mean"):
+    with pytest.raises(PruneError, match="mode='mean' replaces"):
         suppress(None, str(planted.data_dir), prompt=planted.prompt_dir, mask=path, mode="mean")
 
 

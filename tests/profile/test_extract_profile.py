@@ -208,9 +208,9 @@ def test_top_contexts_macro(one_pass):
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, relu_model, sentiment_dir):
     out = tmp_path / "s"
-    for kw, match in ((dict(top_k=100_000), "--top-k 100000 is larger than the"),
-                      (dict(top_k=0), "--top-k must be at least 1"),
-                      (dict(grad=True, readout="auto"), "--grad needs a per-token run")):
+    for kw, match in ((dict(top_k=100_000), "top_k=100000 is larger than the"),
+                      (dict(top_k=0), "top_k must be at least 1"),
+                      (dict(grad=True, readout="auto"), "grad=True needs a per-token run")):
         with pytest.raises(ExtractError, match=match) as e:
             neurondb.extract(relu_model, str(sentiment_dir), out, **dict(PROFILE, **kw))
         assert "\n" not in str(e.value) and not out.exists()

@@ -52,9 +52,9 @@ def test_within_model_correlation(tmp_path, tiny_path, sentiment_dir):
 def test_correlate_layers_bad_input(tmp_path, tiny_path, sentiment_dir):
     model = str(tiny_path("bert", head="base"))
     out = tmp_path / "s"
-    with pytest.raises(ExtractError, match="add --profile"):
+    with pytest.raises(ExtractError, match="add profile=True"):
         neurondb.extract(model, str(sentiment_dir), out, correlate_layers=[0], **KW)
-    with pytest.raises(ExtractError, match="--correlate-layers 7 is out of range"):
+    with pytest.raises(ExtractError, match="correlate_layers 7 is out of range"):
         neurondb.extract(model, str(sentiment_dir), out, profile=True, correlate_layers=[7],
                          **KW)
     assert not out.exists()

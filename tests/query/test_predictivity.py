@@ -188,7 +188,7 @@ def test_bad_input_is_one_line(skill_store, store_factory):
     predictivity(st, "ev", "tr", name="dup")
     with pytest.raises(QueryError) as e:
         predictivity(st, "ev", "tr", name="dup")
-    assert "already exists" in one_line(e) and "--overwrite" in one_line(e)
+    assert "already exists" in one_line(e) and "overwrite=True" in one_line(e)
     predictivity(st, "ev", "tr", name="dup", overwrite=True)
     with pytest.raises(QueryError) as e:
         predictivity(st, "ev", "tr", name="bad name!", write=True)

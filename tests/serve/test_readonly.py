@@ -54,7 +54,7 @@ def test_host_checks():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert is_loopback("127.0.0.2") and not is_loopback("0.0.0.0")
     assert check_host("127.0.0.1", False) is None
-    with pytest.raises(UsageError, match="--allow-remote"):
+    with pytest.raises(UsageError, match="host='0.0.0.0' .*allow_remote=True"):
         check_host("0.0.0.0", False)
     assert "warning" in check_host("0.0.0.0", True)
     assert allowed_hosts("0.0.0.0") == ["*"]

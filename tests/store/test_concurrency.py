@@ -106,7 +106,7 @@ def test_a_second_write_is_refused_unless_overwrite_and_the_catalog_follows(tmp_
     path = write_result(st, "rankings", "X", _df(1.0), {})
     first = catalog.result_entry(root, "rankings", "X")
     assert first["sha256"] and first["bytes"] == path.stat().st_size
-    with pytest.raises(QueryError, match="already exists.*--overwrite"):
+    with pytest.raises(QueryError, match="already exists.*overwrite=True"):
         write_result(st, "rankings", "X", _df(2.0), {})
     write_result(st, "rankings", "X", _df(2.0), {}, overwrite=True)
     assert catalog.result_entry(root, "rankings", "X")["sha256"] != first["sha256"]
@@ -147,7 +147,7 @@ def test_read_result_refuses_a_file_that_differs_from_its_record(tmp_path):
                                 pq.read_table(path).column("score").cast("float32")), path)
     with pytest.raises(QueryError, match=r"X\.parquet has \d+ bytes, \d+ recorded") as e:
         read_result(st, "rankings", "X")
-    assert "\n" not in str(e.value) and "--overwrite" in str(e.value)
+    assert "\n" not in str(e.value) and "overwrite=True" in str(e.value)
     path.unlink()
     with pytest.raises(QueryError, match="recorded in the catalog .* is missing"):
         read_result(st, "rankings", "X")

@@ -62,7 +62,7 @@ def test_labels_the_verbalizer_does_not_cover(tmp_path, tiny_path):
     data = _data(tmp_path / "d", [0, 1, 2, 1])
     with pytest.raises(ExtractError, match="covers 2 classes") as e:
         _tune(tiny_path("bert"), data, tmp_path / "o")
-    assert "--verbalizer" in _one_line(e)
+    assert "give one verbalizer word per label" in _one_line(e)
 
 
 def test_prompt_made_for_another_model(tuned, tmp_path, tiny_path, sentiment_dir):
@@ -85,7 +85,7 @@ def test_prompt_made_for_another_model(tuned, tmp_path, tiny_path, sentiment_dir
 def test_existing_seed_directory_needs_overwrite(tuned, tiny_path, sentiment_dir):
     out = tuned.parent
     before = (tuned / "prompt.safetensors").read_bytes()
-    with pytest.raises(ExtractError, match="already exists.*--overwrite") as e:
+    with pytest.raises(ExtractError, match="already exists.*overwrite=True") as e:
         _tune(tiny_path("bert"), sentiment_dir, out)
     _one_line(e)
     assert (tuned / "prompt.safetensors").read_bytes() == before
@@ -100,9 +100,9 @@ def test_existing_seed_directory_needs_overwrite(tuned, tiny_path, sentiment_dir
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(prompt_tokens=0), "--prompt-tokens"),
+    (dict(prompt_tokens=0), "prompt_tokens must be at least 1"),
     (dict(seeds=(1, 1)), "repeats a seed"),
-    (dict(init="zeros"), "--init"),
+    (dict(init="zeros"), "init must be one of"),
     (dict(verbalizer=["great"]), "at least two label words"),
     (dict(template="{text}"), r"no \{mask\} slot"),
 ])
@@ -113,7 +113,7 @@ def test_bad_options(kw, match, tmp_path, tiny_path, sentiment_dir):
 
 
 def test_head_needs_a_mask_to_pool_at(tmp_path, tiny_path, sentiment_dir):
-    with pytest.raises(ExtractError, match="--pool first") as e:
+    with pytest.raises(ExtractError, match="pool='first' or 'mean'") as e:
         _tune(tiny_path("bert", head="base"), sentiment_dir, tmp_path / "o", template="{text}",
               verbalizer=None)
     _one_line(e)
@@ -121,7 +121,7 @@ def test_head_needs_a_mask_to_pool_at(tmp_path, tiny_path, sentiment_dir):
 
 def test_eval_split_of_a_single_file(tmp_path, tiny_path, sentiment_dir):
     """Early stopping on a single file would score the training rows themselves."""
-    with pytest.raises(ExtractError, match="--eval-split 'validation' would read the same") as e:
+    with pytest.raises(ExtractError, match="eval_split 'validation' would read the same") as e:
         _tune(tiny_path("bert"), sentiment_dir / "train.parquet", tmp_path / "o")
     _one_line(e)
     assert not (tmp_path / "o").exists()
