@@ -44,3 +44,15 @@ def test_given_writes_the_value_as_the_caller_would():
         assert given("store_path", "STORE", "--store") == "--store STORE"
         assert together(given("store", "STORE"), switch("search")) == "--store STORE --search"
     assert together(given("store", "STORE"), switch("search")) == "store=STORE, search=True"
+
+
+def test_a_message_ending_in_a_quoted_value_keeps_its_quote(capsys):
+    import pytest
+
+    from neurondb.errors import StoreError, UsageError
+
+    for exc in (UsageError("mode must be 'a' or 'b', not 'both'"),
+                StoreError("mode must be 'a' or 'b', not 'both'")):
+        with pytest.raises(SystemExit), one_line_errors():
+            raise exc
+        assert capsys.readouterr().err.strip() == "error: mode must be 'a' or 'b', not 'both'"

@@ -15,7 +15,10 @@ from neurondb.errors import NeurondbError, cli_surface, one_line
 
 
 def print_error(e: BaseException) -> None:
-    msg = one_line(str(e).strip().strip("'\"")) or type(e).__name__
+    # the message itself, not str(): a KeyError's str() wraps it in quotes, and stripping
+    # quotes off the ends would clip a message that ends in a quoted value ("not 'both'")
+    text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    msg = one_line(text.strip()) or type(e).__name__
     typer.echo(f"error: {msg}", err=True)
 
 

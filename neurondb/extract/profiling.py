@@ -48,8 +48,9 @@ def check_request(cfg) -> None:
 def check_also_capture(cfg) -> None:
     """``--also-capture`` only with ``--profile`` (the second run shares its forward pass)."""
     if getattr(cfg, "also_capture", None) and not getattr(cfg, "profile", False):
-        raise ExtractError("--also-capture stores per-token tensors beside a profile run; add "
-                           "--profile, or capture them with --positions alone")
+        raise ExtractError(f"{arg('also_capture')} stores per-token tensors beside a profile "
+                           f"run; add {switch('profile')}, or capture them with "
+                           f"{arg('positions')} alone")
 
 
 def check_twin_positions(profile_positions: list[str], twin: list[str]) -> None:
@@ -58,9 +59,9 @@ def check_twin_positions(profile_positions: list[str], twin: list[str]) -> None:
         return
     missing = [p for p in twin if p not in profile_positions]
     if missing:
-        raise ExtractError(f"--also-capture {','.join(missing)} is not among the profile's "
-                           f"--positions {','.join(profile_positions)}; add it there or drop "
-                           "--positions (every token)")
+        raise ExtractError(f"{given('also_capture', ','.join(missing))} is not among the "
+                           f"profile's {given('positions', ','.join(profile_positions))}; add "
+                           f"it there or drop {arg('positions')} (every token)")
 
 
 def check_correlate_layers(cfg) -> None:

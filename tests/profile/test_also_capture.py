@@ -107,7 +107,7 @@ def test_default_names_and_the_cli(tmp_path, relu_model, sentiment_dir):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(KW, also_capture="first"), "add --profile"),
+    (dict(KW, also_capture="first"), "add profile=True"),
     (dict(PROFILE, positions="first", also_capture="last"), "not among the profile's"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path, relu_model, sentiment_dir, kw,
@@ -115,5 +115,19 @@ def test_bad_requests_are_one_line_and_write_nothing(tmp_path, relu_model, senti
     out = tmp_path / "s"
     with pytest.raises(ExtractError, match=msg) as e:
         neurondb.extract(relu_model, str(sentiment_dir), out, **kw)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "--" not in str(e.value)  # Python names its arguments
+    assert not out.exists()
+
+
+def test_bad_request_through_the_cli_names_the_flags(tmp_path, relu_model, sentiment_dir):
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+
+    out = tmp_path / "s"
+    res = CliRunner().invoke(app, ["extract", relu_model, "--data", str(sentiment_dir), "--out",
+                                   str(out), "--readout", "none", "--profile", "--positions",
+                                   "first", "--also-capture", "last"])
+    assert res.exit_code == 2
+    assert "--also-capture last is not among the profile's --positions first" in res.output
     assert not out.exists()
