@@ -67,16 +67,21 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=4, help="examples per shard")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--extract-repeats", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the model and stores here "
+                    "(reused by a later run with --extract-repeats 0)")
     args = ap.parse_args()
     trees = {"before": args.before.resolve(), "after": ROOT}
-    tmp = Path(tempfile.mkdtemp(prefix="nd-bench-checks-"))
+    tmp = args.workdir or Path(tempfile.mkdtemp(prefix="nd-bench-checks-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
         sys.path.insert(0, str(ROOT))
         import torch
 
         from neurondb.testing import save_tiny
 
-        model = str(save_tiny("bert", tmp / "tiny-bert", head="mlm"))
+        model = str(tmp / "tiny-bert")
+        if not (tmp / "tiny-bert").exists():
+            save_tiny("bert", tmp / "tiny-bert", head="mlm")
         torch.manual_seed(0)
         prompt = tmp / "prompt.pt"
         torch.save(torch.randn(4, 32), prompt)
@@ -99,10 +104,11 @@ def main() -> None:
         print(f"store: tiny BERT (2 layers x 48), {n} examples of movie_reviews in {shards} "
               f"shards of {args.per_shard}, prompt+mask positions; load average "
               f"{os.getloadavg()[0]:.2f}")
-        print(f"extraction (median of {args.extract_repeats}, interleaved): before "
-              f"{statistics.median(ext['before']):.2f} s, after "
-              f"{statistics.median(ext['after']):.2f} s, ratio "
-              f"{statistics.median(ext['after']) / statistics.median(ext['before']):.3f}")
+        if args.extract_repeats:
+            print(f"extraction (median of {args.extract_repeats}, interleaved): before "
+                  f"{statistics.median(ext['before']):.2f} s, after "
+                  f"{statistics.median(ext['after']):.2f} s, ratio "
+                  f"{statistics.median(ext['after']) / statistics.median(ext['before']):.3f}")
         print(f"open + first query, median of {args.repeats} fresh processes (ms):")
         print(f"{'part':<8}{'before':>10}{'after':>10}{'after-before':>14}")
         for part in ("import", "open", "query"):
@@ -114,8 +120,12 @@ def main() -> None:
         a = statistics.median([o + q for o, q in zip(times["after"]["open"],
                                                      times["after"]["query"])]) * 1e3
         print(f"{'open+query':<8}{b:>8.1f}{a:>10.1f}{a - b:>14.1f}")
+        b = statistics.median([sum(p) for p in zip(*times["before"].values())]) * 1e3
+        a = statistics.median([sum(p) for p in zip(*times["after"].values())]) * 1e3
+        print(f"{'all three':<10}{b:>8.1f}{a:>10.1f}{a - b:>14.1f}")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ SELECT unnest("_nd_tensor"('{name}', CAST(run AS VARCHAR), CAST(split AS VARCHAR
 
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()
+_CATALOG_WORDS = ("duckdb_functions", "information_schema", "pg_catalog", "show functions")
+_MACRO_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?MACRO\s+(\w+)", re.IGNORECASE)
 
 
 def check_one_run(kind: str, split: str, runs: list[str]) -> None:
@@ -360,6 +362,47 @@ class QueryConnection:
 
     # -- macros ----------------------------------------------------------------------------
     def _create_macros(self) -> None:
+        """Declare the table macros; each is created in DuckDB when a query first names it
+        (:meth:`_ensure_macros`), so opening a store does not pay for the ones it never uses."""
+        self._pending: dict[str, str] = {}
+        for name in ("activations", "gradients"):
+            self._pending[name] = TENSOR_MACRO.format(qname=quote_ident(name), name=name)
+        try:
+            from neurondb.query.macros import MACROS
+        except ImportError:
+            MACROS = []
+        for sql in MACROS:
+            m = _MACRO_NAME.search(sql)
+            if m:
+                self._pending[m.group(1).lower()] = sql
+        self._tensor_function = False
+
+    def _ensure_macros(self, query: str) -> None:
+        """Create the pending macros that ``query`` names (and those their bodies name)."""
+        if not self._pending:
+            return
+        low = query.lower()
+        if any(w in low for w in _CATALOG_WORDS):  # a listing shows every macro
+            low = " ".join(self._pending)
+        for name in [n for n in self._pending if n in low]:
+            if name not in self._pending or not re.search(rf"\b{name}\b", low):
+                continue
+            sql = self._pending.pop(name)
+            self._ensure_macros(sql)  # a macro over another macro
+            if name in ("activations", "gradients"):
+                self._create_tensor_function()
+            try:
+                self.con.execute(sql)
+            except duckdb.Error:
+                continue  # a macro over a result view that this store does not have yet
+
+    def ensure_all_macros(self) -> None:
+        """Create every macro now (for listings such as ``duckdb_functions()``)."""
+        self._ensure_macros(" ".join(self._pending))
+
+    def _create_tensor_function(self) -> None:
+        if self._tensor_function:
+            return
         from duckdb.sqltypes import BOOLEAN, INTEGER, VARCHAR
 
         ret = duckdb.list_type(duckdb.struct_type({
@@ -371,17 +414,7 @@ class QueryConnection:
             [VARCHAR, VARCHAR, VARCHAR, VARCHAR, INTEGER, duckdb.list_type(INTEGER), BOOLEAN],
             ret,
             type="arrow", null_handling="special", side_effects=True)
-        for name in ("activations", "gradients"):
-            self.con.execute(TENSOR_MACRO.format(qname=quote_ident(name), name=name))
-        try:
-            from neurondb.query.macros import MACROS
-        except ImportError:
-            MACROS = []
-        for sql in MACROS:
-            try:
-                self.con.execute(sql)
-            except duckdb.Error:
-                continue  # a macro over a result view that this store does not have yet
+        self._tensor_function = True
 
     # -- the tensor UDF -----------------------------------------------------------------
     def _tensor_udf(self, kind, run, split, stack, layer, neurons, all_runs):
@@ -499,6 +532,7 @@ class QueryConnection:
         elif kind != "SELECT":
             raise QueryError(_refusal(kind))
         if kind != "MULTI":
+            self._ensure_macros(text)  # the binder must see the macros the query names
             self._check_writes(s)
 
     def _check_writes(self, s) -> None:
@@ -523,6 +557,7 @@ class QueryConnection:
         """Run a reading statement; returns a DuckDB relation whose errors, also those raised
         while its rows are fetched, are one-line :class:`QueryError` errors."""
         self.check(query)
+        self._ensure_macros(query)  # only after the check: a refused statement creates none
         try:
             if self.damaged:
                 self._refuse_damaged(query)

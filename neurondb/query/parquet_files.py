@@ -133,7 +133,9 @@ def _assemble(out: pa.Schema, batch: pa.RecordBatch | None, const: dict,
         if field.name in const:
             arrays.append(constant_array(const[field.name], field.type, n))
         elif batch is not None and field.name in batch.schema.names:
-            arrays.append(batch.column(field.name).cast(field.type))
+            col = batch.column(field.name)
+            # cast only when the file's type differs: Array.cast imports pyarrow.compute
+            arrays.append(col if col.type.equals(field.type) else col.cast(field.type))
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=out)

@@ -29,7 +29,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import pyarrow.parquet as pq
 
 from neurondb.errors import switch, switch_off
@@ -376,6 +375,8 @@ def _row_counts(shard: Path, info: ShardInfo, widths: dict, rep: VerifyReport) -
         if not f.exists():
             continue
         try:
+            import h5py  # only when a tensor file is checked (a light import)
+
             with h5py.File(f, "r") as h:
                 for stack, ws in widths.items():
                     for layer in range(len(ws)):

@@ -67,6 +67,7 @@ def tree_hash(*roots: Path) -> str:
 def catalog_state(st) -> tuple:
     """What a statement could change in the connection: views (definitions and row counts),
     macros, types, tables, settings that make the sandbox."""
+    st.connection.ensure_all_macros()  # macros are created when first named: all of them
     con = st.connection.con
     views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
                         "ORDER BY 1").fetchall()

@@ -90,3 +90,29 @@ def test_top_examples_python_and_sql(analysed):
     assert q["slot"].tolist() == py["slot"].tolist()
     only_p0 = top_examples(analysed, "ev", 1, 5, k=3, slots="prompt:0")
     assert set(only_p0["slot"]) == {"prompt:0"}
+
+
+def _our_macros(st) -> set[str]:
+    """The neurondb macros that exist in DuckDB now (read past the lazy creation)."""
+    ours = {m.split("MACRO", 1)[1].split("(", 1)[0].strip() for m in MACROS}
+    ours |= {"activations", "gradients"}
+    rows = st.connection.con.execute("SELECT function_name FROM duckdb_functions() "
+                                     "WHERE function_type = 'table_macro'").fetchall()
+    return {r[0] for r in rows} & ours
+
+
+def test_macros_are_created_when_a_query_first_names_them(analysed):
+    from neurondb.errors import QueryError
+
+    st = open_store(analysed.path)
+    assert _our_macros(st) == set()  # opening the store creates none
+    with pytest.raises(QueryError):  # a refused statement naming one creates nothing
+        st.sql("CREATE OR REPLACE MACRO top_neurons(a) AS TABLE SELECT 1")
+    assert _our_macros(st) == set()
+    got = sql(st, "SELECT * FROM mask_layer_histogram('mA')")
+    assert _our_macros(st) == {"mask_layer_histogram"}
+    assert got["n_neurons"].sum() == len(sql(st, "SELECT * FROM mask_neurons('mA')"))
+    assert _our_macros(st) == {"mask_layer_histogram", "mask_neurons"}
+    # listing the functions shows every macro
+    listed = set(sql(st, "SELECT function_name FROM duckdb_functions()")["function_name"])
+    assert {"skill_neurons", "top_contexts", "activations"} <= listed
