@@ -63,7 +63,7 @@ def time_plain(job, bs: list) -> float:
 
 def time_reduce(job, bs: list) -> float:
     """Forward + hooks on every token + ``ProfileAccumulator.update_batch`` per batch."""
-    from neurondb.extract.profiling import n_positions, profile_rows
+    from neurondb.extract.profiling import n_positions, profile_rows, reducing
     from neurondb.profile.edges import choose_edges
     from neurondb.profile.reduce import ProfileAccumulator
     from neurondb.runtime.forward import model_inputs
@@ -81,10 +81,10 @@ def time_reduce(job, bs: list) -> float:
         sel = enc.select(b, job.positions)
         cap.clear()
         cap.select(in_stack, torch.as_tensor(sel.b, device=dev), torch.as_tensor(sel.t, device=dev))
-        lm.model(**model_inputs(lm, b, job.prompt))
         ids = b.example_ids
-        acc.update_batch(cap.acts, profile_rows({in_stack: (sel.b, sel.t, sel.slots)}, ids,
-                                                job.data.labels[ids]))
+        rows = profile_rows({in_stack: (sel.b, sel.t, sel.slots)}, ids, job.data.labels[ids])
+        with reducing(acc, cap, rows, alone=True):  # what extract's loop does
+            lm.model(**model_inputs(lm, b, job.prompt))
 
     with FFNCapture(lm.model, lm.adapter) as cap, torch.inference_mode():
         acc = ProfileAccumulator(job.shape.widths, cfg.top_k, cfg.profile_bins,

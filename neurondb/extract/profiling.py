@@ -10,6 +10,7 @@ refuse bad input before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -102,6 +103,30 @@ def profile_rows(sels: dict, ids: np.ndarray, labels: np.ndarray) -> dict:
     """``{stack: (example_id, position, label)}`` of a batch's captured rows, from the loop's
     ``sels`` (``{stack: (b, t, slots)}``), example ids ``[B]`` and labels ``[B]``."""
     return {s: (ids[b], t, labels[b]) for s, (b, t, _slots) in sels.items()}
+
+
+@contextlib.contextmanager
+def reducing(acc: ProfileAccumulator | None, cap, rows: dict, alone: bool):
+    """Around one batch's forward pass: reduce its captured rows ``rows`` (``profile_rows``)
+    into ``acc``. Where the accumulator can (:meth:`ProfileAccumulator.can_stream`) and
+    nothing else needs the rows (``alone``), each layer is reduced inside its capture hook
+    from the model's own tensor; otherwise the hooks copy the rows and they are reduced
+    after the forward."""
+    if acc is None:
+        yield
+        return
+    stream = alone and acc.can_stream()
+    if stream:
+        acc.begin_batch(rows)
+        cap.consume = acc.consume
+    try:
+        yield
+    finally:
+        cap.consume = None
+    if stream:
+        acc.end_batch(cap.acts)
+    else:
+        acc.update_batch(cap.acts, rows)
 
 
 def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> list[str]:

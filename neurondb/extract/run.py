@@ -600,7 +600,10 @@ class Extraction:
                 cap.select("decoder", torch.arange(B, device=dev),
                            torch.zeros(B, dtype=torch.long, device=dev))
             labels = data.labels[ids]
-            with torch.enable_grad() if grad else torch.inference_mode():
+            sels = self._sels(sel, B)
+            with (torch.enable_grad() if grad else torch.inference_mode(),
+                  profile_seam.reducing(acc, cap, profile_seam.profile_rows(sels, ids, labels),
+                                        alone=len(shards) == 1)):  # --profile
                 out = lm.model(**model_inputs(lm, batch, self.prompt, need_embeds=grad))
                 logits = label_logits(lm, out, batch, self.verb_ids, self.prompt)
                 if grad:
@@ -610,9 +613,6 @@ class Extraction:
             logits_np = None if logits is None else logits.detach().float().cpu().numpy()
             pred = (logits_np.argmax(-1) if logits_np is not None
                     else np.full(B, -1, dtype=np.int64))
-            sels = self._sels(sel, B)
-            if acc is not None:  # --profile: reduce the captured rows on the device
-                acc.update_batch(cap.acts, profile_seam.profile_rows(sels, ids, labels))
             for shard, done in zip(shards, rows_done):
                 pick = None
                 if shard.info is first:

@@ -1,8 +1,10 @@
 """The profile reduction's CPU kernel: ``native_kernel.c``, compiled on first use and cached.
 
 On the CPU the torch reduction touches every value about ten times (float64 sums, min/max,
-sign count, binning, two ``topk``s); the kernel reads each value once and keeps the top/bottom-K
-as per-neuron heaps, so a profile costs little more than the forward. It computes the same
+sign count, binning, two ``topk``s); the kernel reads each value once, sixteen neurons to a
+vector register (sums, extremes and sign counts stay in registers over a call's rows), and keeps
+the top/bottom-K as per-neuron min-heaps in the state itself (sorted best first by
+:func:`sorted_keys` when the state is read). It computes the same
 state as :meth:`neurondb.profile.reduce.ProfileAccumulator.update` (the same keys, bins and
 NaN rules; the float64 sums add in row order, equal to about 1e-16 relative), and is used for
 CPU tensors when a C compiler is found (``cc``, ``gcc`` or ``clang``, or ``$CC``). Otherwise,
@@ -64,7 +66,7 @@ def _flags(native_cpu: bool = True) -> list[str]:
     cache because the library's name hashes the CPU's flags."""
     arch = ["-march=native"] if native_cpu else []
     return ["-O3", *arch, "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
-            "-shared", "-fPIC"]
+            "-Wno-psabi", "-shared", "-fPIC"]
 
 
 def _build(cc: str) -> Path:
@@ -116,9 +118,9 @@ def _load() -> ctypes.CDLL | None:
             return None
         f = lib.nd_profile_update
         f.restype = ctypes.c_int
-        f.argtypes = ([ctypes.c_int64] * 5 + [ctypes.c_void_p] * 3 + [ctypes.c_int32]
+        f.argtypes = ([ctypes.c_int64] * 5 + [ctypes.c_void_p] * 4 + [ctypes.c_int32]
                       + [ctypes.c_void_p] * 6 + [ctypes.c_int32] + [ctypes.c_void_p] * 5
-                      + [ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p])
+                      + [ctypes.c_int32, ctypes.c_void_p])
         lib.nd_tile.restype = ctypes.c_int
         _lib = lib
         return _lib
@@ -145,6 +147,11 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
+def sorted_keys(keys: np.ndarray) -> np.ndarray:
+    """The kernel's per-neuron min-heaps of keys ``[..., K]``, best first (the state's order)."""
+    return np.ascontiguousarray(np.sort(keys, axis=-1)[..., ::-1])
+
+
 class NativeReducer:
     """Runs the kernel on disjoint neuron ranges in ``threads`` threads (ctypes releases the
     GIL during the call), one call per range covering every layer of a group."""
@@ -158,17 +165,26 @@ class NativeReducer:
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def update(self, st: dict[str, torch.Tensor], xs: list[torch.Tensor], tok: torch.Tensor,
-               label: torch.Tensor, n_labels: int, n_bins: int, top_k: int) -> None:
+               label: torch.Tensor, n_labels: int, n_bins: int, top_k: int,
+               rows: torch.Tensor | None = None) -> None:
         """Reduce ``xs`` (G float32 ``[n, d]``, contiguous, CPU) into the group state ``st``
         (the views of :class:`~neurondb.profile.reduce.ProfileAccumulator` for these G
-        layers: ``sum`` ``[G, d]`` ..., ``hist`` ``[G * d * (N+2)]``, ``top`` ``[G, d, K]``),
-        with the rows' int64 tokens and int32 labels ``[n]`` (-1: none)."""
-        G, (n, d) = len(xs), xs[0].shape
+        layers: ``sum`` ``[G, d]`` ..., ``hist`` ``[G * d * (N+2)]``, ``top`` ``[G, d, K]``,
+        kept as a min-heap per neuron: :func:`sorted_keys` puts them best first),
+        with the rows' int64 tokens and int32 labels ``[n]`` (-1: none). With ``rows``
+        (int64 ``[n]``), ``xs`` are whole ``[R, d]`` activations and row ``i`` is
+        ``x[rows[i]]``."""
+        G, d = len(xs), xs[0].shape[-1]
+        n = int(tok.shape[0])
+        rows_ptr = None
+        if rows is not None:
+            rows = rows.contiguous()
+            rows_ptr = _ptr(rows)
         ptrs = (ctypes.c_void_p * G)(*[_ptr(x) for x in xs])
         tok, label = tok.contiguous(), label.to(torch.int32).contiguous()
         inv_w = st["inv_w"].reshape(-1).contiguous()
         m = st["m"].reshape(-1).contiguous()
-        fixed = (ctypes.cast(ptrs, ctypes.c_void_p), _ptr(tok), _ptr(label), int(n_labels), _ptr(st["sum"]),
+        fixed = (ctypes.cast(ptrs, ctypes.c_void_p), rows_ptr, _ptr(tok), _ptr(label), int(n_labels), _ptr(st["sum"]),
                  _ptr(st["sumsq"]), _ptr(st["min"]), _ptr(st["max"]), _ptr(st["n_positive"]),
                  _ptr(st["hist"]), int(n_bins), _ptr(inv_w), _ptr(m), _ptr(st["label_sum"]),
                  _ptr(st["top"]), _ptr(st["bottom"]), int(top_k))
@@ -177,10 +193,8 @@ class NativeReducer:
         ranges = [(a, min(d, a + step)) for a in range(0, d, step)]
 
         def run(r: tuple[int, int]) -> None:
-            heaps = np.empty(self.tile * 2 * top_k, dtype=np.int64)
-            counts = np.empty(self.tile * (n_bins + 2), dtype=np.int32)
-            self.lib.nd_profile_update(G, n, d, r[0], r[1], *fixed, heaps.ctypes.data,
-                                       counts.ctypes.data)
+            counts = np.empty(self.tile * (n_bins + 2), dtype=np.int32)  # a tile's histogram
+            self.lib.nd_profile_update(G, n, d, r[0], r[1], *fixed, counts.ctypes.data)
 
         if self.pool is None or len(ranges) == 1:
             for r in ranges:

@@ -73,6 +73,10 @@ class ProfileAccumulator:
         self.native = None
         if self.device.type == "cpu" and native.available():
             self.native = native.NativeReducer()
+        #: (stack, layer) -> (its layer group, its index in the group)
+        self._where = {(stack, la): (g, i) for g, (stack, layers) in enumerate(self.groups)
+                       for i, la in enumerate(layers)}
+        self._batch: dict = {}
 
     def _init_group(self, g: int) -> dict[str, torch.Tensor]:
         stack, layers = self.groups[g]
@@ -149,6 +153,8 @@ class ProfileAccumulator:
         device)."""
         if h.shape[1] == 0:
             return
+        # the CPU kernel keeps the top/bottom-K as heaps, this path as sorted rows
+        assert self.native is None, "a CPU-kernel accumulator reduces with update_native"
         if g not in self.t:
             self.t[g] = self._init_group(g)
         sl = layers or slice(0, h.shape[0])
@@ -178,15 +184,86 @@ class ProfileAccumulator:
         (:mod:`neurondb.profile.native`): ``xs`` float32 ``[n, d]`` per layer, contiguous."""
         if xs[0].shape[0] == 0:
             return
+        st = self._group(g)
+        self._count(g, int(xs[0].shape[0]), label)
+        self.native.update(st, xs, example_id * self.n_positions + position, label,
+                           self.n_labels, self.n_bins, self.top_k)
+
+    def _group(self, g: int) -> dict[str, torch.Tensor]:
         if g not in self.t:
             self.t[g] = self._init_group(g)
+        return self.t[g]
+
+    def _count(self, g: int, n: int, label: torch.Tensor) -> None:
+        """Count a batch's ``n`` rows (and their labels) once per layer group."""
         st = self.t[g]
-        self.count[g] += int(xs[0].shape[0])
+        self.count[g] += n
         if self.n_labels:
             known = label[(label >= 0) & (label < self.n_labels)]
             st["label_count"] += torch.bincount(known, minlength=self.n_labels)
-        self.native.update(st, xs, example_id * self.n_positions + position, label,
-                           self.n_labels, self.n_bins, self.top_k)
+
+    # -- without copies: the hooks hand over the model's own tensors -----------------------
+    def can_stream(self) -> bool:
+        """Whether a batch can be reduced from the model's own ``h`` tensors
+        (:meth:`begin_batch`, :meth:`consume` from the capture hooks, :meth:`end_batch`):
+        the CPU kernel reads the captured rows where the model wrote them, so the hooks copy
+        nothing. Needs the edges (chosen from a first batch reduced the usual way) and no
+        within-model correlation."""
+        return self.native is not None and self.edges is not None and self.corr_layers is None
+
+    def begin_batch(self, rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """The batch's ``rows[stack] = (example_id, position, label)`` ``[n]``, before its
+        forward; the capture hooks then hand each layer to :meth:`consume`."""
+        self._batch = {}
+        for stack, (ex, pos, lab) in rows.items():
+            ex, pos, lab = (torch.as_tensor(np.asarray(a), dtype=torch.int64) for a in
+                            (ex, pos, lab))
+            self._batch[stack] = (ex * self.n_positions + pos, lab.to(torch.int32), lab)
+        self._flat: dict[str, torch.Tensor] = {}
+        self._held: dict[tuple[str, int], torch.Tensor] = {}
+
+    def consume(self, key: tuple[str, int], h: torch.Tensor, b: torch.Tensor,
+                t: torch.Tensor) -> bool:
+        """Keep layer ``key``'s ``h`` ``[B, T, d]`` (a reference, no copy) to reduce its rows
+        ``(b, t)`` in :meth:`end_batch`. False when the kernel cannot read it in place (another
+        dtype or layout): the hook then copies the rows as usual."""
+        stack = key[0]
+        if (stack not in self._batch or h.dim() != 3 or h.dtype != torch.float32
+                or h.device.type != "cpu" or not h.is_contiguous() or key not in self._where):
+            return False
+        if stack not in self._flat:
+            self._flat[stack] = (b.to(torch.int64) * h.shape[1] + t.to(torch.int64)).contiguous()
+        self._held[key] = h.view(-1, h.shape[-1])
+        return True
+
+    @torch.no_grad()
+    def end_batch(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
+        """Reduce a batch begun with :meth:`begin_batch`: the layers handed to
+        :meth:`consume` in place (one kernel call per layer group), those the hooks copied
+        into ``acts`` from their rows; its rows are counted once per layer group."""
+        try:
+            for g, (stack, layers) in enumerate(self.groups):
+                if stack not in self._batch:
+                    continue
+                tok, lab32, lab = self._batch[stack]
+                keys = [(stack, la) for la in layers]
+                n = int(tok.shape[0])
+                if n == 0 or not any(k in self._held or k in acts for k in keys):
+                    continue
+                st = self._group(g)
+                if all(k in self._held for k in keys):
+                    self.native.update(st, [self._held[k] for k in keys], tok, lab32,
+                                       self.n_labels, self.n_bins, self.top_k,
+                                       rows=self._flat[stack])
+                else:
+                    for i, k in enumerate(keys):
+                        x, rows = ((self._held[k], self._flat[stack]) if k in self._held else
+                                   (acts[k].to(torch.float32).contiguous(), None))
+                        self.native.update(_layer_view(st, len(layers), i), [x], tok, lab32,
+                                           self.n_labels, self.n_bins, self.top_k, rows=rows)
+                self._count(g, n, lab)
+        finally:
+            self._batch, self._flat, self._held = {}, {}, {}
 
     def _histogram(self, st: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """Bin index ``floor(h / w) - e0 / w + 1`` (exact: ``w`` is a power of two), clamped
@@ -240,12 +317,27 @@ class ProfileAccumulator:
                     min=a["min"][i], max=a["max"][i], n_positive=a["n_positive"][i],
                     edges=self.edges[(stack, la)], hist=hist[i],
                     label_count=a["label_count"], label_sum=a["label_sum"][i],
-                    keys={k: a[k][i] for k in KINDS})
+                    keys={k: (native.sorted_keys(a[k][i]) if self.native is not None
+                              else a[k][i]) for k in KINDS})
         if self.corr is not None:
             c = {k: v.cpu().numpy() for k, v in self.corr.items()}
             out.corr = CorrSums(self.corr_layers[0], tuple(self.corr_layers[1]), self.corr_n,
                                 c["sum"], c["sumsq"], c["sxy"])
         return out
+
+
+def _layer_view(st: dict[str, torch.Tensor], n_layers: int, i: int) -> dict[str, torch.Tensor]:
+    """The state of layer ``i`` of a group of ``n_layers`` (contiguous views; the label
+    counts are the group's)."""
+    out = {}
+    for k, v in st.items():
+        if k == "label_count":
+            out[k] = v
+        elif k == "hist":
+            out[k] = v.view(n_layers, -1)[i]
+        else:
+            out[k] = v[i:i + 1]
+    return out
 
 
 def _key_values(keys: torch.Tensor, bottom: bool) -> torch.Tensor:

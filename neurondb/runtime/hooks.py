@@ -46,6 +46,11 @@ class FFNHooks:
         self.sel: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.acts: dict[LayerKey, torch.Tensor] = {}
         self.grads: dict[LayerKey, torch.Tensor] = {}
+        #: ``consume(key, h, b, t) -> bool``: given each captured layer's whole ``h``
+        #: ``[B, T, d_ff]`` first; True means it used the rows itself (nothing is copied
+        #: into ``acts``), False that ``h[b, t]`` is stored as usual
+        self.consume: Callable[[LayerKey, torch.Tensor, torch.Tensor, torch.Tensor],
+                               bool] | None = None
         self._handles: list = []
 
     def select(self, stack: str, b: torch.Tensor, t: torch.Tensor) -> None:
@@ -69,7 +74,8 @@ class FFNHooks:
         sel = self.sel.get(stack) if self.capture else None
         if sel is not None:
             b, t = sel
-            self.acts[key] = h[b, t].detach()
+            if self.grad or self.consume is None or not self.consume(key, h.detach(), b, t):
+                self.acts[key] = h[b, t].detach()
             if self.grad and h.requires_grad:
                 h.register_hook(partial(self._store_grad, key, b, t))
         return put(h) if fn is not None else None

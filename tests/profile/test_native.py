@@ -142,3 +142,18 @@ def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_lib", None)
     assert native._load() is not None
     assert lib.stat().st_size > 1000
+
+
+def test_the_portable_build_gives_the_same_state(tmp_path, monkeypatch):
+    """Without -march=native (another compiler, another CPU) the kernel's vectors are split
+    into whatever registers exist; the state is the same."""
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path))
+    portable = native._flags(native_cpu=False)
+    monkeypatch.setattr(native, "_flags", lambda native_cpu=True: portable)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    widths = {"encoder": (21, 40)}
+    data = batches(widths, seed=3)
+    assert_same(state(widths, data, 3, "torch", monkeypatch),
+                state(widths, data, 3, "native", monkeypatch), exact_sums=False)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".so"]  # built here, portable
