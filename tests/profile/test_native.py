@@ -157,3 +157,37 @@ def test_the_portable_build_gives_the_same_state(tmp_path, monkeypatch):
     assert_same(state(widths, data, 3, "torch", monkeypatch),
                 state(widths, data, 3, "native", monkeypatch), exact_sums=False)
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".so"]  # built here, portable
+
+
+def test_handing_over_the_models_tensors_equals_copied_rows(monkeypatch):
+    """begin_batch / consume / end_batch (what the capture hooks do when nothing else needs
+    the rows) give the state of update_batch on the copied rows, also when a layer cannot be
+    read in place (bfloat16: the hook copies its rows as usual)."""
+    monkeypatch.setenv(native.ENV_KERNEL, "native")
+    widths = {"encoder": (24, 24, 24)}
+    rng = np.random.default_rng(4)
+    B, T = 3, 7
+
+    def acc():
+        return ProfileAccumulator(widths, 4, 12, 3, 40, "cpu",
+                                  lambda acts: {k: choose_edges(-2.0, 2.0, 12) for k in acts})
+
+    copied, handed = acc(), acc()
+    for step in range(3):
+        h = {("encoder", la): torch.from_numpy(rng.normal(size=(B, T, 24)).astype(np.float32))
+             for la in range(3)}
+        h[("encoder", 1)] = h[("encoder", 1)].to(torch.bfloat16)  # not readable in place
+        keep = rng.random((B, T)) < 0.7
+        b, t = (torch.as_tensor(a) for a in np.nonzero(keep))
+        ex, pos = b.numpy() + 10 * step, t.numpy()
+        rows = {"encoder": (ex, pos, ex % 3)}
+        rowsof = {k: v[b, t] for k, v in h.items()}
+        copied.update_batch(rowsof, rows)
+        if not handed.can_stream():  # the first batch chooses the edges
+            handed.update_batch(rowsof, rows)
+            continue
+        handed.begin_batch(rows)
+        acts = {k: v[b, t] for k, v in h.items() if not handed.consume(k, v, b, t)}
+        assert list(acts) == [("encoder", 1)]
+        handed.end_batch(acts)
+    assert_same(copied.state(), handed.state(), exact_sums=False)
