@@ -9,6 +9,7 @@ ResultCache`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from neurondb.errors import StoreError
 from neurondb.query.layout import RunLayout, load_layout
 from neurondb.serve.errors import NotFoundError
 from neurondb.serve.results import ResultCache
+from neurondb.store.catalog import recorded_runs
 from neurondb.store.reader import Store
 from neurondb.store.run import RunInfo
 from neurondb.store.stats import RunningStats
@@ -66,6 +68,43 @@ class ServeContext:
 
     def __post_init__(self) -> None:
         self.results = ResultCache(self.store)
+        self._given = self.store  # the caller's store: closed by the caller, not here
+        self._catalog = self._catalog_signature()
+
+    # -- runs committed while the browser runs -----------------------------------------------
+    def _catalog_signature(self) -> tuple:
+        """The runs each root's catalog records: changes when a run is committed or dropped."""
+        return tuple(tuple(recorded_runs(root)) for root in self.store.roots)
+
+    def refresh(self) -> bool:
+        """Reopen the store when runs were committed or dropped since it was opened (an
+        extraction that finished while the browser runs); the caches start again. One
+        directory listing per root; call it holding :attr:`lock`."""
+        now = self._catalog_signature()
+        if now == self._catalog:
+            return False
+        fresh = Store(self.store.roots, partial=self.store.partial,
+                      verify=not self.store.skip_damaged)
+        old, self.store, self._catalog = self.store, fresh, now
+        self.results = ResultCache(fresh)
+        for cache in (self._layouts, self._examples, self._tokens, self._zscores, self._stats,
+                      self._example_rows):
+            cache.clear()
+        if old is not self._given:
+            old.close()
+        return True
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold :attr:`lock` with the store up to date (:meth:`refresh`)."""
+        with self.lock:
+            self.refresh()
+            yield self
+
+    def close(self) -> None:
+        """Close a store this context reopened (the one it was given is the caller's)."""
+        if self.store is not self._given:
+            self.store.close()
 
     # -- runs --------------------------------------------------------------------------
     def run(self, name: str) -> RunInfo:

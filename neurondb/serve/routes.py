@@ -41,7 +41,7 @@ class Pages:
     def page(self, template: str, gather: Callable[[Request], dict]) -> Callable:
         """A sync endpoint (Starlette runs it in a worker thread) rendering ``template``."""
         def endpoint(request: Request) -> HTMLResponse:
-            with self.ctx.lock:
+            with self.ctx.locked():
                 data = gather(request)
             return self.render(template, data)
         return endpoint
@@ -100,7 +100,7 @@ class Pages:
         neuron's page; 400 for a malformed number, 404 for a neuron the model lacks."""
         q = request.query_params
         P.known(q, ("stack", "layer", "neuron", "run"))
-        with self.ctx.lock:
+        with self.ctx.locked():
             stack = P.text(q, "stack", self.ctx.store.shape.stacks[0])
             layer = P.integer(q, "layer", 0, 0, 10**6)
             index = P.integer(q, "neuron", 0, 0, 10**8)

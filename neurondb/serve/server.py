@@ -43,5 +43,6 @@ def serve(paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000
         say(f"neurondb: serving {', '.join(str(p) for p in store.roots)} at "
             f"http://{shown}:{port}/ (Ctrl-C stops)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
+        app.context.close()  # a store reopened because runs were committed meanwhile
     finally:
         store.close()

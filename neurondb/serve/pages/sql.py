@@ -65,7 +65,7 @@ def run_sql(ctx: ServeContext, query: str, limit: int = DEFAULT_ROWS,
 
     Every failure is a one-line :class:`QueryError` (refused statement, SQL error, time limit).
     """
-    with ctx.lock:
+    with ctx.locked():
         con = ctx.store.connection
         fired = threading.Event()
 
@@ -95,5 +95,5 @@ def run_sql(ctx: ServeContext, query: str, limit: int = DEFAULT_ROWS,
 
 def views(ctx: ServeContext) -> dict[str, list[str]]:
     """The connection's views and their columns (the console's reference panel)."""
-    with ctx.lock:
+    with ctx.locked():
         return describe_views(ctx.store.connection)
