@@ -16,14 +16,6 @@ TWIN = "first,last"
 
 
 @pytest.fixture(scope="module")
-def relu_model(tmp_path_factory):
-    from neurondb.testing import save_tiny
-
-    return str(save_tiny("bert", tmp_path_factory.mktemp("relu") / "m", head="base",
-                         hidden_act="relu"))
-
-
-@pytest.fixture(scope="module")
 def profile_only(tmp_path_factory, relu_model, sentiment_dir):
     out = tmp_path_factory.mktemp("prof") / "s"
     neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()

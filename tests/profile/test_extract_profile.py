@@ -16,19 +16,12 @@ import neurondb
 from neurondb.errors import ExtractError, NeurondbError
 from neurondb.profile.quantiles import COLUMNS, LEVELS
 from neurondb.profile.read import PROFILE_SCHEMA, TOP_SCHEMA
-from neurondb.testing import save_tiny
 from tests.extract.test_resume import _free_port, interrupt_at_commit
 from tests.profile.brute import brute_hist, brute_profile, brute_top
 
 K, BINS = 6, 16
 KW = dict(split="train", readout="none", batch_size=4, progress=False, run="p")
 PROFILE = dict(KW, profile=True, top_k=K, profile_bins=BINS)
-
-
-@pytest.fixture(scope="module")
-def relu_model(tmp_path_factory):
-    return str(save_tiny("bert", tmp_path_factory.mktemp("relu") / "m", head="base",
-                         hidden_act="relu"))
 
 
 @pytest.fixture(scope="module")
