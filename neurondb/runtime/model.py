@@ -146,13 +146,18 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
     try:
         auto = _auto_class(strategy, config)
         prune = getattr(config, "neurondb_prune", None)
-        if isinstance(prune, dict) and prune.get("modules"):
-            # a compact `neurondb prune` export: FFNs built at their pruned widths
-            from neurondb.runtime.pruned import load_pruned
+        # weights the checkpoint lacks (a BERT pooler under AutoModel, a new head) are
+        # initialised the same on every load, so the model's fingerprint (and a resume check)
+        # does not change from one load to the next; the caller's RNG is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            if isinstance(prune, dict) and prune.get("modules"):
+                # a compact `neurondb prune` export: FFNs built at their pruned widths
+                from neurondb.runtime.pruned import load_pruned
 
-            model = load_pruned(path, model_class=auto, **kw)
-        else:
-            model = auto.from_pretrained(path, **kw)
+                model = load_pruned(path, model_class=auto, **kw)
+            else:
+                model = auto.from_pretrained(path, **kw)
         tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
     except (OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
