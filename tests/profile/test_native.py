@@ -191,3 +191,18 @@ def test_handing_over_the_models_tensors_equals_copied_rows(monkeypatch):
         assert list(acts) == [("encoder", 1)]
         handed.end_batch(acts)
     assert_same(copied.state(), handed.state(), exact_sums=False)
+
+
+def test_an_unwritable_cache_falls_back_to_the_torch_reduction(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    monkeypatch.setenv(native.ENV_CACHE, str(blocker / "kernels"))
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setenv(native.ENV_KERNEL, "auto")
+    assert not native.available()
+    assert "could not be built" in native.why_not()
+    widths = {"encoder": (9,)}
+    data = batches(widths, n_batches=2, seed=5)
+    st = state(widths, data, 2, "torch", monkeypatch)  # still reduces, the torch way
+    assert st.layers[("encoder", 0)].count == 140
