@@ -120,7 +120,7 @@ def _load() -> ctypes.CDLL | None:
         f.restype = ctypes.c_int
         f.argtypes = ([ctypes.c_int64] * 5 + [ctypes.c_void_p] * 4 + [ctypes.c_int32]
                       + [ctypes.c_void_p] * 6 + [ctypes.c_int32] + [ctypes.c_void_p] * 5
-                      + [ctypes.c_int32, ctypes.c_void_p])
+                      + [ctypes.c_int32])
         lib.nd_tile.restype = ctypes.c_int
         _lib = lib
         return _lib
@@ -169,7 +169,8 @@ class NativeReducer:
                rows: torch.Tensor | None = None) -> None:
         """Reduce ``xs`` (G float32 ``[n, d]``, contiguous, CPU) into the group state ``st``
         (the views of :class:`~neurondb.profile.reduce.ProfileAccumulator` for these G
-        layers: ``sum`` ``[G, d]`` ..., ``hist`` ``[G * d * (N+2)]``, ``top`` ``[G, d, K]``,
+        layers: ``sum`` ``[G, d]`` ..., ``hist32`` int32 ``[G * d * (N+2)]`` (the caller moves
+        them into ``hist`` before they could overflow), ``top`` ``[G, d, K]``,
         kept as a min-heap per neuron: :func:`sorted_keys` puts them best first),
         with the rows' int64 tokens and int32 labels ``[n]`` (-1: none). With ``rows``
         (int64 ``[n]``), ``xs`` are whole ``[R, d]`` activations and row ``i`` is
@@ -186,15 +187,14 @@ class NativeReducer:
         m = st["m"].reshape(-1).contiguous()
         fixed = (ctypes.cast(ptrs, ctypes.c_void_p), rows_ptr, _ptr(tok), _ptr(label), int(n_labels), _ptr(st["sum"]),
                  _ptr(st["sumsq"]), _ptr(st["min"]), _ptr(st["max"]), _ptr(st["n_positive"]),
-                 _ptr(st["hist"]), int(n_bins), _ptr(inv_w), _ptr(m), _ptr(st["label_sum"]),
+                 _ptr(st["hist32"]), int(n_bins), _ptr(inv_w), _ptr(m), _ptr(st["label_sum"]),
                  _ptr(st["top"]), _ptr(st["bottom"]), int(top_k))
         step = -(-d // self.threads)
         step = -(-step // self.tile) * self.tile
         ranges = [(a, min(d, a + step)) for a in range(0, d, step)]
 
         def run(r: tuple[int, int]) -> None:
-            counts = np.empty(self.tile * (n_bins + 2), dtype=np.int32)  # a tile's histogram
-            self.lib.nd_profile_update(G, n, d, r[0], r[1], *fixed, counts.ctypes.data)
+            self.lib.nd_profile_update(G, n, d, r[0], r[1], *fixed)
 
         if self.pool is None or len(ranges) == 1:
             for r in ranges:

@@ -29,6 +29,9 @@ from neurondb.profile.keys import EMPTY, LOW, bits_from_ordered, make_keys, orde
 from neurondb.profile.state import KINDS, CorrSums, LayerState, ProfileState
 
 EdgesFor = Callable[[dict], dict]
+#: the CPU kernel's int32 histogram counts take at most this many rows between moves into
+#: the int64 counts (a bin counts at most one per row)
+MAX_INT32_ROWS = 2**31 - 1
 #: at most this many values (layers x rows x d_ff) are reduced at once: a batch of a large
 #: model is reduced a few layers at a time (the temporaries are about 40 bytes per value)
 MAX_VALUES = 1 << 25
@@ -77,6 +80,7 @@ class ProfileAccumulator:
         self._where = {(stack, la): (g, i) for g, (stack, layers) in enumerate(self.groups)
                        for i, la in enumerate(layers)}
         self._batch: dict = {}
+        self._unmoved: dict[int, int] = {}  # rows counted in hist32 since its last move
 
     def _init_group(self, g: int) -> dict[str, torch.Tensor]:
         stack, layers = self.groups[g]
@@ -91,6 +95,10 @@ class ProfileAccumulator:
               "max": torch.full((G, d), float("-inf"), device=dev),
               "n_positive": torch.zeros(G, d, dtype=i64, device=dev),
               "hist": torch.zeros(G * d * B, dtype=i64, device=dev),
+              # the CPU kernel counts into int32 (a quarter of the cache traffic), moved into
+              # the int64 counts before they could overflow (_move_counts)
+              **({"hist32": torch.zeros(G * d * B, dtype=torch.int32, device=dev)}
+                 if self.native is not None else {}),
               "label_count": torch.zeros(L, dtype=i64, device=dev),
               "label_sum": torch.zeros((G, L, d), dtype=f64, device=dev),
               "inv_w": torch.tensor([1.0 / x for x in w], device=dev).view(G, 1, 1),
@@ -186,6 +194,7 @@ class ProfileAccumulator:
             return
         st = self._group(g)
         self._count(g, int(xs[0].shape[0]), label)
+        self._move_counts(g, int(xs[0].shape[0]))
         self.native.update(st, xs, example_id * self.n_positions + position, label,
                            self.n_labels, self.n_bins, self.top_k)
 
@@ -251,6 +260,7 @@ class ProfileAccumulator:
                 if n == 0 or not any(k in self._held or k in acts for k in keys):
                     continue
                 st = self._group(g)
+                self._move_counts(g, n)
                 if all(k in self._held for k in keys):
                     self.native.update(st, [self._held[k] for k in keys], tok, lab32,
                                        self.n_labels, self.n_bins, self.top_k,
@@ -304,12 +314,28 @@ class ProfileAccumulator:
             merged = torch.topk(torch.cat([cur[sel], keys], dim=1), K, dim=1, sorted=True)
             cur[sel] = merged.values
 
+    def _move_counts(self, g: int, coming: int = 0) -> None:
+        """Before ``coming`` more rows are counted: add the CPU kernel's int32 histogram
+        counts of group ``g`` into its int64 counts if those rows could overflow them."""
+        st = self.t[g]
+        if "hist32" not in st:
+            return
+        if self._unmoved.get(g, 0) + coming <= MAX_INT32_ROWS:
+            self._unmoved[g] = self._unmoved.get(g, 0) + coming
+            return
+        with torch.inference_mode(st["hist"].is_inference()):  # made under inference mode
+            st["hist"] += st["hist32"]
+            st["hist32"].zero_()
+        self._unmoved[g] = coming
+
     def state(self) -> ProfileState:
-        """The NumPy state of everything reduced so far (copies from the device)."""
+        """The NumPy state of everything reduced so far (a copy: reducing goes on)."""
         out = ProfileState(self.top_k, self.n_bins, self.n_labels, self.n_positions)
         for g, st in sorted(self.t.items()):
             stack, layers = self.groups[g]
-            a = {k: v.cpu().numpy() for k, v in st.items()}
+            a = {k: v.cpu().numpy().copy() for k, v in st.items() if k != "hist32"}
+            if "hist32" in st:  # the kernel's counts not yet moved (the state is unchanged)
+                a["hist"] += st["hist32"].cpu().numpy()
             hist = a["hist"].reshape(len(layers), -1, self.n_bins + 2)
             for i, la in enumerate(layers):
                 out.layers[(stack, la)] = LayerState(
@@ -333,7 +359,7 @@ def _layer_view(st: dict[str, torch.Tensor], n_layers: int, i: int) -> dict[str,
     for k, v in st.items():
         if k == "label_count":
             out[k] = v
-        elif k == "hist":
+        elif k in ("hist", "hist32"):
             out[k] = v.view(n_layers, -1)[i]
         else:
             out[k] = v[i:i + 1]

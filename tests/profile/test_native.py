@@ -206,3 +206,13 @@ def test_an_unwritable_cache_falls_back_to_the_torch_reduction(tmp_path, monkeyp
     data = batches(widths, n_batches=2, seed=5)
     st = state(widths, data, 2, "torch", monkeypatch)  # still reduces, the torch way
     assert st.layers[("encoder", 0)].count == 140
+
+
+def test_int32_counts_are_moved_before_they_could_overflow(monkeypatch):
+    from neurondb.profile import reduce
+
+    monkeypatch.setattr(reduce, "MAX_INT32_ROWS", 100)  # a move every batch or two
+    widths = {"encoder": (20,)}
+    data = batches(widths, n_batches=5, seed=6)
+    assert_same(state(widths, data, 3, "torch", monkeypatch),
+                state(widths, data, 3, "native", monkeypatch), exact_sums=False)
