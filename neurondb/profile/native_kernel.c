@@ -6,9 +6,10 @@
  *   sum, sumsq   float64 [G, d]          += h, h*h (h as float32, summed in float64, row order)
  *   mn, mx       float32 [G, d]          running min / max (a NaN sticks, as torch.minimum)
  *   npos         int64   [G, d]          += count(h > 0)
- *   hist         int32   [G, d, N+2]     += one count per value in bin (the caller moves
- *                                         them into its int64 counts before they can overflow)
+ *   hist         int32   [G, d, N+2]     += one count per value in bin
  *                                         clamp(floor(h * inv_w[g]) - m[g], 0, N+1), NaN -> N+1
+ *                                         (the caller moves these counts into its int64 ones
+ *                                         before they could overflow)
  *   label_sum    float64 [G, L, d]       += h for the row's label (label < 0: none)
  *   top, bottom  int64   [G, d, K]       the K largest keys seen, as a min-heap per neuron
  *                                         (EMPTY = INT64_MIN; the caller sorts them at the end)
