@@ -16,13 +16,6 @@ TWIN = "first,last"
 
 
 @pytest.fixture(scope="module")
-def profile_only(tmp_path_factory, relu_model, sentiment_dir):
-    out = tmp_path_factory.mktemp("prof") / "s"
-    neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()
-    return out
-
-
-@pytest.fixture(scope="module")
 def tokens_only(tmp_path_factory, relu_model, sentiment_dir):
     out = tmp_path_factory.mktemp("tok") / "s"
     neurondb.extract(relu_model, str(sentiment_dir), out, positions=TWIN, dtype="float32",
@@ -51,7 +44,7 @@ def assert_same_tokens_run(a, b, run: str = "p-tokens") -> None:
 
 
 def test_one_pass_writes_both_runs_equal_to_their_own_extractions(
-        tmp_path, relu_model, sentiment_dir, profile_only, tokens_only):
+        tmp_path, relu_model, sentiment_dir, one_pass, tokens_only):
     model = AutoModel.from_pretrained(relu_model)
     tok = AutoTokenizer.from_pretrained(relu_model)
     calls = []
@@ -67,18 +60,18 @@ def test_one_pass_writes_both_runs_equal_to_their_own_extractions(
     assert info["p"].mode == "profile" and info["p-tokens"].mode == "tokens"
     assert info["p-tokens"].positions == ["first", "last"]
     st.close()
-    assert_same_tables(out, profile_only, exact=True)
+    assert_same_tables(out, one_pass, exact=True)
     assert_same_tokens_run(out, tokens_only)
 
 
 def test_interrupted_between_the_two_shards_then_resumed(tmp_path, relu_model, sentiment_dir,
-                                                         profile_only, tokens_only):
+                                                         one_pass, tokens_only):
     out = tmp_path / "s"
     kw = dict(PROFILE, also_capture=TWIN, dtype="float32", chunk_examples=8)
     with interrupt_at_commit(4), pytest.raises(KeyboardInterrupt):  # chunk 1's twin shard
         neurondb.extract(relu_model, str(sentiment_dir), out, **kw)
     neurondb.extract(relu_model, str(sentiment_dir), out, **kw).close()
-    assert_same_tables(out, profile_only, exact=False)  # other chunking: sums to rounding
+    assert_same_tables(out, one_pass, exact=False)  # other chunking: sums to rounding
     assert_same_tokens_run(out, tokens_only)
 
 
@@ -125,7 +118,7 @@ def test_bad_request_through_the_cli_names_the_flags(tmp_path, relu_model, senti
     assert not out.exists()
 
 
-def test_two_processes_write_both_runs(tmp_path, relu_model, sentiment_dir, profile_only,
+def test_two_processes_write_both_runs(tmp_path, relu_model, sentiment_dir, one_pass,
                                        tokens_only):
     import os
     import subprocess
@@ -152,7 +145,7 @@ def test_two_processes_write_both_runs(tmp_path, relu_model, sentiment_dir, prof
     for run in ("p", "p-tokens"):
         assert {sh.rank for _, sh in st.shards(run)} == {0, 1}
     st.close()
-    assert_same_tables(out, profile_only, exact=False)
+    assert_same_tables(out, one_pass, exact=False)
     assert_same_tokens_run(out, tokens_only)
 
 

@@ -33,13 +33,6 @@ def tokens_store(tmp_path_factory, relu_model, sentiment_dir):
 
 
 @pytest.fixture(scope="module")
-def one_pass(tmp_path_factory, relu_model, sentiment_dir):
-    out = tmp_path_factory.mktemp("one") / "s"
-    neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()
-    return out
-
-
-@pytest.fixture(scope="module")
 def chunked(tmp_path_factory, relu_model, sentiment_dir):
     out = tmp_path_factory.mktemp("chunked") / "s"
     neurondb.extract(relu_model, str(sentiment_dir), out, chunk_examples=8, **PROFILE).close()
