@@ -162,7 +162,7 @@ class NativeReducer:
             raise RuntimeError(_why_not)
         self.tile = int(self.lib.nd_tile())
         self.threads = max(1, int(threads or torch.get_num_threads()))
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
 
     def update(self, st: dict[str, torch.Tensor], xs: list[torch.Tensor], tok: torch.Tensor,
                label: torch.Tensor, n_labels: int, n_bins: int, top_k: int,
@@ -199,5 +199,10 @@ class NativeReducer:
         if self.pool is None or len(ranges) == 1:
             for r in ranges:
                 run(r)
-        else:
-            list(self.pool.map(run, ranges))
+        else:  # the calling thread takes the first range itself instead of waiting idle
+            others = [self.pool.submit(run, r) for r in ranges[1:]]
+            try:
+                run(ranges[0])
+            finally:  # the state is not left while another thread still writes into it
+                for f in others:
+                    f.result()
