@@ -123,7 +123,7 @@ def switch_off(name: str, flag: str | None = None) -> str:
 def given(name: str, value: object, flag: str | None = None) -> str:
     """An option with its value as the caller writes it: ``--top-k 5`` on the CLI, ``top_k=5``
     in Python. A string value is quoted in Python (``--mode mean`` / ``mode='mean'``) unless it
-    is a placeholder in capitals (``--store STORE`` / ``store=STORE``)."""
+    is a metavariable written in capitals (``--store STORE`` / ``store=STORE``)."""
     if on_cli():
         return f"{arg(name, flag)} {value}"
     if isinstance(value, str) and not re.fullmatch(r"[A-Z][A-Z_]*", value):

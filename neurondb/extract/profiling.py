@@ -108,10 +108,10 @@ def profile_rows(sels: dict, ids: np.ndarray, labels: np.ndarray) -> dict:
 @contextlib.contextmanager
 def reducing(acc: ProfileAccumulator | None, cap, rows: dict, alone: bool):
     """Around one batch's forward pass: reduce its captured rows ``rows`` (``profile_rows``)
-    into ``acc``. Where the accumulator can (:meth:`ProfileAccumulator.can_stream`) and
-    nothing else needs the rows (``alone``), each layer is reduced inside its capture hook
-    from the model's own tensor; otherwise the hooks copy the rows and they are reduced
-    after the forward."""
+    into ``acc`` once the forward is done. Where the accumulator can
+    (:meth:`ProfileAccumulator.can_stream`) and nothing else needs the rows (``alone``), the
+    capture hooks hand it the model's own ``h`` tensors (nothing copied); otherwise they copy
+    the captured rows, as for a per-token run."""
     if acc is None:
         yield
         return

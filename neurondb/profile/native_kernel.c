@@ -104,10 +104,10 @@ typedef struct {
 } Acc;
 
 /* What a row adds to one vector of neurons; returns the lanes that may enter a heap, and
- * leaves the bins (offset by lane) in bin_out and the ordered values in ord_out. */
+ * leaves the bins (offset by lane) in bin_out. */
 static inline __attribute__((always_inline)) vi step(Acc *a, vf v, vf iwv, vf ylo, vf yhi,
                                                      vi mgi, vi top_bin, vi lane_off,
-                                                     vi *bin_out, vi *ord_out, vd *d0o,
+                                                     vi *bin_out, vd *d0o,
                                                      vd *d1o) {
     const vi zero = {0}, sign = zero + 0x7FFFFFFF;
     v = v + 0.0f; /* -0.0 -> +0.0, as the torch path */
@@ -137,7 +137,6 @@ static inline __attribute__((always_inline)) vi step(Acc *a, vf v, vf iwv, vf yl
     *bin_out = bin + lane_off;
     const vi bits = (vi)v;
     const vi o = bits ^ ((bits >> 31) & sign);
-    *ord_out = o;
     *d0o = d0;
     *d1o = d1;
     return (o >= a->thr_t) | (~o >= a->thr_b);
@@ -162,6 +161,18 @@ static inline uint32_t lanes_of(vi c) {
     return (uint32_t)c[0];
 }
 
+/* offer key (hi: its value part) to one min-heap; a key that enters raises the heap's
+ * threshold, kept both in thr[t] and in lane t of the vector *vthr */
+static inline void offer(int64_t *heap, int32_t K, int64_t hi, int64_t low, int32_t *thr, int t,
+                         vi *vthr) {
+    if (hi < thr[t]) return;
+    const int64_t key = hi * LOW + low;
+    if (key <= heap[0]) return;
+    heap_replace(heap, K, key);
+    thr[t] = (int32_t)hi_of(heap[0]);
+    *vthr = set_lane(*vthr, t % VL, thr[t]);
+}
+
 /* The rare path, out of line so that the hot loop keeps its vectors in registers: offer the
  * row's values of the lanes in `lanes` (read again from the row: nothing goes through a
  * vector store read back lane by lane) to their heaps, and move the thresholds that rise. */
@@ -171,27 +182,9 @@ __attribute__((noinline, cold)) static void heap_candidates(
     while (lanes) {
         const int t = __builtin_ctz(lanes);
         lanes &= lanes - 1;
-        const float v = row[t] + 0.0f;
-        int32_t bits;
-        memcpy(&bits, &v, sizeof bits);
-        const int64_t ot = bits ^ ((bits >> 31) & 0x7FFFFFFF);
-        if (ot >= tt[t]) {
-            const int64_t key = ot * LOW + low;
-            if (key > ht[t][0]) {
-                heap_replace(ht[t], K, key);
-                tt[t] = (int32_t)hi_of(ht[t][0]);
-                A[t / VL].thr_t = set_lane(A[t / VL].thr_t, t % VL, tt[t]);
-            }
-        }
-        const int64_t bo = -ot - 1;
-        if (bo >= tb[t]) {
-            const int64_t key = bo * LOW + low;
-            if (key > hb[t][0]) {
-                heap_replace(hb[t], K, key);
-                tb[t] = (int32_t)hi_of(hb[t][0]);
-                A[t / VL].thr_b = set_lane(A[t / VL].thr_b, t % VL, tb[t]);
-            }
-        }
+        const int64_t ot = ordered_of(row[t] + 0.0f);
+        offer(ht[t], K, ot, low, tt, t, &A[t / VL].thr_t);
+        offer(hb[t], K, -ot - 1, low, tb, t, &A[t / VL].thr_b); /* bottom: the complement */
     }
 }
 
@@ -267,12 +260,12 @@ static void tile_update(const float *xg, const int64_t *rows, const int64_t *tok
             __builtin_prefetch(ahead);
             __builtin_prefetch(ahead + VL);
         }
-        vi bin0, bin1, o0, o1;
+        vi bin0, bin1;
         vd a0, a1, b0, b1;
         const vi c0 = step(&A[0], load_row(row, w0), iwv, ylo, yhi, mgi, top_bin, off0, &bin0,
-                           &o0, &a0, &a1);
+                           &a0, &a1);
         const vi c1 = step(&A[1], load_row(row + VL, w1), iwv, ylo, yhi, mgi, top_bin, off1,
-                           &bin1, &o1, &b0, &b1);
+                           &bin1, &b0, &b1);
         /* the counts of the previous row's bins: its vector store has reached the cache by
          * now (reading a vector store back lane by lane at once stalls) */
         memcpy(ba[i & 1], &bin0, sizeof bin0);

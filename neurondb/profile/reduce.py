@@ -118,24 +118,29 @@ class ProfileAccumulator:
         none)."""
         if self.edges is None:
             self.edges = self.edges_for(acts)
+        if self.native is not None:  # the CPU kernel: the copied rows, as end_batch reduces them
+            self.begin_batch(rows)
+            self.end_batch(acts)
+        else:
+            self._update_torch(acts, rows)
+        if self.corr_layers is not None:
+            self._correlation_sums(acts)
+
+    def _update_torch(self, acts: dict[tuple[str, int], torch.Tensor],
+                      rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """:meth:`update_batch` by torch operations, a few layers of a group at a time."""
         dev = self.device
         for g, (stack, layers) in enumerate(self.groups):
             if stack not in rows or (stack, layers[0]) not in acts:
                 continue
             ex, pos, lab = (torch.as_tensor(np.asarray(a), device=dev, dtype=torch.int64)
                             for a in rows[stack])
-            if self.native is not None:  # the CPU kernel reads the layers where they are
-                xs = [acts[(stack, la)].to(torch.float32).contiguous() for la in layers]
-                self.update_native(g, xs, ex, pos, lab)
-                continue
             per = acts[(stack, layers[0])].numel()
             step = max(1, MAX_VALUES // max(per, 1))
             for a in range(0, len(layers), step):
                 # .to(dev): with --device-map the layers live on several devices
                 h = torch.stack([acts[(stack, la)].to(dev) for la in layers[a:a + step]])
                 self.update(g, h, ex, pos, lab, slice(a, a + h.shape[0]))
-        if self.corr_layers is not None:
-            self._correlation_sums(acts)
 
     @torch.no_grad()
     def _correlation_sums(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
@@ -162,11 +167,9 @@ class ProfileAccumulator:
         if h.shape[1] == 0:
             return
         # the CPU kernel keeps the top/bottom-K as heaps, this path as sorted rows
-        assert self.native is None, "a CPU-kernel accumulator reduces with update_native"
-        if g not in self.t:
-            self.t[g] = self._init_group(g)
+        assert self.native is None, "a CPU-kernel accumulator reduces in end_batch"
         sl = layers or slice(0, h.shape[0])
-        st = {k: v if k in ("hist", "label_count") else v[sl] for k, v in self.t[g].items()}
+        st = {k: v if k in ("hist", "label_count") else v[sl] for k, v in self._group(g).items()}
         x = h.detach().to(torch.float32).contiguous() + 0.0  # -0.0 -> +0.0
         xd = x.double()
         if sl.start == 0:  # rows and labels are counted once per group, with its first layers
@@ -184,19 +187,6 @@ class ProfileAccumulator:
                 st["label_count"] += onehot.sum(0).long()
             st["label_sum"] += torch.matmul(onehot.T, xd)
         self._top_k(st, x, example_id * self.n_positions + position, {"top": hi, "bottom": lo})
-
-    @torch.no_grad()
-    def update_native(self, g: int, xs: list[torch.Tensor], example_id: torch.Tensor,
-                      position: torch.Tensor, label: torch.Tensor) -> None:
-        """What :meth:`update` does, for every layer of group ``g`` at once, by the CPU kernel
-        (:mod:`neurondb.profile.native`): ``xs`` float32 ``[n, d]`` per layer, contiguous."""
-        if xs[0].shape[0] == 0:
-            return
-        st = self._group(g)
-        self._count(g, int(xs[0].shape[0]), label)
-        self._move_counts(g, int(xs[0].shape[0]))
-        self.native.update(st, xs, example_id * self.n_positions + position, label,
-                           self.n_labels, self.n_bins, self.top_k)
 
     def _group(self, g: int) -> dict[str, torch.Tensor]:
         if g not in self.t:
@@ -247,9 +237,10 @@ class ProfileAccumulator:
 
     @torch.no_grad()
     def end_batch(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
-        """Reduce a batch begun with :meth:`begin_batch`: the layers handed to
-        :meth:`consume` in place (one kernel call per layer group), those the hooks copied
-        into ``acts`` from their rows; its rows are counted once per layer group."""
+        """Reduce a batch begun with :meth:`begin_batch` by the CPU kernel: the layers handed
+        to :meth:`consume` in place, those whose rows are in ``acts`` (``[n, d]``, any float
+        dtype) from those, one kernel call per layer group where its layers are all of one
+        kind; its rows are counted once per layer group."""
         try:
             for g, (stack, layers) in enumerate(self.groups):
                 if stack not in self._batch:
@@ -265,8 +256,14 @@ class ProfileAccumulator:
                     self.native.update(st, [self._held[k] for k in keys], tok, lab32,
                                        self.n_labels, self.n_bins, self.top_k,
                                        rows=self._flat[stack])
+                elif all(k in acts for k in keys):
+                    self.native.update(st, [acts[k].to(torch.float32).contiguous()
+                                            for k in keys], tok, lab32, self.n_labels,
+                                       self.n_bins, self.top_k)
                 else:
                     for i, k in enumerate(keys):
+                        if k not in self._held and k not in acts:
+                            continue
                         x, rows = ((self._held[k], self._flat[stack]) if k in self._held else
                                    (acts[k].to(torch.float32).contiguous(), None))
                         self.native.update(_layer_view(st, len(layers), i), [x], tok, lab32,

@@ -384,9 +384,9 @@ class QueryConnection:
         low = query.lower()
         if any(w in low for w in _CATALOG_WORDS):  # a listing shows every macro
             low = " ".join(self._pending)
-        for name in [n for n in self._pending if n in low]:
+        for name in list(self._pending):
             if name not in self._pending or not re.search(rf"\b{name}\b", low):
-                continue
+                continue  # created meanwhile (a macro the last one's body named), or not named
             sql = self._pending.pop(name)
             self._ensure_macros(sql)  # a macro over another macro
             if name in ("activations", "gradients"):

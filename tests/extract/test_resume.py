@@ -215,23 +215,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_ranks(args: list[str], world_size: int = 2, timeout: float = 180) -> None:
+    """``neurondb ARGS`` in ``world_size`` processes as torchrun starts them (RANK,
+    WORLD_SIZE, MASTER_ADDR/PORT on one free port); each must exit 0."""
+    cmd = [sys.executable, "-m", "neurondb.cli.app", *args]
+    port = str(_free_port())
+    procs = [subprocess.Popen(cmd, env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r),
+                                             WORLD_SIZE=str(world_size),
+                                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(world_size)]
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err[-2000:]
+
+
 def test_two_processes_gloo_equal_one_process(tmp_path, tiny_path, sentiment_dir, reference):
     out = tmp_path / "s"
-    port = _free_port()
-    cmd = [sys.executable, "-m", "neurondb.cli.app", "extract", str(tiny_path("bert")),
-           "--data", str(sentiment_dir), "--out", str(out), "--stats-split", "train",
-           "--template", "{text} It was {mask}.", "--verbalizer", "bad,good",
-           "--positions", "mask,first,last", "--batch-size", "2", "--chunk-examples", "3",
-           "--grad", "--quiet"]
-    procs = []
-    for rank in (0, 1):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-2000:]
+    run_ranks(["extract", str(tiny_path("bert")),
+               "--data", str(sentiment_dir), "--out", str(out), "--stats-split", "train",
+               "--template", "{text} It was {mask}.", "--verbalizer", "bad,good",
+               "--positions", "mask,first,last", "--batch-size", "2", "--chunk-examples", "3",
+               "--grad", "--quiet"], timeout=120)
     st = neurondb.open(out)
     ranks = {sh.rank for _, sh in st.shards("sentiment0-validation")}
     assert ranks == {0, 1}

@@ -120,27 +120,14 @@ def test_bad_request_through_the_cli_names_the_flags(tmp_path, relu_model, senti
 
 def test_two_processes_write_both_runs(tmp_path, relu_model, sentiment_dir, one_pass,
                                        tokens_only):
-    import os
-    import subprocess
-    import sys
-
-    from tests.extract.test_resume import _free_port
+    from tests.extract.test_resume import run_ranks
 
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "neurondb.cli.app", "extract", relu_model, "--data",
-           str(sentiment_dir), "--split", "train", "--out", str(out), "--readout", "none",
-           "--batch-size", "4", "--chunk-examples", "8", "--run", "p", "--profile",
-           "--top-k", str(PROFILE["top_k"]), "--profile-bins", str(PROFILE["profile_bins"]),
-           "--also-capture", TWIN, "--dtype", "float32", "--quiet"]
-    port = str(_free_port())
-    procs = [subprocess.Popen(cmd, env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r),
-                                             WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                                             MASTER_PORT=port),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in (0, 1)]
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-2000:]
+    run_ranks(["extract", relu_model, "--data", str(sentiment_dir), "--split", "train",
+               "--out", str(out), "--readout", "none", "--batch-size", "4",
+               "--chunk-examples", "8", "--run", "p", "--profile", "--top-k",
+               str(PROFILE["top_k"]), "--profile-bins", str(PROFILE["profile_bins"]),
+               "--also-capture", TWIN, "--dtype", "float32", "--quiet"])
     st = neurondb.open(out)
     for run in ("p", "p-tokens"):
         assert {sh.rank for _, sh in st.shards(run)} == {0, 1}

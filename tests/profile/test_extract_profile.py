@@ -4,10 +4,6 @@ tops); chunking, a resumed run and a real 2-process run give the same tables as 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +12,7 @@ import neurondb
 from neurondb.errors import ExtractError, NeurondbError
 from neurondb.profile.quantiles import COLUMNS, LEVELS
 from neurondb.profile.read import PROFILE_SCHEMA, TOP_SCHEMA
-from tests.extract.test_resume import _free_port, interrupt_at_commit
+from tests.extract.test_resume import interrupt_at_commit, run_ranks
 from tests.profile.brute import brute_hist, brute_profile, brute_top
 
 K, BINS = 6, 16
@@ -124,19 +120,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, relu_model, sen
 
 def test_two_processes_equal_one_process(tmp_path, relu_model, sentiment_dir, chunked):
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "neurondb.cli.app", "extract", relu_model, "--data",
-           str(sentiment_dir), "--split", "train", "--out", str(out), "--readout", "none",
-           "--batch-size", "4", "--chunk-examples", "8", "--run", "p", "--profile",
-           "--top-k", str(K), "--profile-bins", str(BINS), "--quiet"]
-    port = str(_free_port())
-    procs = [subprocess.Popen(cmd, env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r),
-                                             WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                                             MASTER_PORT=port),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in (0, 1)]
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-2000:]
+    run_ranks(["extract", relu_model, "--data", str(sentiment_dir), "--split", "train",
+               "--out", str(out), "--readout", "none", "--batch-size", "4",
+               "--chunk-examples", "8", "--run", "p", "--profile", "--top-k", str(K),
+               "--profile-bins", str(BINS), "--quiet"])
     st = neurondb.open(out)
     assert {sh.rank for _, sh in st.shards("p")} == {0, 1}
     st.close()
