@@ -122,10 +122,12 @@ class Encoder:
 
     def encode(self, example_ids: np.ndarray, fields: list[list[str]]) -> Batch:
         texts = [self.render(f) for f in fields]
-        counts = [len(x) for x in self._tokenize(texts)["input_ids"]]
-        texts = [t if n <= self.max_length else self._fit(f, n)
-                 for t, n, f in zip(texts, counts, fields)]
         enc = self.tok(texts, add_special_tokens=True, padding=True, return_tensors="pt")
+        counts = enc["attention_mask"].sum(1).tolist()
+        if max(counts, default=0) > self.max_length:  # tokenized once more, shortened
+            texts = [t if n <= self.max_length else self._fit(f, n)
+                     for t, n, f in zip(texts, counts, fields)]
+            enc = self.tok(texts, add_special_tokens=True, padding=True, return_tensors="pt")
         enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         ids = enc["input_ids"].numpy()
         lengths = enc["attention_mask"].sum(1).numpy().astype(np.int64)

@@ -312,8 +312,9 @@ class ShardWriter:
             elif self.info.mode == "tokens" or name == EXAMPLES or (
                     name == TOKENS and self.info.mode == "profile"):
                 pq.write_table(schema.empty_table(), self.tmp / name)
+        records = {}  # the tensor files' block checksums, computed while they were written
         for t in self.tensors.values():
-            t.close()
+            records[t.path.name] = t.close()
         if self.stats is not None:
             self.stats.save(self.tmp / STATS)
         if self.info.mode == "profile":
@@ -323,7 +324,8 @@ class ShardWriter:
             self.profile.save(self.tmp / PROFILE_FILE)
         files = {}
         for f in sorted(self.tmp.iterdir()):
-            files[f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+            files[f.name] = records.get(f.name) or {"bytes": f.stat().st_size,
+                                                     "sha256": sha256_file(f)}
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         info = ShardInfo(chunk=self.chunk, n_rows=self.n_rows, rank=self.rank, files=files,

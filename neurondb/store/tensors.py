@@ -1,8 +1,8 @@
 """Dense per-token tensors in HDF5: one dataset ``/<stack>/<layer>`` of shape ``[rows, d_ff]``.
 
 Chunks are ``[chunk_rows, 64]`` so that reading one neuron touches 64/d_ff of the file and a
-full scan reads whole row blocks. The writer buffers rows per dataset and writes whole
-chunk-row blocks, which keeps h5py out of the read-modify-write path.
+full scan reads whole row blocks. The writer buffers rows per dataset in chunk order and
+writes whole chunks directly (no hyperslab copy, no read-modify-write, no chunk cache).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 from neurondb.errors import StoreError, StoreIOError
 from neurondb.store import failpoints
+from neurondb.store.blockhash import WatchedFile
 from neurondb.store.codec import decode, numpy_storage_dtype
 from neurondb.store.io import describe_os_error
 from neurondb.store.layout import tensor_key
@@ -109,9 +110,13 @@ class TensorWriter:
     """Append rows ``[n, d_ff]`` per (stack, layer) to one HDF5 file.
 
     ``widths``: ``{stack: (d_ff per layer, ...)}``. ``dtype``: storage dtype name.
-    Every operating-system error (ENOSPC, EIO, ...) is raised as a one-line
-    :class:`~neurondb.errors.StoreIOError` naming the file and the errno; after one, only
-    :meth:`abort` is useful.
+    Rows are buffered per dataset in chunk order (``[n_col_chunks, chunk_rows, 64]``) and each
+    full row block is written as whole chunks (``write_direct_chunk``: no HDF5 hyperslab
+    copy, no chunk cache). The file goes through a :class:`~neurondb.store.blockhash.WatchedFile`,
+    so its block checksum is computed while rows are still coming (:meth:`close` returns the
+    record a commit keeps). Every operating-system error (ENOSPC, EIO, ...) is raised as a
+    one-line :class:`~neurondb.errors.StoreIOError` naming the file and the errno; after one,
+    only :meth:`abort` is useful.
     """
 
     def __init__(self, path: Path, widths: dict[str, tuple[int, ...]], dtype: str,
@@ -120,13 +125,16 @@ class TensorWriter:
         self.path = Path(path)
         self.dtype = dtype
         self.np_dtype = numpy_storage_dtype(dtype)
-        self._fd: int | None = None
         self.datasets: dict[tuple[str, int], h5py.Dataset] = {}
+        self.record: dict | None = None
         with self._io():
-            self.f = h5py.File(self.path, "w", rdcc_nbytes=CACHE_BYTES)
+            self.file = WatchedFile(self.path)
+            try:
+                self.f = h5py.File(self.file, "w", rdcc_nbytes=0)
+            except BaseException:
+                self.file.close()
+                raise
             _OPEN_WRITERS.add(self)
-            with contextlib.suppress(Exception):
-                self._fd = int(self.f.id.get_vfd_handle())
             try:
                 self._create(widths, expected_rows)
             except BaseException:
@@ -137,14 +145,20 @@ class TensorWriter:
     def _io(self) -> Iterator[None]:
         try:
             yield
+            seen = getattr(getattr(self, "file", None), "error", None)
+            if seen is not None:  # a write the file refused (HDF5 was told it succeeded)
+                raise tensor_io_error(seen, self.path) from seen
         except StoreError:
             raise
-        except OSError as e:
-            raise tensor_io_error(e, self.path) from e
-        except RuntimeError as e:  # h5py reports some failed flushes so, errno in the text
-            if clean_os_error(OSError(None, str(e)), self.path).errno is None:
+        except (OSError, RuntimeError) as e:
+            seen = getattr(getattr(self, "file", None), "error", None)
+            if seen is not None:  # the errno the file saw (h5py's text may not have it)
+                raise tensor_io_error(seen, self.path) from e
+            if isinstance(e, RuntimeError) and \
+                    clean_os_error(OSError(None, str(e)), self.path).errno is None:
                 raise
-            raise tensor_io_error(OSError(None, str(e)), self.path) from e
+            raise tensor_io_error(e if isinstance(e, OSError) else OSError(None, str(e)),
+                                  self.path) from e
 
     def _create(self, widths: dict[str, tuple[int, ...]],
                 expected_rows: dict[str, int] | None) -> None:
@@ -157,14 +171,15 @@ class TensorWriter:
             for layer, d_ff in enumerate(ws):
                 cr = chunk_rows_for(d_ff, self.np_dtype.itemsize,
                                     (expected_rows or {}).get(stack))
+                cw = min(NEURON_CHUNK, d_ff)
                 ds = self.f.create_dataset(
                     tensor_key(stack, layer), shape=(0, d_ff), maxshape=(None, d_ff),
-                    dtype=self.np_dtype, chunks=(cr, min(NEURON_CHUNK, d_ff)),
+                    dtype=self.np_dtype, chunks=(cr, cw),
                 )
                 ds.attrs["dtype"] = dtype
                 key = (stack, layer)
                 self.datasets[key] = ds
-                self.buffers[key] = np.empty((cr, d_ff), dtype=self.np_dtype)
+                self.buffers[key] = np.zeros((-(-d_ff // cw), cr, cw), dtype=self.np_dtype)
                 self.fill[key] = 0
                 self.rows_written[key] = 0
 
@@ -172,31 +187,48 @@ class TensorWriter:
         """Append ``rows`` ``[n, d_ff]`` already in the storage dtype."""
         key = (stack, layer)
         buf = self.buffers[key]
+        n_cc, cr, cw = buf.shape
+        d_ff = rows.shape[1]
+        whole = d_ff // cw  # column chunks filled across their width
         n, i = rows.shape[0], 0
         with self._io():
             while i < n:
                 f = self.fill[key]
-                take = min(n - i, buf.shape[0] - f)
-                buf[f:f + take] = rows[i:i + take]
+                take = min(n - i, cr - f)
+                part = rows[i:i + take]
+                if whole:
+                    buf[:whole, f:f + take] = \
+                        part[:, :whole * cw].reshape(take, whole, cw).transpose(1, 0, 2)
+                if whole < n_cc:  # the last column chunk is narrower than cw
+                    buf[whole, f:f + take, :d_ff - whole * cw] = part[:, whole * cw:]
                 self.fill[key] = f + take
                 i += take
-                if self.fill[key] == buf.shape[0]:
+                if self.fill[key] == cr:
                     self._flush(key)
 
     def _flush(self, key: tuple[str, int]) -> None:
+        """Write the buffered rows of ``key`` as whole chunks (the rows past ``fill`` of a last,
+        partial row block are zeros: HDF5 stores whole chunks and never reads past the end)."""
         failpoints.hit("tensor.flush", key=key)
         f = self.fill[key]
         if f == 0:
             return
+        buf = self.buffers[key]
+        if f < buf.shape[1]:
+            buf[:, f:] = 0
         ds = self.datasets[key]
         start = self.rows_written[key]
         ds.resize(start + f, axis=0)
-        ds[start:start + f] = self.buffers[key][:f]
+        cw = buf.shape[2]
+        for j in range(buf.shape[0]):
+            ds.id.write_direct_chunk((start, j * cw), buf[j])
         self.rows_written[key] = start + f
         self.fill[key] = 0
+        self.file.settle()
 
-    def close(self) -> None:
-        """Flush the buffers and close the file (a StoreIOError leaves it for :meth:`abort`)."""
+    def close(self) -> dict:
+        """Flush the buffers, close the file and return its record ``{"bytes",
+        "sha256_blocks", "block_bytes"}`` (a StoreIOError leaves it for :meth:`abort`)."""
         with self._io():
             for key in self.datasets:
                 self._flush(key)
@@ -205,39 +237,29 @@ class TensorWriter:
             self.f.flush()
             self.datasets.clear()
             self.f.close()
+            self.record = self.file.finish()
         _OPEN_WRITERS.discard(self)
+        return self.record
 
     def abort(self) -> None:
         """Close the file without writing anything more (its content is thrown away).
 
         After a failed write (a full disk, an I/O error) HDF5 cannot flush its caches, so a
         plain close fails and leaves the file open inside the library, whose shutdown then
-        crashes the interpreter (SIGSEGV after the error message). The file's descriptor is
-        pointed at ``/dev/null`` first, so the final flush goes nowhere and the close succeeds.
+        crashes the interpreter (SIGSEGV after the error message). The file is told to discard
+        what it is given first, so the final flush goes nowhere and the close succeeds.
         """
         _OPEN_WRITERS.discard(self)
+        watched = getattr(self, "file", None)
+        if watched is not None:
+            watched.discard()
         f = getattr(self, "f", None)
-        if f is None or not f.id.valid:
-            self.datasets.clear()
-            return
-        redirect_to_null(self._fd)
-        self.datasets.clear()  # their chunk caches now flush into /dev/null too
-        with contextlib.suppress(Exception):
-            f.close()
-
-
-def redirect_to_null(fd: int | None) -> None:
-    """Point an open HDF5 file's descriptor at ``/dev/null``: whatever HDF5 still flushes
-    goes nowhere, so closing a file whose writes failed succeeds (see
-    :meth:`TensorWriter.abort`)."""
-    if fd is None:
-        return
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
+        self.datasets.clear()
+        if f is not None and f.id.valid:
+            with contextlib.suppress(Exception):
+                f.close()
+        if watched is not None:
+            watched.close()
 
 
 @contextlib.contextmanager

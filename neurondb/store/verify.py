@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from neurondb.errors import switch, switch_off
 from neurondb.store import catalog
+from neurondb.store.blockhash import block_sha256_file
 from neurondb.store.errors import StoreError
 from neurondb.store.io import read_json, sha256_file
 from neurondb.store.layout import (
@@ -168,7 +169,8 @@ def shard_listing(run_path: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _file_problem(f: Path, rec: dict, full: bool | None) -> str | None:
-    """Compare one file against its ``{"bytes", "sha256"}`` record. ``full``: True always
+    """Compare one file against its ``{"bytes", "sha256"}`` record (a tensor file's:
+    ``{"bytes", "sha256_blocks", "block_bytes"}``, :mod:`neurondb.store.blockhash`). ``full``: True always
     hashes, None hashes files up to :data:`SMALL_FILE` bytes, False only compares sizes."""
     try:
         size = f.stat().st_size
@@ -179,9 +181,12 @@ def _file_problem(f: Path, rec: dict, full: bool | None) -> str | None:
     want = rec.get("bytes")
     if want is not None and size != want:
         return f"{f} has {size} bytes, {want} recorded (truncated or changed)"
-    if rec.get("sha256") and (full or (full is None and size <= SMALL_FILE)):
+    if (rec.get("sha256") or rec.get("sha256_blocks")) and \
+            (full or (full is None and size <= SMALL_FILE)):
         try:
-            if sha256_file(f) != rec["sha256"]:
+            got = (block_sha256_file(f, rec["block_bytes"]) if rec.get("sha256_blocks")
+                   else sha256_file(f))
+            if got != (rec.get("sha256_blocks") or rec["sha256"]):
                 return f"{f} does not match its checksum (changed or corrupted)"
         except OSError as e:
             return f"{f} cannot be read ({e.strerror or e})"
