@@ -2,9 +2,9 @@
 
 The loop makes one :class:`RunProfiler` per run (``RunProfiler.for_run``; None unless the run
 is in ``profile`` mode), one accumulator per shard (``accumulator(chunk)``), reduces every
-batch right after the forward pass (``acc.update_batch(cap.acts, profile_rows(...))``, on the
-device tensors the capture hooks produced) and hands the state to the shard before its commit
-(``shard.profile = acc.state()``). :func:`check_request` and :func:`check_tokens`
+batch around its forward pass (:func:`reducing`: inside the capture hooks on a CPU with the
+kernel, else right after the forward from the rows the hooks copied) and hands the state to
+the shard before its commit (``shard.profile = acc.state()``). :func:`check_request` and :func:`check_tokens`
 refuse bad input before anything is written.
 """
 
@@ -108,10 +108,11 @@ def profile_rows(sels: dict, ids: np.ndarray, labels: np.ndarray) -> dict:
 @contextlib.contextmanager
 def reducing(acc: ProfileAccumulator | None, cap, rows: dict, alone: bool):
     """Around one batch's forward pass: reduce its captured rows ``rows`` (``profile_rows``)
-    into ``acc`` once the forward is done. Where the accumulator can
-    (:meth:`ProfileAccumulator.can_stream`) and nothing else needs the rows (``alone``), the
-    capture hooks hand it the model's own ``h`` tensors (nothing copied); otherwise they copy
-    the captured rows, as for a per-token run."""
+    into ``acc``. Where the accumulator can (:meth:`ProfileAccumulator.can_stream`) and
+    nothing else needs the rows (``alone``), each capture hook hands it the model's own ``h``,
+    reduced there and then (nothing copied or held; a forward that fails half way leaves the
+    accumulator refusing to give a state); otherwise the hooks copy the captured rows, as for
+    a per-token run, and they are reduced once the forward is done."""
     if acc is None:
         yield
         return
@@ -121,6 +122,10 @@ def reducing(acc: ProfileAccumulator | None, cap, rows: dict, alone: bool):
         cap.consume = acc.consume
     try:
         yield
+    except BaseException:
+        if stream:
+            acc.abandon_batch()
+        raise
     finally:
         cap.consume = None
     if stream:

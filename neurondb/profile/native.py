@@ -60,12 +60,14 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _flags(native_cpu: bool = True) -> list[str]:
+def _flags(native_cpu: bool = True, openmp: bool = True) -> list[str]:
     """-O3 and vectorisation (``-fno-trapping-math`` lets ``floorf`` vectorise; no
     ``-ffast-math``: NaN and signed zeros keep their meaning); ``-march=native`` is safe to
-    cache because the library's name hashes the CPU's flags."""
+    cache because the library's name hashes the CPU's flags; ``-fopenmp`` for
+    ``nd_profile_update_all`` (see :func:`shares_torch_threads`)."""
     arch = ["-march=native"] if native_cpu else []
-    return ["-O3", *arch, "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+    omp = ["-fopenmp"] if openmp else []
+    return ["-O3", *arch, *omp, "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
             "-Wno-psabi", "-shared", "-fPIC"]
 
 
@@ -82,8 +84,10 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=".profile-", suffix=".so")
     os.close(fd)
     try:
-        for native_cpu in (True, False):  # a compiler without -march=native: the portable build
-            r = subprocess.run([cc, *_flags(native_cpu), "-o", tmp, str(SOURCE), "-lm"],
+        # a compiler without -march=native: the portable build; without OpenMP: one thread
+        # per call (the caller's threads split the neurons)
+        for native_cpu, openmp in ((True, True), (True, False), (False, True), (False, False)):
+            r = subprocess.run([cc, *_flags(native_cpu, openmp), "-o", tmp, str(SOURCE), "-lm"],
                                capture_output=True, text=True)
             if r.returncode == 0:
                 break
@@ -116,12 +120,14 @@ def _load() -> ctypes.CDLL | None:
         except OSError as e:
             _why_not = f"the profile kernel could not be built: {e}"
             return None
-        f = lib.nd_profile_update
-        f.restype = ctypes.c_int
-        f.argtypes = ([ctypes.c_int64] * 5 + [ctypes.c_void_p] * 4 + [ctypes.c_int32]
-                      + [ctypes.c_void_p] * 6 + [ctypes.c_int32] + [ctypes.c_void_p] * 5
-                      + [ctypes.c_int32])
+        state = ([ctypes.c_void_p] * 4 + [ctypes.c_int32] + [ctypes.c_void_p] * 6
+                 + [ctypes.c_int32] + [ctypes.c_void_p] * 5 + [ctypes.c_int32])
+        lib.nd_profile_update.restype = ctypes.c_int
+        lib.nd_profile_update.argtypes = [ctypes.c_int64] * 5 + state
+        lib.nd_profile_update_all.restype = ctypes.c_int
+        lib.nd_profile_update_all.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_int32] + state
         lib.nd_tile.restype = ctypes.c_int
+        lib.nd_openmp_threads.restype = ctypes.c_int
         _lib = lib
         return _lib
 
@@ -142,6 +148,33 @@ def why_not() -> str:
     return "" if available() else (_why_not or f"{ENV_KERNEL}=torch")
 
 
+#: the OpenMP runtimes a process may have mapped (GNU, LLVM, Intel)
+_OMP_RUNTIMES = ("libgomp", "libomp", "libiomp")
+
+
+def shares_torch_threads() -> bool:
+    """Whether the kernel's OpenMP threads are torch's own: the library was built with OpenMP,
+    torch's parallel backend is OpenMP, and one OpenMP runtime is loaded in this process (the
+    kernel's ``libgomp.so.1`` resolved to torch's). Two runtimes would mean two sets of
+    threads on the same cores; the kernel then splits the neurons among threads of its own."""
+    lib = _load()
+    if lib is None or lib.nd_openmp_threads() <= 0:
+        return False
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    return len(openmp_runtimes(maps)) == 1
+
+
+def openmp_runtimes(maps: str) -> set[str]:
+    """The OpenMP runtime libraries mapped, from the text of ``/proc/self/maps``."""
+    return {line.split()[-1] for line in maps.splitlines() if "/" in line
+            and any(line.rsplit("/", 1)[-1].startswith(name) for name in _OMP_RUNTIMES)}
+
+
 def _ptr(t: torch.Tensor) -> int:
     assert t.is_contiguous() and t.device.type == "cpu", "the kernel needs contiguous CPU memory"
     return t.data_ptr()
@@ -153,16 +186,21 @@ def sorted_keys(keys: np.ndarray) -> np.ndarray:
 
 
 class NativeReducer:
-    """Runs the kernel on disjoint neuron ranges in ``threads`` threads (ctypes releases the
-    GIL during the call), one call per range covering every layer of a group."""
+    """Runs the kernel on ``threads`` threads (default: torch's count). Where the kernel's
+    OpenMP is torch's (:func:`shares_torch_threads`), one call shares the neurons out among
+    torch's own threads; otherwise the calling thread and a pool of its own run calls on
+    disjoint neuron ranges (ctypes releases the GIL during a call). ``openmp`` forces
+    either way (tests)."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, openmp: bool | None = None):
         self.lib = _load()
         if self.lib is None:
             raise RuntimeError(_why_not)
         self.tile = int(self.lib.nd_tile())
         self.threads = max(1, int(threads or torch.get_num_threads()))
-        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+        self.openmp = shares_torch_threads() if openmp is None else bool(openmp)
+        self.pool = (ThreadPoolExecutor(self.threads - 1) if self.threads > 1 and not self.openmp
+                     else None)
 
     def update(self, st: dict[str, torch.Tensor], xs: list[torch.Tensor], tok: torch.Tensor,
                label: torch.Tensor, n_labels: int, n_bins: int, top_k: int,
@@ -189,6 +227,9 @@ class NativeReducer:
                  _ptr(st["sumsq"]), _ptr(st["min"]), _ptr(st["max"]), _ptr(st["n_positive"]),
                  _ptr(st["hist32"]), int(n_bins), _ptr(inv_w), _ptr(m), _ptr(st["label_sum"]),
                  _ptr(st["top"]), _ptr(st["bottom"]), int(top_k))
+        if self.openmp:
+            self.lib.nd_profile_update_all(G, n, d, self.threads, *fixed)
+            return
         step = -(-d // self.threads)
         step = -(-step // self.tile) * self.tile
         ranges = [(a, min(d, a + step)) for a in range(0, d, step)]

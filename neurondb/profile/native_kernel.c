@@ -18,9 +18,14 @@
  * value), so keys are unique per token and the top-K is exact, ties broken by token.
  *
  * Every neuron is reduced in row order by one thread, so the result does not depend on how the
- * neurons are split between calls (the caller runs calls on disjoint ranges in parallel).
+ * neurons are split between threads: nd_profile_update_all shares them out with OpenMP (torch's
+ * own threads, see there); without a shared OpenMP runtime the caller runs nd_profile_update on
+ * disjoint ranges in threads of its own.
  */
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -327,6 +332,38 @@ int nd_profile_update(int64_t G, int64_t n, int64_t d, int64_t j0, int64_t j1,
         }
     }
     return 0;
+}
+
+/* nd_profile_update over all the neurons [0, d) of the G layers, the (layer, tile) pairs
+ * shared out by OpenMP among `threads` threads (a clause: the caller's OpenMP settings are
+ * left as they are). Built with -fopenmp and loaded beside torch's libgomp, this is torch's
+ * own thread pool: its workers, still spinning after the model's last operation, take their
+ * tiles at once, and no second set of threads competes with them. */
+int nd_profile_update_all(int64_t G, int64_t n, int64_t d, int32_t threads,
+                          const float *const *x, const int64_t *rows, const int64_t *tok,
+                          const int32_t *label, int32_t L, double *sum, double *sumsq,
+                          float *mn, float *mx, int64_t *npos, int32_t *hist, int32_t nbins,
+                          const float *inv_w, const float *m, double *label_sum, int64_t *top,
+                          int64_t *bottom, int32_t K) {
+    const int64_t B = nbins + 2, nt = (d + TILE - 1) / TILE;
+    (void)threads; /* unused without OpenMP: one thread */
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t q = 0; q < G * nt; q++) {
+        const int64_t g = q / nt, jt = (q % nt) * TILE;
+        const int64_t tw = (d - jt < TILE) ? (d - jt) : TILE;
+        tile_update(x[g], rows, tok, label, L, n, d, jt, tw, g * d + jt, sum, sumsq, mn, mx,
+                    npos, hist, B, inv_w[g], m[g], label_sum, g, top, bottom, K);
+    }
+    return 0;
+}
+
+/* OpenMP's thread count for a parallel region started now (0: built without OpenMP) */
+int nd_openmp_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 0;
+#endif
 }
 
 int nd_tile(void) { return TILE; }

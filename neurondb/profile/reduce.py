@@ -81,6 +81,7 @@ class ProfileAccumulator:
                        for i, la in enumerate(layers)}
         self._batch: dict = {}
         self._unmoved: dict[int, int] = {}  # rows counted in hist32 since its last move
+        self._broken = False  # a batch was interrupted half reduced (abandon_batch)
 
     def _init_group(self, g: int) -> dict[str, torch.Tensor]:
         stack, layers = self.groups[g]
@@ -205,8 +206,8 @@ class ProfileAccumulator:
     def can_stream(self) -> bool:
         """Whether a batch can be reduced from the model's own ``h`` tensors
         (:meth:`begin_batch`, :meth:`consume` from the capture hooks, :meth:`end_batch`):
-        the CPU kernel reads the captured rows where the model wrote them, so the hooks copy
-        nothing. Needs the edges (chosen from a first batch reduced the usual way) and no
+        the CPU kernel reduces each layer's captured rows inside its hook, where the model
+        wrote them, so the hooks copy nothing and nothing is held. Needs the edges (chosen from a first batch reduced the usual way) and no
         within-model correlation."""
         return self.native is not None and self.edges is not None and self.corr_layers is None
 
@@ -219,28 +220,57 @@ class ProfileAccumulator:
                             (ex, pos, lab))
             self._batch[stack] = (ex * self.n_positions + pos, lab.to(torch.int32), lab)
         self._flat: dict[str, torch.Tensor] = {}
-        self._held: dict[tuple[str, int], torch.Tensor] = {}
+        self._begun: set[int] = set()  # groups whose counts were made ready for this batch
+        self._reduced: set[tuple[str, int]] = set()
+
+    def _begin_group(self, g: int, n: int) -> dict[str, torch.Tensor]:
+        """Group ``g``'s state, its int32 counts moved first if this batch's ``n`` rows could
+        overflow them (once per group and batch)."""
+        st = self._group(g)
+        if g not in self._begun:
+            self._move_counts(g, n)
+            self._begun.add(g)
+        return st
 
     def consume(self, key: tuple[str, int], h: torch.Tensor, b: torch.Tensor,
                 t: torch.Tensor) -> bool:
-        """Keep layer ``key``'s ``h`` ``[B, T, d]`` (a reference, no copy) to reduce its rows
-        ``(b, t)`` in :meth:`end_batch`. False when the kernel cannot read it in place (another
-        dtype or layout): the hook then copies the rows as usual."""
+        """Reduce layer ``key``'s rows ``(b, t)`` of ``h`` ``[B, T, d]`` now, inside its capture
+        hook, where the model wrote them (no copy, nothing held: the values are still in the
+        cache, and the kernel's threads are torch's own, see
+        :func:`~neurondb.profile.native.shares_torch_threads`). False when the kernel cannot
+        read ``h`` in place (another dtype or layout): the hook then copies the rows as usual
+        and :meth:`end_batch` reduces them."""
         stack = key[0]
         if (stack not in self._batch or h.dim() != 3 or h.dtype != torch.float32
                 or h.device.type != "cpu" or not h.is_contiguous() or key not in self._where):
             return False
+        tok, lab32, _lab = self._batch[stack]
+        n = int(tok.shape[0])
+        if n == 0:
+            return True
         if stack not in self._flat:
             self._flat[stack] = (b.to(torch.int64) * h.shape[1] + t.to(torch.int64)).contiguous()
-        self._held[key] = h.view(-1, h.shape[-1])
+        g, i = self._where[key]
+        st = self._begin_group(g, n)
+        self._reduced.add(key)  # before the call: an interrupted call still marks the state
+        self.native.update(_layer_view(st, len(self.groups[g][1]), i),
+                           [h.view(-1, h.shape[-1])], tok, lab32, self.n_labels, self.n_bins,
+                           self.top_k, rows=self._flat[stack])
         return True
+
+    def abandon_batch(self) -> None:
+        """A forward pass failed after :meth:`begin_batch`: if some of its layers were already
+        reduced, this accumulator holds part of a batch and refuses to give a state (its
+        shard is redone from the start)."""
+        if getattr(self, "_reduced", None):
+            self._broken = True
+        self._batch, self._flat, self._begun, self._reduced = {}, {}, set(), set()
 
     @torch.no_grad()
     def end_batch(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
-        """Reduce a batch begun with :meth:`begin_batch` by the CPU kernel: the layers handed
-        to :meth:`consume` in place, those whose rows are in ``acts`` (``[n, d]``, any float
-        dtype) from those, one kernel call per layer group where its layers are all of one
-        kind; its rows are counted once per layer group."""
+        """Finish a batch begun with :meth:`begin_batch`: reduce the layers whose rows the hooks
+        copied into ``acts`` (``[n, d]``, any float dtype; one kernel call per layer group
+        where all of its layers are there), and count its rows once per layer group."""
         try:
             for g, (stack, layers) in enumerate(self.groups):
                 if stack not in self._batch:
@@ -248,29 +278,22 @@ class ProfileAccumulator:
                 tok, lab32, lab = self._batch[stack]
                 keys = [(stack, la) for la in layers]
                 n = int(tok.shape[0])
-                if n == 0 or not any(k in self._held or k in acts for k in keys):
+                todo = [k for k in keys if k in acts and k not in self._reduced]
+                if n == 0 or not (todo or any(k in self._reduced for k in keys)):
                     continue
-                st = self._group(g)
-                self._move_counts(g, n)
-                if all(k in self._held for k in keys):
-                    self.native.update(st, [self._held[k] for k in keys], tok, lab32,
-                                       self.n_labels, self.n_bins, self.top_k,
-                                       rows=self._flat[stack])
-                elif all(k in acts for k in keys):
+                st = self._begin_group(g, n)
+                if len(todo) == len(keys):
                     self.native.update(st, [acts[k].to(torch.float32).contiguous()
                                             for k in keys], tok, lab32, self.n_labels,
                                        self.n_bins, self.top_k)
                 else:
-                    for i, k in enumerate(keys):
-                        if k not in self._held and k not in acts:
-                            continue
-                        x, rows = ((self._held[k], self._flat[stack]) if k in self._held else
-                                   (acts[k].to(torch.float32).contiguous(), None))
-                        self.native.update(_layer_view(st, len(layers), i), [x], tok, lab32,
-                                           self.n_labels, self.n_bins, self.top_k, rows=rows)
+                    for k in todo:
+                        self.native.update(_layer_view(st, len(layers), keys.index(k)),
+                                           [acts[k].to(torch.float32).contiguous()], tok, lab32,
+                                           self.n_labels, self.n_bins, self.top_k)
                 self._count(g, n, lab)
         finally:
-            self._batch, self._flat, self._held = {}, {}, {}
+            self._batch, self._flat, self._begun, self._reduced = {}, {}, set(), set()
 
     def _histogram(self, st: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """Bin index ``floor(h / w) - e0 / w + 1`` (exact: ``w`` is a power of two), clamped
@@ -327,6 +350,9 @@ class ProfileAccumulator:
 
     def state(self) -> ProfileState:
         """The NumPy state of everything reduced so far (a copy: reducing goes on)."""
+        if self._broken:
+            raise RuntimeError("this profile accumulator holds part of an interrupted batch; "
+                               "its shard must be reduced again from the start")
         out = ProfileState(self.top_k, self.n_bins, self.n_labels, self.n_positions)
         for g, st in sorted(self.t.items()):
             stack, layers = self.groups[g]

@@ -38,7 +38,8 @@ def batches(widths: dict, n_batches: int = 4, n: int = 70, seed: int = 0):
     return out
 
 
-def state(widths, data, k: int, mode: str, monkeypatch, threads: int | None = None):
+def state(widths, data, k: int, mode: str, monkeypatch, threads: int | None = None,
+          openmp: bool | None = None):
     monkeypatch.setenv(native.ENV_KERNEL, mode)
 
     def edges_for(acts):
@@ -46,8 +47,8 @@ def state(widths, data, k: int, mode: str, monkeypatch, threads: int | None = No
 
     acc = ProfileAccumulator(widths, k, 12, 3, 40, "cpu", edges_for)
     assert (acc.native is not None) == (mode == "native")
-    if threads is not None:
-        acc.native = native.NativeReducer(threads)
+    if threads is not None or openmp is not None:
+        acc.native = native.NativeReducer(threads, openmp)
     for acts, rows in data:
         acc.update_batch(acts, rows)
     return acc.state()
@@ -81,13 +82,31 @@ def test_kernel_equals_the_torch_reduction(k, monkeypatch):
                 state(widths, data, k, "native", monkeypatch), exact_sums=False)
 
 
-def test_thread_count_does_not_change_a_bit(monkeypatch):
+@pytest.mark.parametrize("openmp", [True, False])  # torch's OpenMP threads, or a pool
+def test_thread_count_does_not_change_a_bit(monkeypatch, openmp):
     widths = {"encoder": (130, 130)}
     data = batches(widths, seed=1)
-    one = state(widths, data, 4, "native", monkeypatch, threads=1)
-    for t in (2, 3, 5):
-        assert_same(one, state(widths, data, 4, "native", monkeypatch, threads=t),
-                    exact_sums=True)
+    one = state(widths, data, 4, "native", monkeypatch, threads=1, openmp=False)
+    for t in (1, 2, 3, 5):
+        assert_same(one, state(widths, data, 4, "native", monkeypatch, threads=t,
+                               openmp=openmp), exact_sums=True)
+
+
+def test_openmp_runtimes_are_told_apart():
+    """The kernel uses OpenMP only where one runtime is loaded (torch's): two would be two
+    sets of threads on the same cores."""
+    maps = ("7f00-7f01 r-xp 0 08:01 1 /venv/torch/lib/libgomp.so.1\n"
+            "7f01-7f02 r--p 0 08:01 1 /venv/torch/lib/libgomp.so.1\n"
+            "7f02-7f03 r-xp 0 08:01 2 /usr/lib/libc.so.6\n"
+            "7f03-7f04 rw-p 0 00:00 0 [heap]\n")
+    assert native.openmp_runtimes(maps) == {"/venv/torch/lib/libgomp.so.1"}
+    two = maps + "7f05-7f06 r-xp 0 08:01 3 /usr/lib/x86_64-linux-gnu/libgomp.so.1\n"
+    assert len(native.openmp_runtimes(two)) == 2
+    assert native.openmp_runtimes(maps + "7f07 r-xp 0 08:01 4 /opt/libiomp5.so\n") == {
+        "/venv/torch/lib/libgomp.so.1", "/opt/libiomp5.so"}
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info() and \
+            native._load().nd_openmp_threads() > 0:  # this process: torch's libgomp only
+        assert native.shares_torch_threads()
 
 
 def test_16_bit_and_non_contiguous_inputs(monkeypatch):
@@ -149,7 +168,7 @@ def test_the_portable_build_gives_the_same_state(tmp_path, monkeypatch):
     into whatever registers exist; the state is the same."""
     monkeypatch.setenv(native.ENV_CACHE, str(tmp_path))
     portable = native._flags(native_cpu=False)
-    monkeypatch.setattr(native, "_flags", lambda native_cpu=True: portable)
+    monkeypatch.setattr(native, "_flags", lambda native_cpu=True, openmp=True: portable)
     monkeypatch.setattr(native, "_tried", False)
     monkeypatch.setattr(native, "_lib", None)
     widths = {"encoder": (21, 40)}
@@ -191,6 +210,36 @@ def test_handing_over_the_models_tensors_equals_copied_rows(monkeypatch):
         assert list(acts) == [("encoder", 1)]
         handed.end_batch(acts)
     assert_same(copied.state(), handed.state(), exact_sums=False)
+
+
+def test_a_forward_that_fails_half_way_leaves_no_state(monkeypatch):
+    """Layers are reduced inside their hooks: a batch whose forward fails after some of them
+    leaves a partial batch in the accumulator, which then refuses to give a state (its shard
+    is redone); a failure before any layer was reduced leaves it usable."""
+    from neurondb.extract.profiling import reducing
+
+    monkeypatch.setenv(native.ENV_KERNEL, "native")
+    widths = {"encoder": (8, 8)}
+    acc = ProfileAccumulator(widths, 2, 4, 0, 16, "cpu",
+                             lambda a: {k: choose_edges(-1.0, 1.0, 4) for k in a})
+    h = torch.randn(2, 3, 8)
+    b, t = (torch.as_tensor(a) for a in np.nonzero(np.ones((2, 3), bool)))
+    acc.update_batch({("encoder", la): h[b, t] for la in range(2)},
+                     {"encoder": (b.numpy(), t.numpy(), -np.ones(6, np.int64))})
+
+    class Cap:
+        consume = None
+        acts: dict = {}
+
+    rows = {"encoder": (b.numpy() + 2, t.numpy(), -np.ones(6, np.int64))}
+    with pytest.raises(KeyboardInterrupt), reducing(acc, Cap, rows, alone=True):
+        raise KeyboardInterrupt  # before any layer
+    assert acc.state().layers[("encoder", 0)].count == 6
+    with pytest.raises(KeyboardInterrupt), reducing(acc, Cap, rows, alone=True):
+        assert Cap.consume(("encoder", 0), h, b, t)
+        raise KeyboardInterrupt  # after layer 0, before layer 1
+    with pytest.raises(RuntimeError, match="interrupted batch"):
+        acc.state()
 
 
 def test_an_unwritable_cache_falls_back_to_the_torch_reduction(tmp_path, monkeypatch):
