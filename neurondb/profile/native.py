@@ -10,6 +10,12 @@ NaN rules; the float64 sums add in row order, equal to about 1e-16 relative), an
 CPU tensors when a C compiler is found (``cc``, ``gcc`` or ``clang``, or ``$CC``). Otherwise,
 or with ``NEURONDB_PROFILE_KERNEL=torch``, the torch reduction runs (the same numbers, slower).
 
+Threads: built with ``-fopenmp`` (when the compiler has it), the kernel's ``libgomp.so.1``
+resolves to the one torch loaded, so its parallel loop runs on torch's own threads, still
+spinning after the model's last operation (:func:`shares_torch_threads`); a second set of
+threads would compete with them for the same cores. Where that is not so, the neurons are split
+among a pool of the reducer's own.
+
 The shared library is cached in ``$NEURONDB_KERNEL_CACHE`` (default
 ``~/.cache/neurondb/kernels``) under a name that hashes the source, the compiler's version and
 the CPU's flags, so a changed source or another machine type compiles again. The library is
