@@ -186,7 +186,7 @@ class ProfileAccumulator:
             onehot = (label[:, None] == torch.arange(self.n_labels, device=x.device)).double()
             if sl.start == 0:
                 st["label_count"] += onehot.sum(0).long()
-            st["label_sum"] += torch.matmul(onehot.T, xd)
+            st["label_sum"] += _label_sums(onehot, xd)
         self._top_k(st, x, example_id * self.n_positions + position, {"top": hi, "bottom": lo})
 
     def _group(self, g: int) -> dict[str, torch.Tensor]:
@@ -373,6 +373,23 @@ class ProfileAccumulator:
             out.corr = CorrSums(self.corr_layers[0], tuple(self.corr_layers[1]), self.corr_n,
                                 c["sum"], c["sumsq"], c["sxy"])
         return out
+
+
+def _label_sums(onehot: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
+    """``onehot.T @ xd`` ``[G, L, d]`` (``onehot`` float64 ``[n, L]``, ``xd`` float64
+    ``[G, n, d]``), with a NaN or ±inf reaching its own row's label only, as adding row by row
+    does (the CPU kernel): in a plain matmul 0 × NaN and 0 × inf are NaN for every label."""
+    finite = torch.isfinite(xd)
+    if bool(finite.all()):
+        return torch.matmul(onehot.T, xd)
+    out = torch.matmul(onehot.T, torch.where(finite, xd, 0.0))
+
+    def seen(mask: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(onehot.T, mask.double()) > 0
+
+    pos, neg = seen(xd == float("inf")), seen(xd == float("-inf"))
+    out = torch.where(pos, float("inf"), torch.where(neg, float("-inf"), out))
+    return torch.where(seen(torch.isnan(xd)) | (pos & neg), float("nan"), out)
 
 
 def _layer_view(st: dict[str, torch.Tensor], n_layers: int, i: int) -> dict[str, torch.Tensor]:

@@ -63,11 +63,8 @@ def assert_same(a, b, exact_sums: bool):
             np.testing.assert_array_equal(getattr(la, name), getattr(lb, name), err_msg=name)
         for kind in ("top", "bottom"):
             np.testing.assert_array_equal(la.keys[kind], lb.keys[kind], err_msg=kind)
-        finite = np.isfinite(la.sum)  # torch's label sums spread a NaN to every label
-        for name in ("sum", "sumsq", "label_sum"):
+        for name in ("sum", "sumsq", "label_sum"):  # NaN and ±inf in their own label only
             x, y = getattr(la, name), getattr(lb, name)
-            if name == "label_sum":
-                x, y = x[:, finite], y[:, finite]
             if exact_sums:
                 np.testing.assert_array_equal(x, y, err_msg=name)
             else:
@@ -265,3 +262,21 @@ def test_int32_counts_are_moved_before_they_could_overflow(monkeypatch):
     data = batches(widths, n_batches=5, seed=6)
     assert_same(state(widths, data, 3, "torch", monkeypatch),
                 state(widths, data, 3, "native", monkeypatch), exact_sums=False)
+
+
+def test_torch_label_sums_keep_non_finite_values_in_their_own_label():
+    """Row by row (the kernel): a NaN or ±inf reaches its row's label only; +inf and -inf in
+    one label make NaN. A one-hot matmul alone would make every label NaN."""
+    from neurondb.profile.reduce import _label_sums
+
+    inf, nan = float("inf"), float("nan")
+    x = torch.tensor([[[1.0, inf, 2.0, nan]], [[2.0, -inf, -inf, 1.0]],
+                      [[4.0, 1.0, inf, 1.0]]], dtype=torch.float64).transpose(0, 1)  # [1, 3, 4]
+    lab = torch.tensor([0, 0, 1])
+    onehot = (lab[:, None] == torch.arange(3)).double()
+    want = np.zeros((1, 3, 4))
+    with np.errstate(invalid="ignore"):  # inf + -inf: NaN, as wanted
+        for i, la in enumerate(lab.tolist()):
+            want[0, la] += x[0, i].numpy()
+    np.testing.assert_array_equal(_label_sums(onehot, x).numpy(), want)
+    assert np.isnan(want[0, 0, 1]) and want[0, 1, 2] == inf and np.isnan(want[0, 0, 3])
