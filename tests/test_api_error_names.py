@@ -144,3 +144,20 @@ def test_a_result_name_that_exists(tmp_path, sentiment_dir):
     _cli(["transfer", "--prompts", tmp_path / "p", "--data", str(sentiment_dir), "--store", root,
           "--name", "t"], "already exists",
          "choose another name (--name) or replace it (--overwrite)")
+
+
+# -- the analyses' checks against what a store holds ---------------------------------------
+def test_store_dependent_analysis_errors(extracted):
+    """Checks that depend on the store's contents (no gradients, no matching slot) name the
+    caller's spelling too: they run inside the query kernels, after the request was built."""
+    from neurondb.query.attribution import attribution
+    from neurondb.query.predictivity import predictivity
+
+    run = neurondb.open(extracted).runs()[0].run
+    _python(lambda: attribution(extracted, run, write=False),
+            "has no gradients; re-extract it with grad=True, or rank by method='activation'")
+    _cli(["rank", extracted, "--method", "attribution", "--train", run],
+         "re-extract it with --grad, or rank by --method activation")
+    _python(lambda: predictivity(extracted, run, train=run, slots="nope", write=False),
+            "matches slots='nope'")
+    _cli(["rank", extracted, "--eval", run, "--train", run, "--slots", "nope"], "matches --slots nope")

@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from neurondb.callable_module import make_callable
+from neurondb.errors import given, switch
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, select_slots
 from neurondb.query.rankings import ranking_frame, save_ranking
@@ -102,7 +103,7 @@ def _row_selection(lay: RunLayout, slots: Sequence[str] | str | None,
     """Bool ``[n_rows]``: rows of the selected slots of the first ``max_examples`` examples."""
     want = select_slots(lay.slots, slots)
     if not want:
-        raise QueryError(f"no captured slot of run {lay.run!r} matches --slots {slots!r}")
+        raise QueryError(f"no captured slot of run {lay.run!r} matches {given('slots', slots)}")
     keep = np.isin(lay.slot_idx, [lay.slots.index(s) for s in want])
     starts, seg_ex = _segments(lay.ex_idx)
     if np.unique(seg_ex).size != seg_ex.size:
@@ -127,7 +128,7 @@ def _paired_chunks(store: Store, run: str, stack: str, layer: int, method: str,
     for (s0, h), (s1, g) in zip(*its):
         if s0 != s1 or h.shape != g.shape:
             raise QueryError(f"run {run!r}: activations and gradients of {stack} layer {layer} "
-                             "have different rows; re-extract the run with --grad")
+                             f"have different rows; re-extract the run with {switch('grad')}")
         np.multiply(h, g, out=h)
         yield s0, h
 
@@ -186,11 +187,11 @@ def _check_gradients(infos: list, method: str, target: str | None) -> None:
     """Runs ranked by attribution or gradient must hold gradients (of ``target``, if given)."""
     for info in infos:
         if method != "activation" and not info.grad:
-            raise QueryError(f"run {info.run!r} has no gradients; re-extract it with --grad, or "
-                             "rank by --method activation")
+            raise QueryError(f"run {info.run!r} has no gradients; re-extract it with "
+                             f"{switch('grad')}, or rank by {given('method', 'activation')}")
         if method != "activation" and target is not None and info.grad_target not in (None, target):
             raise QueryError(f"run {info.run!r} holds gradients of target {info.grad_target!r}, not "
-                             f"{target!r}; re-extract with --grad-target {target}")
+                             f"{target!r}; re-extract with {given('grad_target', target)}")
 
 
 def run_attribution(store: Store | str | Path, r: RankRequest) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurondb.errors import QueryError
+from neurondb.errors import QueryError, arg
 from neurondb.profile.pearson import PearsonAccumulator, best_partners
 from neurondb.query.layout import split_names
 from neurondb.query.plots import save_figure
@@ -42,13 +42,13 @@ class NeuronCorrelation:
 def _pair(store, runs) -> tuple:
     names = split_names(runs)
     if len(names) != 2:
-        raise QueryError(f"--runs takes two runs, A,B (or one profile run extracted with "
-                         f"--correlate-layers); got {names}")
+        raise QueryError(f"{arg('runs')} takes two runs, A,B (or one profile run extracted "
+                         f"with {arg('correlate_layers')}); got {names}")
     infos = [store.run(n) for n in names]
     for i in infos:
         if i.mode != "tokens":
             raise QueryError(f"run {i.run!r} is a {i.mode} run; correlate-neurons needs "
-                             "per-token activations (extract with --positions ...)")
+                             f"per-token activations (extract with {arg('positions')} ...)")
     return infos
 
 
@@ -59,8 +59,8 @@ def check_same_tokens(store, a, b, stack: str) -> int:
     for col in ("example_id", "position"):
         if ra.num_rows != rb.num_rows or not ra.column(col).equals(rb.column(col)):
             raise QueryError(f"{what} do not capture the same tokens ({col} differs row by "
-                             "row); extract both with the same data, --positions and "
-                             "--max-examples")
+                             f"row); extract both with the same data, {arg('positions')} and "
+                             f"{arg('max_examples')}")
     ta = _token_ids(store, a.run, stack, ra)
     if not np.array_equal(ta, _token_ids(store, b.run, stack, rb)):
         raise QueryError(f"{what} have different token ids at the same positions (another "
@@ -138,7 +138,7 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
     a, b = _pair(store, runs)
     stack = store.default_stack(stack, a.run)
     if top < 1:
-        raise QueryError(f"--top must be at least 1, not {top}")
+        raise QueryError(f"{arg('top')} must be at least 1, not {top}")
     layers_a, layers_b = _layers(store, a.run, stack, layers), _layers(store, b.run, stack, layers)
     name = name or default_name("ncorr", [a.run, b.run])
     if write:
@@ -180,11 +180,11 @@ def within_model(store, run: str, *, top: int = 5, name: str | None = None,
     from neurondb.profile.read import run_state
 
     if top < 1:
-        raise QueryError(f"--top must be at least 1, not {top}")
+        raise QueryError(f"{arg('top')} must be at least 1, not {top}")
     c = run_state(store, run).corr
     if c is None:
         raise QueryError(f"profile run {run!r} has no within-model correlation sums; extract "
-                         "it with --correlate-layers, or give two per-token runs A,B")
+                         f"it with {arg('correlate_layers')}, or give two per-token runs A,B")
     name = name or default_name("ncorr", [run])
     if write:
         check_absent(store, TABLE, name, overwrite)

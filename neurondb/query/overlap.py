@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurondb.errors import arg, given
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
 from neurondb.query.requests import OVERLAP_MODES, OverlapRequest, as_request
@@ -60,7 +61,7 @@ def default_slot(lay: RunLayout, n_prompt: int) -> str:
             return s
     raise QueryError(f"run {lay.run!r} captured no mask/first position (slots: "
                      f"{', '.join(lay.slots[:6])}{' ...' if len(lay.slots) > 6 else ''}); "
-                     "name one with --slot")
+                     f"name one with {arg('slot')}")
 
 
 def check_same_examples(a: RunInfo, b: RunInfo, ids_a: np.ndarray | None = None,
@@ -75,18 +76,19 @@ def check_same_examples(a: RunInfo, b: RunInfo, ids_a: np.ndarray | None = None,
         what = (f"dataset fingerprints {a.dataset_fingerprint[:12]} and {b.dataset_fingerprint[:12]}"
                 if both_fp else f"datasets {a.dataset!r} and {b.dataset!r}")
         raise QueryError(f"runs {a.run!r} and {b.run!r} hold different data ({what}, splits "
-                         f"{a.split!r} and {b.split!r}); --mode examples compares the same "
-                         "examples row by row, use --mode mean to compare different datasets")
+                         f"{a.split!r} and {b.split!r}); {given('mode', 'examples')} compares the "
+                         f"same examples row by row, use {given('mode', 'mean')} to compare "
+                         "different datasets")
     if ids_a is None or ids_b is None:
         return
     common = np.intersect1d(ids_a, ids_b)
     if common.size == 0:
         raise QueryError(f"runs {a.run!r} and {b.run!r} share no example; compare different "
-                         "datasets with --mode mean")
+                         f"datasets with {given('mode', 'mean')}")
     if common.size not in (np.unique(ids_a).size, np.unique(ids_b).size):
         raise QueryError(f"runs {a.run!r} and {b.run!r} share only {common.size} of their "
                          f"{np.unique(ids_a).size} and {np.unique(ids_b).size} example ids; "
-                         "--mode examples needs the same examples, use --mode mean")
+                         f"{given('mode', 'examples')} needs the same examples, use {given('mode', 'mean')}")
 
 
 @dataclass
@@ -104,7 +106,7 @@ def run_bits(store: Store, lay: RunLayout, slot: str, mode: str, n_layers: int) 
     """Read the rows of ``slot`` of every layer and binarize (``h > 0``, or mean then ``> 0``)."""
     if slot not in lay.slots:
         raise QueryError(f"run {lay.run!r} has no slot {slot!r} (slots: {', '.join(lay.slots[:6])}"
-                         f"{' ...' if len(lay.slots) > 6 else ''}); choose another --slot")
+                         f"{' ...' if len(lay.slots) > 6 else ''}); choose another {arg('slot')}")
     rows = np.flatnonzero(lay.slot_idx == lay.slots.index(slot))
     ids = lay.example_ids[lay.ex_idx[rows]]
     order = np.argsort(ids, kind="stable")
@@ -131,7 +133,7 @@ def _group_pair(a: RunBits, b: RunBits, first: int, last: int, mode: str) -> tup
         common, ia, ib = np.intersect1d(a.example_ids, b.example_ids, return_indices=True)
         if common.size == 0:
             raise QueryError(f"runs {a.run!r} and {b.run!r} share no example; compare different "
-                             "datasets with --mode mean")
+                             f"datasets with {given('mode', 'mean')}")
     else:
         ia = ib = np.zeros(1, np.int64)
         common = ia

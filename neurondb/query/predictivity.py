@@ -58,7 +58,7 @@ import pandas as pd
 
 from neurondb.arch.shape import ModelShape
 from neurondb.callable_module import make_callable
-from neurondb.errors import ProvenanceError
+from neurondb.errors import ProvenanceError, arg, given, switch
 from neurondb.query.baseline import Baseline, load_baseline, run_shape, subset_baseline
 from neurondb.query.counting import count_above
 from neurondb.query.errors import QueryError
@@ -260,7 +260,7 @@ def _check_compatible(base: Baseline, ev_store: Store, lay: RunLayout, want: lis
         raise QueryError(f"evaluation run {lay.run!r} captured slot(s) {shown} that baseline run "
                          f"{base.run!r} has no rows for (baseline slots: "
                          f"{', '.join(base.slots[stack][:5])}{' ...' if len(base.slots[stack]) > 5 else ''}); "
-                         "capture the same positions for both, or restrict with --slots")
+                         f"capture the same positions for both, or restrict with {arg('slots')}")
 
 
 def prompt_layer(ev_store: Store, base: Baseline, lay: RunLayout, want: list[str],
@@ -340,8 +340,9 @@ def _subtask_specs(multiclass: str, class_names: list[str], run: str
         return [(None, None)]
     n = len(class_names)
     if n not in SUBTASKS:
-        raise QueryError(f"--multiclass subtasks is Skill-Neuron's scheme for 3 or 4 classes; run "
-                         f"{run!r} has {n} ({', '.join(class_names[:6])}); use --multiclass one-vs-rest")
+        raise QueryError(f"{given('multiclass', 'subtasks')} is Skill-Neuron's scheme for 3 or 4 "
+                         f"classes; run {run!r} has {n} ({', '.join(class_names[:6])}); use "
+                         f"{given('multiclass', 'one-vs-rest')}")
     return [(name, dict(m)) for name, m in SUBTASKS[n]]
 
 
@@ -354,8 +355,8 @@ def _check_same_model(store: Store, ev: str, tstore: Store, tr: str, allow_forei
         raise ProvenanceError(
             f"training run {tr!r} is from a store of another model ({b.name}, fingerprint "
             f"{b.fingerprint[:12]}) than evaluation run {ev!r} ({a.name}, fingerprint "
-            f"{a.fingerprint[:12]}); use baselines of the same model, or pass --allow-foreign "
-            "for a deliberate cross-model study")
+            f"{a.fingerprint[:12]}); use baselines of the same model, or pass "
+            f"{switch('allow_foreign')} for a deliberate cross-model study")
 
 
 def _pair_runs(store: Store, tstore: Store, eval: str | Sequence[str], train: str | Sequence[str],
@@ -413,7 +414,7 @@ def _selected_slots(lay: RunLayout, slots: str | Sequence[str] | None, run: str)
     want = select_slots(lay.slots, slots)
     if not want:
         raise QueryError(f"no captured slot of run {run!r} ({', '.join(lay.slots[:5])}"
-                         f"{' ...' if len(lay.slots) > 5 else ''}) matches --slots {slots!r}")
+                         f"{' ...' if len(lay.slots) > 5 else ''}) matches {given('slots', slots)}")
     return want
 
 
@@ -622,7 +623,7 @@ def _warn_inexact(exactness: dict, n_neurons: int) -> None:
         f"neurons have more than one evaluation value within one storage step of their "
         f"baseline, so their accuracy may differ from a float32 capture by up to "
         f"{exactness['max_accuracy_move']:.3f} ({exactness['max_near_base']} examples); "
-        "re-extract with --dtype float32 or measure with bench/exactness.py",
+        f"re-extract with {given('dtype', 'float32')} or measure with bench/exactness.py",
         ExactnessWarning, stacklevel=4)
 
 

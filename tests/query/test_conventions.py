@@ -256,7 +256,7 @@ def test_default_dtype_keeps_predictivity_and_float16_warns(tmp_path):
     assert (near_rows["score"] > 0.75).all()            # planted: predictive in float32
     with pytest.warns(ExactnessWarning, match="within one storage step") as rec:
         f16 = predictivity(root, "ev16", "tr", name="p16")
-    assert "float16" in str(rec[0].message) and "--dtype float32" in str(rec[0].message)
+    assert "float16" in str(rec[0].message) and "dtype='float32'" in str(rec[0].message)
     _, meta = read_result(root, "rankings", "p16")
     ex = meta["exactness"]
     assert ex["checked"] and ex["storage"] == ["float16"] and ex["n_neurons_near_base"] >= len(NEAR)
@@ -300,10 +300,10 @@ def test_overlap_examples_refuses_different_datasets(two_datasets):
     with pytest.raises(QueryError) as e:
         activated_overlap(st, "sst,imdb", write=False)
     msg = str(e.value)
-    assert "different data" in msg and "--mode mean" in msg and "\n" not in msg
+    assert "different data" in msg and "mode='mean'" in msg and "\n" not in msg
     assert activated_overlap(st, "sst,imdb", mode="mean", write=False).matrices
     assert activated_overlap(st, "sst,sst_b", write=False).matrices   # same data: fine
-    with pytest.raises(QueryError, match="--mode mean"):               # ids 5..14 vs 0..9
+    with pytest.raises(QueryError, match="mode='mean'"):               # ids 5..14 vs 0..9
         activated_overlap(st, "sst,sst_part", write=False)
     # recorded fingerprints decide when both runs have one
     st.run("sst").dataset_fingerprint = "aaaa1111"

@@ -74,7 +74,7 @@ def test_other_slot_and_errors(on_store):
         expected(on_store, "p1", "p2", range(6), "examples", t=0))
     with pytest.raises(QueryError) as e:
         activated_overlap(on_store, "p1,other", write=False)
-    assert "share no example" in str(e.value) and "--mode mean" in str(e.value)
+    assert "share no example" in str(e.value) and "mode='mean'" in str(e.value)
     assert activated_overlap(on_store, "p1,other", mode="mean", write=False).matrices
     with pytest.raises(QueryError, match="no slot 'last'"):
         activated_overlap(on_store, "p1,p2", slot="last", write=False)

@@ -164,7 +164,7 @@ def test_slot_selection(skill_store):
     df = predictivity(skill_store, "ev", "tr", slots="prompt:0,prompt:2", write=False)
     assert set(df["slot"]) <= {"prompt:0", "prompt:2"}
     assert layer_frame(df, 1).loc[5, "score"] < 0.75  # its slot prompt:1 is not used
-    with pytest.raises(QueryError, match="matches --slots"):
+    with pytest.raises(QueryError, match="matches slots="):
         predictivity(skill_store, "ev", "tr", slots="mask", write=False)
 
 

@@ -29,7 +29,7 @@ def test_baselines_of_another_model_are_refused_naming_both(tmp_path):
     with pytest.raises(ProvenanceError) as e:
         predictivity(open_store(ev_root), "ev", "tr", train_store=tr_root, write=False)
     msg = str(e.value)
-    assert "model-a" in msg and "model-b" in msg and "--allow-foreign" in msg
+    assert "model-a" in msg and "model-b" in msg and "allow_foreign=True" in msg
     assert "\n" not in msg
     # stores opened together are checked the same way
     with pytest.raises(ProvenanceError):
