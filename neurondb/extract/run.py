@@ -354,9 +354,13 @@ class Extraction:
             rep.info(line)
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
-        other = "float32" if self.dtype != "float32" else "float16"
-        sizes = extraction_sizes(self, lens, done, (None, other))  # None: each run's own dtype
-        (total, need), alt = sizes[None], sizes[other][0]  # need: what is still to write
+        # the dtype of the tensors written (a profile run writes none; its twin has its own)
+        stored = sorted({self.dtype_for(mode) for _, mode, _ in self.jobs if mode == "tokens"})
+        other = ("float32" if stored[0] != "float32" else "float16") if len(stored) == 1 else None
+        sizes = extraction_sizes(self, lens, done, (None, other) if other else (None,))
+        total, need = sizes[None]  # None: each run's own dtype; need: what is still to write
+        as_dtype = (f" as {stored[0]} ({other}: {sizes[other][0] / 1e6:,.1f} MB)" if other
+                    else f" ({' and '.join(stored)} tensors)" if stored else "")
         free = free_bytes(self.out)
         rep.info(f"model {self.cfg.model_label} ({self.shape.family}, "
                  f"{', '.join(f'{s}: {len(w)} layers x {w[0]}' for s, w in self.shape.widths.items())}),"
@@ -364,7 +368,7 @@ class Extraction:
                  f"{f', {dist.world_size} ranks' if dist.world_size > 1 else ''}")
         rep.info(f"capturing {', '.join(self.positions)} of {len(self.data)} {self.data.split} "
                  f"examples{' with gradients' if self.cfg.grad else ''}; estimated store size "
-                 f"{total / 1e6:,.1f} MB as {self.dtype} ({other}: {alt / 1e6:,.1f} MB)"
+                 f"{total / 1e6:,.1f} MB{as_dtype}"
                  f"{f', {need / 1e6:,.1f} MB still to write' if need < total else ''}"
                  f" ({free / 1e9:,.1f} GB free)")
         if self.twin_run:

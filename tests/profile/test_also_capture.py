@@ -83,12 +83,22 @@ def test_default_names_and_the_cli(tmp_path, relu_model, sentiment_dir):
     out = tmp_path / "s"
     res = CliRunner().invoke(app, ["extract", relu_model, "--data", str(sentiment_dir), "--out",
                                    str(out), "--split", "train", "--readout", "none",
-                                   "--profile", "--also-capture", "first", "--quiet"])
+                                   "--profile", "--also-capture", "first"])
     assert res.exit_code == 0, res.output
     st = neurondb.open(out)
     assert sorted(r.run for r in st.runs()) == [f"{sentiment_dir.name}-train",
                                  f"{sentiment_dir.name}-train-profile"]
     st.close()
+    # the size estimate names the dtype of the tensors written: the twin's float32 (the
+    # profile run, float16 by its positions' default, writes none)
+    line = next(x for x in res.output.splitlines() if "estimated store size" in x)
+    assert " MB as float32 (float16: " in line, line
+    res = CliRunner().invoke(app, ["extract", relu_model, "--data", str(sentiment_dir), "--out",
+                                   str(tmp_path / "p"), "--split", "train", "--readout", "none",
+                                   "--profile"])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if "estimated store size" in x)
+    assert " as float" not in line, line
 
 
 @pytest.mark.parametrize("kw, msg", [
