@@ -139,10 +139,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print,
     est = summary.estimate = {k: round(v, 1) for k, v in estimate_seconds(cfg).items()}
     say(f"neurondb demo: {len(cfg.seeds)} prompts on {cfg.train} training / {cfg.validation} "
         f"validation sentences; estimated {clock(sum(est.values()))} on 2 quiet CPU cores "
-        "(--full: the larger sizes)")
+        "(less where tuning stops early; refined as steps finish; --full: the larger sizes)")
     summary.machine["start"] = steps.machine_context()
-    timer = StepTimer(summary.seconds, say, **({} if heartbeat is None else
-                                               {"heartbeat": heartbeat}))
+    timer = StepTimer(summary.seconds, say, estimates=est,
+                      **({} if heartbeat is None else {"heartbeat": heartbeat}))
     with timer.step("tune", f"tune {len(cfg.seeds)} prompts ({cfg.prompt_tokens} tokens, "
                     f"head) on {cfg.train} training sentences", est["tune"]):
         dirs = steps.tune(cfg, summary)

@@ -79,13 +79,28 @@ def clock(seconds: float) -> str:
 class StepTimer:
     """Times named steps into ``seconds`` and prints, through ``say``, a line when a step
     starts (with the time since the timer started), a line every ``heartbeat`` seconds while
-    it runs, and a line when it ends with its duration."""
+    it runs, and a line when it ends with its duration and, given the steps' ``estimates``,
+    the time the rest should take at the pace measured so far (:meth:`remaining`): the
+    up-front estimate is for one machine, and tuning often stops early."""
 
     def __init__(self, seconds: dict[str, float], say: Callable[[str], None],
                  heartbeat: float = HEARTBEAT_SECONDS,
-                 clock_fn: Callable[[], float] = time.perf_counter):
+                 clock_fn: Callable[[], float] = time.perf_counter,
+                 estimates: dict[str, float] | None = None):
         self.seconds, self.say, self.heartbeat, self.now = seconds, say, heartbeat, clock_fn
+        self.estimates = dict(estimates or {})
         self.t0 = clock_fn()
+
+    def remaining(self) -> float | None:
+        """The estimated seconds of the steps still to come, scaled by this machine's pace so
+        far (seconds taken / seconds estimated over the steps done); None before any step
+        with an estimate has ended, or when none is left."""
+        done = [k for k in self.seconds if self.estimates.get(k)]
+        todo = [k for k in self.estimates if k not in self.seconds]
+        if not done or not todo:
+            return None
+        pace = sum(self.seconds[k] for k in done) / sum(self.estimates[k] for k in done)
+        return pace * sum(self.estimates[k] for k in todo)
 
     def elapsed(self) -> float:
         """Seconds since the timer started."""
@@ -113,4 +128,7 @@ class StepTimer:
             done.set()
             thread.join()
             self.seconds[name] = round(self.now() - start, 1)
-            self.say(f"   [{clock(self.elapsed())}] {name} done in {self.seconds[name]:.0f} s")
+            rest = self.remaining()
+            self.say(f"   [{clock(self.elapsed())}] {name} done in {self.seconds[name]:.0f} s"
+                     + (f"; the rest about {clock(rest)} at this pace" if rest is not None
+                        else ""))

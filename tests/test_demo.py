@@ -108,6 +108,24 @@ def test_step_timer_never_stays_silent_for_long():
     assert 0.3 <= seconds["slow"] < 5
 
 
+def test_step_timer_refines_the_estimate_at_the_measured_pace():
+    from neurondb.demo_timing import StepTimer
+
+    now = [0.0]
+    said: list[str] = []
+    timer = StepTimer({}, said.append, heartbeat=60, clock_fn=lambda: now[0],
+                      estimates={"a": 100.0, "b": 50.0, "c": 30.0})
+    with timer.step("a", "step a", 100.0):
+        now[0] += 40.0  # this machine: 0.4 of the estimate
+    assert said[-1] == "   [0:40] a done in 40 s; the rest about 0:32 at this pace"  # 0.4 x 80
+    with timer.step("b", "step b", 50.0):
+        now[0] += 50.0  # pace now (40 + 50) / 150 = 0.6
+    assert said[-1].endswith("b done in 50 s; the rest about 0:18 at this pace")  # 0.6 x 30
+    with timer.step("c", "step c", 30.0):
+        now[0] += 1.0
+    assert said[-1] == "   [1:31] c done in 1 s"  # nothing left
+
+
 def test_estimate_follows_the_sizes():
     from neurondb.demo_timing import estimate_seconds
 
