@@ -81,6 +81,14 @@ def _inject(monkeypatch, point: str, code: int) -> None:
         failpoints.arm("parquet.write", _raise(OSError(
             code, f"Error writing bytes to file. Detail: [errno {code}] {os.strerror(code)}")),
             nth=7)
+    elif point == "pwrite":  # the tensor file's own write (neurondb.store.blockhash)
+        monkeypatch.setattr(os, "pwrite", _nth(40, OSError(code, os.strerror(code)))(os.pwrite))
+    elif point == "fdatasync":  # the writeback started while the file grows
+        from neurondb.store import blockhash
+
+        monkeypatch.setattr(blockhash, "SYNC_BYTES", 1)
+        monkeypatch.setattr(os, "fdatasync",
+                            _nth(3, OSError(code, os.strerror(code)))(os.fdatasync))
     elif point == "shard-rename":
         def rename(src, dst, **_):
             raise OSError(code, os.strerror(code), str(src), None, str(dst))
@@ -99,7 +107,8 @@ def _disarmed():
 
 @pytest.mark.parametrize("point,code", [
     ("hdf5-append", errno.ENOSPC), ("hdf5-append", errno.EIO), ("hdf5-close", errno.ENOSPC),
-    ("parquet-write", errno.EIO), ("shard-rename", errno.ENOSPC)])
+    ("parquet-write", errno.EIO), ("shard-rename", errno.ENOSPC), ("pwrite", errno.EIO),
+    ("pwrite", errno.ENOSPC), ("fdatasync", errno.EIO)])
 def test_fault_is_one_line_with_path_and_errno_then_resumes(tmp_path, tiny_path, sentiment_dir,
                                                              reference, monkeypatch, point, code):
     out = tmp_path / "s"
