@@ -1,0 +1,88 @@
+"""Where a prompt/mask capture's time goes (issue 14, item 5): the capture of
+``bench/extract.py`` (MiniLM, a random 20-token prompt, SST-2 validation, batch 32, float32)
+timed as it is and with one of its costs switched off at a time, against a plain forward, all
+in one run (medians of ``--repeats``, taken in turn):
+
+* ``no hash``: the tensor file's block checksum not computed (a dummy digest);
+* ``no writeback``: no ``fdatasync`` while the file grows (the commit's fsync does it all);
+* ``no tensors``: nothing appended to the tensor file (tables, hooks, copies, commit only).
+
+The switches patch the store's internals, so this is a diagnosis, not a mode of the tool; the
+store each variant writes is thrown away.
+
+    python bench/capture_costs.py [--max-examples 256] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import extract as bench  # noqa: E402  (bench/extract.py: the same model, data and timings)
+
+from neurondb.store import blockhash, tensors  # noqa: E402
+
+VARIANTS = ("capture", "no hash", "no writeback", "no tensors")
+
+
+def _switch(variant: str, real: dict) -> None:
+    """Turn ``variant``'s cost off (and every other one back on)."""
+    def dummy_hash(self, k: int) -> None:
+        self.digests[k] = bytes(32)
+        self.stale.discard(k)
+
+    blockhash.WatchedFile._hash = dummy_hash if variant == "no hash" else real["hash"]
+    blockhash.SYNC_BYTES = 1 << 62 if variant == "no writeback" else real["sync"]
+    tensors.TensorWriter.append = ((lambda self, *a: None) if variant == "no tensors"
+                                   else real["append"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--max-examples", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    from neurondb.extract.run import ExtractConfig, _Extraction
+
+    real = {"hash": blockhash.WatchedFile._hash, "sync": blockhash.SYNC_BYTES,
+            "append": tensors.TensorWriter.append}
+    tmp = Path(tempfile.mkdtemp(prefix="nd-costs-"))
+    try:
+        model = bench.pick_model(tmp)
+        data, split = bench.pick_data()
+        prompt = bench.make_prompt(model, 20, tmp)
+        common = dict(max_examples=args.max_examples, batch_size=32, positions="prompt,mask")
+        ref = _Extraction(ExtractConfig(model=model, data=data, out=tmp / "ref", split=split,
+                                        template=bench.TEMPLATE, prompt=prompt, progress=False,
+                                        **common))
+        bench.plain_seconds(ref)  # warm-up
+        times: dict[str, list[float]] = {"plain": []} | {v: [] for v in VARIANTS}
+        for _ in range(args.repeats):
+            times["plain"].append(bench.plain_seconds(ref))
+            for v in VARIANTS:
+                _switch(v, real)
+                try:
+                    dt, _ = bench.capture_seconds(model, data, split, prompt, tmp / "store",
+                                                  **common)
+                finally:
+                    _switch("capture", real)
+                times[v].append(dt)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"model {model}, {len(ref.data)} examples, prompt,mask float32, batch 32, "
+              f"medians of {args.repeats}")
+        print(f"{'variant':<16}{'seconds':>9}{'x plain':>9}{'saved s':>9}")
+        for k, v in med.items():
+            saved = med["capture"] - v if k not in ("plain", "capture") else 0.0
+            print(f"{k:<16}{v:>9.3f}{v / med['plain']:>9.3f}{saved:>9.3f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
