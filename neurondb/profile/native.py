@@ -77,11 +77,11 @@ def _flags(native_cpu: bool = True, openmp: bool = True) -> list[str]:
             "-Wno-psabi", "-shared", "-fPIC"]
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, openmp: bool = True) -> Path:
     src = SOURCE.read_bytes()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     tag = hashlib.sha256(b"\0".join([src, version.encode(), _cpu_flags().encode(),
-                                     " ".join(_flags()).encode()])).hexdigest()[:16]
+                                     " ".join(_flags(True, openmp)).encode()])).hexdigest()[:16]
     cache = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "neurondb" / "kernels")
     lib = cache / f"profile-{tag}.so"
     if lib.exists():
@@ -92,8 +92,10 @@ def _build(cc: str) -> Path:
     try:
         # a compiler without -march=native: the portable build; without OpenMP: one thread
         # per call (the caller's threads split the neurons)
-        for native_cpu, openmp in ((True, True), (True, False), (False, True), (False, False)):
-            r = subprocess.run([cc, *_flags(native_cpu, openmp), "-o", tmp, str(SOURCE), "-lm"],
+        for native_cpu, omp in ((True, True), (True, False), (False, True), (False, False)):
+            if omp and not openmp:
+                continue
+            r = subprocess.run([cc, *_flags(native_cpu, omp), "-o", tmp, str(SOURCE), "-lm"],
                                capture_output=True, text=True)
             if r.returncode == 0:
                 break
@@ -122,7 +124,12 @@ def _load() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(str(path))
             except OSError:  # a damaged cached library: build it again, once
                 path.unlink(missing_ok=True)
-                lib = ctypes.CDLL(str(_build(cc)))
+                path = _build(cc)
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # an OpenMP runtime that cannot be loaded here: without it
+                    path.unlink(missing_ok=True)
+                    lib = ctypes.CDLL(str(_build(cc, openmp=False)))
         except OSError as e:
             _why_not = f"the profile kernel could not be built: {e}"
             return None

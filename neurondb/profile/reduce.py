@@ -207,8 +207,8 @@ class ProfileAccumulator:
         """Whether a batch can be reduced from the model's own ``h`` tensors
         (:meth:`begin_batch`, :meth:`consume` from the capture hooks, :meth:`end_batch`):
         the CPU kernel reduces each layer's captured rows inside its hook, where the model
-        wrote them, so the hooks copy nothing and nothing is held. Needs the edges (chosen from a first batch reduced the usual way) and no
-        within-model correlation."""
+        wrote them, so the hooks copy nothing and nothing is held. Needs the edges (chosen
+        from a first batch reduced the usual way) and no within-model correlation."""
         return self.native is not None and self.edges is not None and self.corr_layers is None
 
     def begin_batch(self, rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:

@@ -280,3 +280,37 @@ def test_torch_label_sums_keep_non_finite_values_in_their_own_label():
             want[0, la] += x[0, i].numpy()
     np.testing.assert_array_equal(_label_sums(onehot, x).numpy(), want)
     assert np.isnan(want[0, 0, 1]) and want[0, 1, 2] == inf and np.isnan(want[0, 0, 3])
+
+
+def test_an_openmp_build_that_cannot_be_loaded_falls_back_to_one_without(tmp_path, monkeypatch):
+    """A libgomp the loader refuses (another version than the process has) is not the end of
+    the kernel: it is built again without OpenMP, and the reducer splits neurons itself."""
+    import ctypes
+
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    built: dict[str, bool] = {}
+    real_build, real_cdll = native._build, ctypes.CDLL
+
+    def build(cc, openmp=True):
+        p = real_build(cc, openmp)
+        built[str(p)] = openmp
+        return p
+
+    def cdll(path, *a, **k):
+        if built.get(str(path)):
+            raise OSError(f"{path}: version `GOMP_9.9' not found")
+        return real_cdll(path, *a, **k)
+
+    monkeypatch.setattr(native, "_build", build)
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    lib = native._load()
+    assert lib is not None and lib.nd_openmp_threads() == 0
+    assert sorted(built.values()) == [False, True]
+    assert not native.shares_torch_threads()
+    monkeypatch.setattr(ctypes, "CDLL", real_cdll)
+    widths = {"encoder": (40,)}
+    data = batches(widths, n_batches=2, seed=6)
+    assert_same(state(widths, data, 3, "torch", monkeypatch),
+                state(widths, data, 3, "native", monkeypatch), exact_sums=False)
