@@ -83,7 +83,7 @@ def time_reduce(job, bs: list) -> float:
         cap.select(in_stack, torch.as_tensor(sel.b, device=dev), torch.as_tensor(sel.t, device=dev))
         ids = b.example_ids
         rows = profile_rows({in_stack: (sel.b, sel.t, sel.slots)}, ids, job.data.labels[ids])
-        with reducing(acc, cap, rows, alone=True):  # what extract's loop does
+        with reducing(acc, cap, rows):  # what extract's loop does
             lm.model(**model_inputs(lm, b, job.prompt))
 
     with FFNCapture(lm.model, lm.adapter) as cap, torch.inference_mode():

@@ -105,20 +105,31 @@ def profile_rows(sels: dict, ids: np.ndarray, labels: np.ndarray) -> dict:
     return {s: (ids[b], t, labels[b]) for s, (b, t, _slots) in sels.items()}
 
 
+def streams(acc: ProfileAccumulator | None) -> bool:
+    """Whether this batch's profile rows are reduced inside the capture hooks, from the
+    model's own ``h`` (the CPU kernel, once the first batch chose the edges): the hooks then
+    need not store the profile's rows, only those of a per-token twin, if any."""
+    return acc is not None and acc.can_stream()
+
+
 @contextlib.contextmanager
-def reducing(acc: ProfileAccumulator | None, cap, rows: dict, alone: bool):
+def reducing(acc: ProfileAccumulator | None, cap, rows: dict, where: dict | None = None):
     """Around one batch's forward pass: reduce its captured rows ``rows`` (``profile_rows``)
-    into ``acc``. Where the accumulator can (:meth:`ProfileAccumulator.can_stream`) and
-    nothing else needs the rows (``alone``), each capture hook hands it the model's own ``h``,
-    reduced there and then (nothing copied or held; a forward that fails half way leaves the
-    accumulator refusing to give a state); otherwise the hooks copy the captured rows, as for
-    a per-token run, and they are reduced once the forward is done."""
+    into ``acc``. Where the accumulator can (:func:`streams`), each capture hook hands it the
+    model's own ``h``, reduced there and then (nothing copied or held; a forward that fails
+    half way leaves the accumulator refusing to give a state); otherwise the hooks copy the
+    captured rows, as for a per-token run, and they are reduced once the forward is done.
+
+    ``where``: ``{stack: (b, t)}`` (index arrays ``[n]``) of the profile's rows when the hooks
+    store other rows (``cap.select``: a per-token twin's, in the same pass); only while
+    :func:`streams`. None: the profile's rows are the ones the hooks capture."""
     if acc is None:
         yield
         return
-    stream = alone and acc.can_stream()
+    stream = acc.can_stream()
+    assert stream or where is None, "the hooks must capture the profile's rows"
     if stream:
-        acc.begin_batch(rows)
+        acc.begin_batch(rows, where)
         cap.consume = acc.consume
     try:
         yield
@@ -129,7 +140,7 @@ def reducing(acc: ProfileAccumulator | None, cap, rows: dict, alone: bool):
     finally:
         cap.consume = None
     if stream:
-        acc.end_batch(cap.acts)
+        acc.end_batch(cap.acts if where is None else {})  # the twin's rows are not the profile's
     else:
         acc.update_batch(cap.acts, rows)
 

@@ -591,23 +591,18 @@ class Extraction:
         rows out of them) and, with ``acc``, into the profile."""
         lm, enc, cfg, first = self.lm, self.encoder, self.cfg, shards[0].info
         grad = first.grad
-        in_stack = self.shape.stacks[0]
         rows_done = [dict.fromkeys(self.shape.stacks, 0) for _ in shards]
         dev = lm.device
         for ids, batch in iter_batches(enc, data.texts, chunk, cfg.batch_size):
             sel = enc.select(batch, first.positions)
             B = len(ids)
             cap.clear()
-            cap.select(in_stack, torch.as_tensor(sel.b, device=dev),
-                       torch.as_tensor(sel.t, device=dev))
-            if lm.is_seq2seq:
-                cap.select("decoder", torch.arange(B, device=dev),
-                           torch.zeros(B, dtype=torch.long, device=dev))
+            where, twin = self._select(cap, batch, sel, shards, B, profile_seam.streams(acc))
             labels = data.labels[ids]
             sels = self._sels(sel, B)
             with (torch.enable_grad() if grad else torch.inference_mode(),
                   profile_seam.reducing(acc, cap, profile_seam.profile_rows(sels, ids, labels),
-                                        alone=len(shards) == 1)):  # --profile
+                                        where)):  # --profile
                 out = lm.model(**model_inputs(lm, batch, self.prompt, need_embeds=grad))
                 logits = label_logits(lm, out, batch, self.verb_ids, self.prompt)
                 if grad:
@@ -621,6 +616,8 @@ class Extraction:
                 pick = None
                 if shard.info is first:
                     own = sels
+                elif twin is not None:  # the twin: the hooks stored its rows alone
+                    own = twin
                 else:  # the twin: its positions' rows out of the captured ones
                     own, pick = self._twin_rows(batch, sel, shard.info.positions, B)
                 offsets = dict(done)
@@ -630,6 +627,27 @@ class Extraction:
                 writer.submit(self._write_batch, shard, data, batch, ids, labels, pred,
                               logits_np, own, offsets, acts, grads)
             rep.advance(task, B, int(batch.lengths.sum()) + B * enc.n_prompt)
+
+    def _select(self, cap: FFNCapture, batch, sel, shards: list[ShardWriter], B: int,
+                streams: bool) -> tuple[dict | None, dict | None]:
+        """Point the capture hooks at a batch's rows: the first run's (``sel``), or, when the
+        profile reduces ``h`` inside the hooks (``streams``) and a per-token twin runs beside
+        it, the twin's alone (the profile's rows are then not copied at all). Returns
+        ``(where, twin)``: the profile's rows ``{stack: (b, t)}`` when the hooks store other
+        rows, and the twin's ``{stack: (b, t, slots)}`` when they are the rows stored; None
+        and None otherwise."""
+        dev, in_stack = self.lm.device, self.shape.stacks[0]
+        where = twin = None
+        rows = sel
+        if streams and len(shards) > 1:
+            rows = self.encoder.select(batch, shards[1].info.positions)
+            where, twin = {in_stack: (sel.b, sel.t)}, self._sels(rows, B)
+        cap.select(in_stack, torch.as_tensor(rows.b, device=dev),
+                   torch.as_tensor(rows.t, device=dev))
+        if self.lm.is_seq2seq:
+            cap.select("decoder", torch.arange(B, device=dev),
+                       torch.zeros(B, dtype=torch.long, device=dev))
+        return where, twin
 
     def _sels(self, sel, B: int) -> dict:
         """``{stack: (b, t, slots)}`` of a batch's captured rows."""

@@ -229,9 +229,13 @@ class NativeReducer:
         G, d = len(xs), xs[0].shape[-1]
         n = int(tok.shape[0])
         rows_ptr = None
-        if rows is not None:
+        if rows is not None:  # the kernel reads x[rows[i]] for i < n: checked, not trusted
             rows = rows.contiguous()
+            assert rows.dtype == torch.int64 and rows.shape == (n,), (rows.shape, n)
+            assert n == 0 or 0 <= int(rows.min()) and int(rows.max()) < xs[0].shape[0], \
+                "a row index outside the activations"
             rows_ptr = _ptr(rows)
+        assert all(x.shape == xs[0].shape for x in xs) and label.shape[0] == n
         ptrs = (ctypes.c_void_p * G)(*[_ptr(x) for x in xs])
         tok, label = tok.contiguous(), label.to(torch.int32).contiguous()
         inv_w = st["inv_w"].reshape(-1).contiguous()

@@ -80,6 +80,8 @@ class ProfileAccumulator:
         self._where = {(stack, la): (g, i) for g, (stack, layers) in enumerate(self.groups)
                        for i, la in enumerate(layers)}
         self._batch: dict = {}
+        self._where_bt: dict = {}
+        self._keep = False
         self._unmoved: dict[int, int] = {}  # rows counted in hist32 since its last move
         self._broken = False  # a batch was interrupted half reduced (abandon_batch)
 
@@ -211,9 +213,15 @@ class ProfileAccumulator:
         from a first batch reduced the usual way) and no within-model correlation."""
         return self.native is not None and self.edges is not None and self.corr_layers is None
 
-    def begin_batch(self, rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def begin_batch(self, rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    where: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         """The batch's ``rows[stack] = (example_id, position, label)`` ``[n]``, before its
-        forward; the capture hooks then hand each layer to :meth:`consume`."""
+        forward; the capture hooks then hand each layer to :meth:`consume`. ``where``:
+        ``{stack: (b, t)}`` of these rows in ``h`` when the hooks store other rows (a per-token
+        twin's): :meth:`consume` then reduces its own rows and lets the hook store its own."""
+        self._where_bt = {s: tuple(torch.as_tensor(np.asarray(a), dtype=torch.int64)
+                                   for a in bt) for s, bt in (where or {}).items()}
+        self._keep = where is not None
         self._batch = {}
         for stack, (ex, pos, lab) in rows.items():
             ex, pos, lab = (torch.as_tensor(np.asarray(a), dtype=torch.int64) for a in
@@ -239,24 +247,35 @@ class ProfileAccumulator:
         cache, and the kernel's threads are torch's own, see
         :func:`~neurondb.profile.native.shares_torch_threads`). False when the kernel cannot
         read ``h`` in place (another dtype or layout): the hook then copies the rows as usual
-        and :meth:`end_batch` reduces them."""
+        and :meth:`end_batch` reduces them; also False when the hooks store a twin's rows
+        (``where`` of :meth:`begin_batch`): this layer's profile rows are then reduced here
+        in any case (copied first if need be), and the hook stores the twin's."""
         stack = key[0]
-        if (stack not in self._batch or h.dim() != 3 or h.dtype != torch.float32
-                or h.device.type != "cpu" or not h.is_contiguous() or key not in self._where):
+        if stack not in self._batch or key not in self._where:
             return False
+        b, t = self._where_bt.get(stack, (b, t))
+        in_place = (h.dim() == 3 and h.dtype == torch.float32 and h.device.type == "cpu"
+                    and h.is_contiguous())
+        if not in_place and not self._keep:
+            return False  # the hook copies the rows; end_batch reduces them
         tok, lab32, _lab = self._batch[stack]
         n = int(tok.shape[0])
         if n == 0:
-            return True
-        if stack not in self._flat:
-            self._flat[stack] = (b.to(torch.int64) * h.shape[1] + t.to(torch.int64)).contiguous()
+            return not self._keep
         g, i = self._where[key]
         st = self._begin_group(g, n)
         self._reduced.add(key)  # before the call: an interrupted call still marks the state
-        self.native.update(_layer_view(st, len(self.groups[g][1]), i),
-                           [h.view(-1, h.shape[-1])], tok, lab32, self.n_labels, self.n_bins,
-                           self.top_k, rows=self._flat[stack])
-        return True
+        view = _layer_view(st, len(self.groups[g][1]), i)
+        if in_place:
+            if stack not in self._flat:
+                self._flat[stack] = (b.to(torch.int64) * h.shape[1]
+                                     + t.to(torch.int64)).contiguous()
+            self.native.update(view, [h.view(-1, h.shape[-1])], tok, lab32, self.n_labels,
+                               self.n_bins, self.top_k, rows=self._flat[stack])
+        else:  # the hook stores a twin's rows: the profile's are copied here
+            self.native.update(view, [h[b, t].to(torch.float32).contiguous()], tok, lab32,
+                               self.n_labels, self.n_bins, self.top_k)
+        return not self._keep
 
     def abandon_batch(self) -> None:
         """A forward pass failed after :meth:`begin_batch`: if some of its layers were already
@@ -265,6 +284,7 @@ class ProfileAccumulator:
         if getattr(self, "_reduced", None):
             self._broken = True
         self._batch, self._flat, self._begun, self._reduced = {}, {}, set(), set()
+        self._where_bt, self._keep = {}, False
 
     @torch.no_grad()
     def end_batch(self, acts: dict[tuple[str, int], torch.Tensor]) -> None:
@@ -294,6 +314,7 @@ class ProfileAccumulator:
                 self._count(g, n, lab)
         finally:
             self._batch, self._flat, self._begun, self._reduced = {}, {}, set(), set()
+            self._where_bt, self._keep = {}, False
 
     def _histogram(self, st: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """Bin index ``floor(h / w) - e0 / w + 1`` (exact: ``w`` is a power of two), clamped

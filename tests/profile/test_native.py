@@ -209,6 +209,38 @@ def test_handing_over_the_models_tensors_equals_copied_rows(monkeypatch):
     assert_same(copied.state(), handed.state(), exact_sums=False)
 
 
+def test_reducing_its_own_rows_while_the_hooks_store_a_twins(monkeypatch):
+    """``where`` (a per-token twin in the same pass): the hooks select the twin's rows, the
+    accumulator reduces the profile's from ``h`` (copied first where ``h`` cannot be read in
+    place) and lets every hook store the twin's. The state is that of the copied rows."""
+    monkeypatch.setenv(native.ENV_KERNEL, "native")
+    widths = {"encoder": (24, 24)}
+    rng = np.random.default_rng(7)
+    B, T = 3, 6
+
+    def acc():
+        return ProfileAccumulator(widths, 4, 12, 3, 40, "cpu",
+                                  lambda acts: {k: choose_edges(-2.0, 2.0, 12) for k in acts})
+
+    copied, handed = acc(), acc()
+    for step in range(3):
+        h = {("encoder", la): torch.from_numpy(rng.normal(size=(B, T, 24)).astype(np.float32))
+             for la in range(2)}
+        h[("encoder", 1)] = h[("encoder", 1)].to(torch.bfloat16)  # copied, then reduced
+        b, t = (torch.as_tensor(a) for a in np.nonzero(rng.random((B, T)) < 0.7))
+        tb, tt = torch.arange(B), torch.zeros(B, dtype=torch.long)  # the twin: position 0
+        ex, pos = b.numpy() + 10 * step, t.numpy()
+        rows = {"encoder": (ex, pos, ex % 3)}
+        copied.update_batch({k: v[b, t] for k, v in h.items()}, rows)
+        if not handed.can_stream():
+            handed.update_batch({k: v[b, t] for k, v in h.items()}, rows)
+            continue
+        handed.begin_batch(rows, {"encoder": (b.numpy(), t.numpy())})
+        assert not any(handed.consume(k, v, tb, tt) for k, v in h.items())  # all stored
+        handed.end_batch({})
+    assert_same(copied.state(), handed.state(), exact_sums=False)
+
+
 def test_a_forward_that_fails_half_way_leaves_no_state(monkeypatch):
     """Layers are reduced inside their hooks: a batch whose forward fails after some of them
     leaves a partial batch in the accumulator, which then refuses to give a state (its shard
@@ -229,10 +261,10 @@ def test_a_forward_that_fails_half_way_leaves_no_state(monkeypatch):
         acts: dict = {}
 
     rows = {"encoder": (b.numpy() + 2, t.numpy(), -np.ones(6, np.int64))}
-    with pytest.raises(KeyboardInterrupt), reducing(acc, Cap, rows, alone=True):
+    with pytest.raises(KeyboardInterrupt), reducing(acc, Cap, rows):
         raise KeyboardInterrupt  # before any layer
     assert acc.state().layers[("encoder", 0)].count == 6
-    with pytest.raises(KeyboardInterrupt), reducing(acc, Cap, rows, alone=True):
+    with pytest.raises(KeyboardInterrupt), reducing(acc, Cap, rows):
         assert Cap.consume(("encoder", 0), h, b, t)
         raise KeyboardInterrupt  # after layer 0, before layer 1
     with pytest.raises(RuntimeError, match="interrupted batch"):
