@@ -93,6 +93,7 @@ KILLER = textwrap.dedent("""
     from neurondb.store import failpoints
     where, n = sys.argv[5], int(sys.argv[6])
     point = {"append": "shard.append.after",      # in the middle of a shard's tensors
+             "flush": "tensor.flush",             # between whole-chunk writes of a tensor file
              "commit": "shard.commit.after",      # right after a shard was renamed into place
              "finalize": "run.finalize.before",   # all shards written, run not yet complete
              }[where]
@@ -104,7 +105,8 @@ KILLER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("where,n", [("append", 5), ("commit", 2), ("commit", 5), ("finalize", 1)])
+@pytest.mark.parametrize("where,n", [("append", 5), ("flush", 4), ("commit", 2), ("commit", 5),
+                                     ("finalize", 1)])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment_dir, reference,
                                                   where, n):
     out = tmp_path / "s"
@@ -112,7 +114,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_path, sentiment
             "train", where, str(n)]
     res = subprocess.run(args, capture_output=True, text=True)
     assert res.returncode == -9, res.stderr[-2000:]
-    if where == "append":
+    if where in ("append", "flush"):
         assert list(out.glob("runs/*/shards/.partial-*"))  # a half-written shard was left
     st = neurondb.open(out, partial=True)
     for info in st.runs():
