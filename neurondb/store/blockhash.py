@@ -23,6 +23,21 @@ BLOCK_BYTES = 256 << 10
 SYNC_BYTES = 32 << 20  # written bytes between two fdatasync calls (the writeback overlaps too)
 
 
+def _datasync(fd: int) -> None:
+    """``fdatasync`` (``fsync`` where the OS has none, as macOS)."""
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def _read_into(fd: int, buf: bytearray, offset: int) -> int:
+    """Read up to ``len(buf)`` bytes at ``offset`` into ``buf`` (``preadv`` where the OS has
+    it); returns the count."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buf], offset)
+    data = os.pread(fd, len(buf), offset)
+    buf[:len(data)] = data
+    return len(data)
+
+
 def combine(digests: list[bytes]) -> str:
     """The file's checksum (hex) from its blocks' sha256 digests, in file order."""
     return hashlib.sha256(b"".join(digests)).hexdigest()
@@ -71,7 +86,7 @@ class WatchedFile:
         return self.pos
 
     def readinto(self, b) -> int:
-        n = os.preadv(self._fd(), [b], self.pos)
+        n = _read_into(self._fd(), b, self.pos)
         self.pos += n
         return n
 
@@ -149,7 +164,7 @@ class WatchedFile:
                 self._stale(k)
 
     def _hash(self, k: int) -> None:
-        n = os.preadv(self._fd(), [self._scratch], k * self.block)
+        n = _read_into(self._fd(), self._scratch, k * self.block)
         self.digests[k] = hashlib.sha256(memoryview(self._scratch)[:n]).digest()
         self.stale.discard(k)
 
@@ -162,7 +177,7 @@ class WatchedFile:
         for k in sorted(k for k in self.stale if k < complete):
             self._hash(k)
         if self._unsynced >= SYNC_BYTES:
-            os.fdatasync(self._fd())
+            _datasync(self._fd())
             self._unsynced = 0
 
     def finish(self) -> dict:

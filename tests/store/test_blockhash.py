@@ -131,3 +131,17 @@ def test_shard_records_the_tensor_block_checksum(tmp_path, tiny_path, sentiment_
     assert set(files["activations.h5"]) == {"bytes", "sha256_blocks", "block_bytes"}
     assert files["activations.h5"]["sha256_blocks"] == block_sha256_file(shard / "activations.h5")
     assert set(files["examples.parquet"]) == {"bytes", "sha256"}
+
+
+def test_without_preadv_and_fdatasync(tmp_path, monkeypatch):
+    """Where the OS lacks them (macOS has no fdatasync): pread and fsync instead."""
+    monkeypatch.delattr(os, "preadv", raising=False)
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    monkeypatch.setattr(blockhash, "SYNC_BYTES", 1)
+    w = WatchedFile(tmp_path / "f", block_bytes=32)
+    w.write(bytes(range(200)))
+    w.settle()
+    w.seek(10)
+    buf = bytearray(5)
+    assert w.readinto(buf) == 5 and bytes(buf) == bytes(range(10, 15))
+    assert w.finish()["sha256_blocks"] == naive(tmp_path / "f", 32)
