@@ -56,6 +56,9 @@ from neurondb.store.layout import (
 from neurondb.store.manifest import Manifest
 from neurondb.store.run import RunInfo, ShardInfo
 
+#: The largest ``block_bytes`` a tensor file's checksum record may give (a record is read, not
+#: trusted: the blocks are read into memory one at a time).
+MAX_BLOCK = 1 << 30
 #: Files up to this size (bytes) are hashed on open as well as sized: JSON, ``run.parquet``.
 SMALL_FILE = 1 << 20
 
@@ -183,8 +186,12 @@ def _file_problem(f: Path, rec: dict, full: bool | None) -> str | None:
         return f"{f} has {size} bytes, {want} recorded (truncated or changed)"
     if (rec.get("sha256") or rec.get("sha256_blocks")) and \
             (full or (full is None and size <= SMALL_FILE)):
+        block = rec.get("block_bytes")
+        if rec.get("sha256_blocks") and not (type(block) is int and 0 < block <= MAX_BLOCK):
+            return (f"{f} has a malformed checksum record (block_bytes {block!r}); re-extract "
+                    "the run (`neurondb extract ... --overwrite`) or restore it from a copy")
         try:
-            got = (block_sha256_file(f, rec["block_bytes"]) if rec.get("sha256_blocks")
+            got = (block_sha256_file(f, block) if rec.get("sha256_blocks")
                    else sha256_file(f))
             if got != (rec.get("sha256_blocks") or rec["sha256"]):
                 return f"{f} does not match its checksum (changed or corrupted)"

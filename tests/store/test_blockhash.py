@@ -145,3 +145,15 @@ def test_without_preadv_and_fdatasync(tmp_path, monkeypatch):
     buf = bytearray(5)
     assert w.readinto(buf) == 5 and bytes(buf) == bytes(range(10, 15))
     assert w.finish()["sha256_blocks"] == naive(tmp_path / "f", 32)
+
+
+@pytest.mark.parametrize("block", ["x", 0, -5, None, 1.5, [1], True, 10**30])
+def test_a_malformed_block_record_is_a_finding_not_a_crash(tmp_path, block):
+    """shard.json is read, not trusted: a block size that is not a sane integer is reported
+    (verify and open never raise on it)."""
+    p = tmp_path / "t.h5"
+    w = TensorWriter(p, {"encoder": (8,)}, "float32", {"encoder": 16})
+    w.append("encoder", 0, np.ones((4, 8), np.float32))
+    rec = dict(w.close(), block_bytes=block)
+    assert "malformed checksum record" in _file_problem(p, rec, True)
+    assert "malformed checksum record" in _file_problem(p, rec, None)  # small: hashed on open
