@@ -561,7 +561,7 @@ class Extraction:
                     for k in mine:
                         new = [ShardWriter(self.out / RUNS_DIR / i.run, k, i, self.shape.widths,
                                            self.expected_rows(lengths[chunks[k]], i.positions),
-                                           self.dist.rank)
+                                           self.dist.rank, n_examples=len(chunks[k]))
                                for i in runs if k not in done[i.run]]
                         shards.extend(new)
                         acc = (profiler.accumulator(k) if profiler and new[0].info is info

@@ -1,7 +1,8 @@
 """A writer thread: host copies, encoding and file writes overlap the next forward pass.
 
 ``submit(fn, *args)`` queues work (bounded, so memory stays bounded by a few batches);
-errors raised in the thread are re-raised by the next ``submit``/``flush``. An
+an error raised in the thread is re-raised by every later ``submit``/``flush``, and no queued
+job runs after it, until ``drain``. An
 operating-system error there (a full disk, an I/O error) comes back as one
 :class:`WriteFaultError` line naming the file and the errno (see :func:`write_fault`).
 """
@@ -105,7 +106,7 @@ class BackgroundWriter:
             try:
                 if item is _STOP:
                     return
-                if self._error is None:
+                if self._error is None:  # failed: nothing more runs until drain()
                     fn, args = item
                     fn(*args)
             except BaseException as e:  # surfaced to the main thread
@@ -114,9 +115,11 @@ class BackgroundWriter:
                 self._q.task_done()
 
     def _raise(self) -> None:
+        """Raise the failure, every time until :meth:`drain`: reporting it does not clear it,
+        or jobs still queued behind it (a shard's commit after its skipped writes) would run
+        once the main thread had been told."""
         if self._error is not None:
-            err, self._error = self._error, None
-            raise err
+            raise self._error
 
     def submit(self, fn: Callable, *args) -> None:
         self._raise()
@@ -125,6 +128,7 @@ class BackgroundWriter:
                 fn(*args)
             except BaseException as e:
                 fault = write_fault(e, _where(fn, args))
+                self._error = fault or e
                 if fault is None:
                     raise
                 raise fault from e
@@ -137,7 +141,8 @@ class BackgroundWriter:
         self._raise()
 
     def drain(self) -> None:
-        """Wait for queued work, dropping any error (used before aborting a shard)."""
+        """Wait for queued work (skipped after a failure) and drop the failure: the caller
+        aborts the uncommitted shards next, and the writer can be used again."""
         if self.threaded:
             self._q.join()
         self._error = None

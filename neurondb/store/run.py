@@ -234,8 +234,9 @@ class ShardWriter:
 
     def __init__(self, run_path: Path, chunk: int, info: RunInfo,
                  widths: dict[str, tuple[int, ...]], expected_rows: dict[str, int] | None = None,
-                 rank: int = 0):
+                 rank: int = 0, n_examples: int | None = None):
         self.run_path = Path(run_path)
+        self.expected_examples = n_examples  # the chunk's examples: a shorter shard never commits
         self.chunk = chunk
         self.info = info
         self.rank = rank
@@ -305,6 +306,11 @@ class ShardWriter:
 
     def commit(self) -> ShardInfo:
         failpoints.hit("shard.commit.before", chunk=self.chunk)
+        want, got = self.expected_examples, self.counts["n_examples"]
+        if want is not None and got != want:  # writes of this shard were lost: never commit it
+            raise StoreError(f"shard {self.final.name} of run {self.info.run!r} holds {got} of "
+                             f"its {want} examples and is not committed; re-run the same "
+                             "command to resume")
         for name, schema in ((EXAMPLES, EXAMPLES_SCHEMA), (TOKENS, TOKENS_SCHEMA),
                              (ROWS, ROWS_SCHEMA)):
             if name in self._writers:
