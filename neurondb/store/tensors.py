@@ -228,7 +228,7 @@ class TensorWriter:
 
     def close(self) -> dict:
         """Flush the buffers, close the file and return its record ``{"bytes",
-        "sha256_blocks", "block_bytes"}`` (a StoreIOError leaves it for :meth:`abort`)."""
+        "xxh3_128_blocks", "block_bytes"}`` (a StoreIOError leaves it for :meth:`abort`)."""
         with self._io():
             for key in self.datasets:
                 self._flush(key)

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from neurondb.errors import switch, switch_off
 from neurondb.store import catalog
-from neurondb.store.blockhash import block_sha256_file
+from neurondb.store.blockhash import BLOCK_KINDS, block_checksum_file
 from neurondb.store.errors import StoreError
 from neurondb.store.io import read_json, sha256_file
 from neurondb.store.layout import (
@@ -173,8 +173,9 @@ def shard_listing(run_path: Path) -> tuple[list[Path], list[Path]]:
 
 def _file_problem(f: Path, rec: dict, full: bool | None) -> str | None:
     """Compare one file against its ``{"bytes", "sha256"}`` record (a tensor file's:
-    ``{"bytes", "sha256_blocks", "block_bytes"}``, :mod:`neurondb.store.blockhash`). ``full``: True always
-    hashes, None hashes files up to :data:`SMALL_FILE` bytes, False only compares sizes."""
+    ``{"bytes", "xxh3_128_blocks", "block_bytes"}``, or ``"sha256_blocks"`` in older stores;
+    :mod:`neurondb.store.blockhash`). ``full``: True always hashes, None hashes files up to
+    :data:`SMALL_FILE` bytes, False only compares sizes."""
     try:
         size = f.stat().st_size
     except FileNotFoundError:
@@ -184,19 +185,23 @@ def _file_problem(f: Path, rec: dict, full: bool | None) -> str | None:
     want = rec.get("bytes")
     if want is not None and size != want:
         return f"{f} has {size} bytes, {want} recorded (truncated or changed)"
-    if (rec.get("sha256") or rec.get("sha256_blocks")) and \
-            (full or (full is None and size <= SMALL_FILE)):
-        block = rec.get("block_bytes")
-        if rec.get("sha256_blocks") and not (type(block) is int and 0 < block <= MAX_BLOCK):
-            return (f"{f} has a malformed checksum record (block_bytes {block!r}); re-extract "
-                    "the run (`neurondb extract ... --overwrite`) or restore it from a copy")
-        try:
-            got = (block_sha256_file(f, block) if rec.get("sha256_blocks")
-                   else sha256_file(f))
-            if got != (rec.get("sha256_blocks") or rec["sha256"]):
-                return f"{f} does not match its checksum (changed or corrupted)"
-        except OSError as e:
-            return f"{f} cannot be read ({e.strerror or e})"
+    kind = next((k for k in BLOCK_KINDS if rec.get(k)), None)
+    if not (full or (full is None and size <= SMALL_FILE)):
+        return None
+    if not (kind or rec.get("sha256")):
+        return (f"{f} has no checksum this neurondb knows in its record (keys "
+                f"{', '.join(sorted(map(str, rec)))}); upgrade neurondb if a newer one wrote it, "
+                "else re-extract the run (`neurondb extract ... --overwrite`)")
+    block = rec.get("block_bytes")
+    if kind and not (type(block) is int and 0 < block <= MAX_BLOCK):
+        return (f"{f} has a malformed checksum record (block_bytes {block!r}); re-extract "
+                "the run (`neurondb extract ... --overwrite`) or restore it from a copy")
+    try:
+        got = block_checksum_file(f, block, kind) if kind else sha256_file(f)
+        if got != rec[kind or "sha256"]:
+            return f"{f} does not match its checksum (changed or corrupted)"
+    except OSError as e:
+        return f"{f} cannot be read ({e.strerror or e})"
     return None
 
 
