@@ -3,7 +3,8 @@
 timed as it is and with one of its costs switched off at a time, against a plain forward, all
 in one run (medians of ``--repeats``, taken in turn):
 
-* ``no hash``: the tensor file's block checksum not computed (a dummy digest);
+* ``no hash``: the tensor file's block checksum not computed (a dummy digest, neither from
+  the write buffers nor read back);
 * ``no writeback``: no ``fdatasync`` while the file grows (the commit's fsync does it all);
 * ``no tensors``: nothing appended to the tensor file (tables, hooks, copies, commit only).
 
@@ -34,10 +35,12 @@ VARIANTS = ("capture", "no hash", "no writeback", "no tensors")
 def _switch(variant: str, real: dict) -> None:
     """Turn ``variant``'s cost off (and every other one back on)."""
     def dummy_hash(self, k: int) -> None:
-        self.digests[k] = bytes(32)
+        self.digests[k] = bytes(16)
         self.stale.discard(k)
 
-    blockhash.WatchedFile._hash = dummy_hash if variant == "no hash" else real["hash"]
+    off = variant == "no hash"
+    blockhash.WatchedFile._hash = dummy_hash if off else real["hash"]
+    blockhash.WatchedFile._feed = (lambda self, *a: None) if off else real["feed"]
     blockhash.SYNC_BYTES = 1 << 62 if variant == "no writeback" else real["sync"]
     tensors.TensorWriter.append = ((lambda self, *a: None) if variant == "no tensors"
                                    else real["append"])
@@ -50,7 +53,8 @@ def main() -> None:
     args = ap.parse_args()
     from neurondb.extract.run import ExtractConfig, _Extraction
 
-    real = {"hash": blockhash.WatchedFile._hash, "sync": blockhash.SYNC_BYTES,
+    real = {"hash": blockhash.WatchedFile._hash, "feed": blockhash.WatchedFile._feed,
+            "sync": blockhash.SYNC_BYTES,
             "append": tensors.TensorWriter.append}
     tmp = Path(tempfile.mkdtemp(prefix="nd-costs-"))
     try:
