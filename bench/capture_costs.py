@@ -5,13 +5,16 @@ in one run (medians of ``--repeats``, taken in turn):
 
 * ``no hash``: the tensor file's block checksum not computed (a dummy digest, neither from
   the write buffers nor read back);
-* ``no writeback``: no ``fdatasync`` while the file grows (the commit's fsync does it all);
+* ``no writeback``: no ``fdatasync`` while the file grows (the commit's fsync does it all),
+  so its pages also stay in the page cache;
+* ``keep cache``: written back while the file grows, but its pages left in the page cache
+  (no ``POSIX_FADV_DONTNEED``: every write then needs fresh pages);
 * ``no tensors``: nothing appended to the tensor file (tables, hooks, copies, commit only).
 
 The switches patch the store's internals, so this is a diagnosis, not a mode of the tool; the
 store each variant writes is thrown away.
 
-    python bench/capture_costs.py [--max-examples 256] [--repeats 3]
+    python bench/capture_costs.py [--max-examples 256] [--repeats 3] [--variants capture,...]
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import extract as bench  # noqa: E402  (bench/extract.py: the same model, data a
 
 from neurondb.store import blockhash, tensors  # noqa: E402
 
-VARIANTS = ("capture", "no hash", "no writeback", "no tensors")
+VARIANTS = ("capture", "no hash", "no writeback", "keep cache", "no tensors")
 
 
 def _switch(variant: str, real: dict) -> None:
@@ -42,6 +45,7 @@ def _switch(variant: str, real: dict) -> None:
     blockhash.WatchedFile._hash = dummy_hash if off else real["hash"]
     blockhash.WatchedFile._feed = (lambda self, *a: None) if off else real["feed"]
     blockhash.SYNC_BYTES = 1 << 62 if variant == "no writeback" else real["sync"]
+    blockhash._drop_cached = (lambda fd: None) if variant == "keep cache" else real["drop"]
     tensors.TensorWriter.append = ((lambda self, *a: None) if variant == "no tensors"
                                    else real["append"])
 
@@ -50,11 +54,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-examples", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = ap.parse_args()
     from neurondb.extract.run import ExtractConfig, _Extraction
 
     real = {"hash": blockhash.WatchedFile._hash, "feed": blockhash.WatchedFile._feed,
-            "sync": blockhash.SYNC_BYTES,
+            "sync": blockhash.SYNC_BYTES, "drop": blockhash._drop_cached,
             "append": tensors.TensorWriter.append}
     tmp = Path(tempfile.mkdtemp(prefix="nd-costs-"))
     try:
@@ -66,10 +72,14 @@ def main() -> None:
                                         template=bench.TEMPLATE, prompt=prompt, progress=False,
                                         **common))
         bench.plain_seconds(ref)  # warm-up
-        times: dict[str, list[float]] = {"plain": []} | {v: [] for v in VARIANTS}
+        variants = [v for v in args.variants.split(",") if v]
+        unknown = sorted(set(variants) - set(VARIANTS))
+        if unknown:
+            ap.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+        times: dict[str, list[float]] = {"plain": []} | {v: [] for v in variants}
         for _ in range(args.repeats):
             times["plain"].append(bench.plain_seconds(ref))
-            for v in VARIANTS:
+            for v in variants:
                 _switch(v, real)
                 try:
                     dt, _ = bench.capture_seconds(model, data, split, prompt, tmp / "store",
@@ -82,7 +92,8 @@ def main() -> None:
               f"medians of {args.repeats}")
         print(f"{'variant':<16}{'seconds':>9}{'x plain':>9}{'saved s':>9}")
         for k, v in med.items():
-            saved = med["capture"] - v if k not in ("plain", "capture") else 0.0
+            saved = (med["capture"] - v if k not in ("plain", "capture") and "capture" in med
+                     else 0.0)
             print(f"{k:<16}{v:>9.3f}{v / med['plain']:>9.3f}{saved:>9.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

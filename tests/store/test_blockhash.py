@@ -182,10 +182,39 @@ def test_shard_records_the_tensor_block_checksum(tmp_path, tiny_path, sentiment_
     assert set(files["examples.parquet"]) == {"bytes", "sha256"}
 
 
-def test_without_preadv_and_fdatasync(tmp_path, monkeypatch):
-    """Where the OS lacks them (macOS has no fdatasync): pread and fsync instead."""
+def test_written_back_pages_are_dropped_and_read_back_intact(tmp_path, monkeypatch):
+    """Every SYNC_BYTES the written bytes are synced, then dropped from the page cache (so a
+    long capture reuses pages instead of asking for fresh ones); never before they are
+    synced, and what is read or hashed afterwards comes back from the disk intact."""
+    calls = []
+    real_sync, real_advise = blockhash._datasync, os.posix_fadvise
+    monkeypatch.setattr(blockhash, "_datasync", lambda fd: (calls.append("sync"), real_sync(fd)))
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (
+        calls.append(("drop", off, n, advice)), real_advise(fd, off, n, advice)))
+    monkeypatch.setattr(blockhash, "SYNC_BYTES", 100)
+    w = WatchedFile(tmp_path / "f", block_bytes=32)
+    data = bytes(range(256)) * 2
+    w.write(data[:90])
+    w.settle()
+    assert calls == []  # under SYNC_BYTES: neither synced nor dropped
+    w.write(data[90:])
+    w.settle()
+    assert calls == ["sync", ("drop", 0, 0, os.POSIX_FADV_DONTNEED)]
+    w.seek(33)
+    w.write(b"ab")  # into a block hashed and dropped: read back from the disk
+    w.settle()
+    w.seek(30)
+    buf = bytearray(6)
+    assert w.readinto(buf) == 6 and bytes(buf) == data[30:33] + b"ab" + data[35:36]
+    assert w.finish()["xxh3_128_blocks"] == naive(tmp_path / "f", 32)
+
+
+def test_without_preadv_fdatasync_and_fadvise(tmp_path, monkeypatch):
+    """Where the OS lacks them (macOS has no fdatasync nor posix_fadvise): pread and fsync
+    instead, and the pages are left to the OS."""
     monkeypatch.delattr(os, "preadv", raising=False)
     monkeypatch.delattr(os, "fdatasync", raising=False)
+    monkeypatch.delattr(os, "posix_fadvise", raising=False)
     monkeypatch.setattr(blockhash, "SYNC_BYTES", 1)
     w = WatchedFile(tmp_path / "f", block_bytes=32)
     w.write(bytes(range(200)))
