@@ -26,6 +26,7 @@ from neurondb.extract.dist import Dist
 from neurondb.extract.errors import ExtractError
 from neurondb.extract.request import ExtractConfig, ExtractRequest  # noqa: F401
 from neurondb.extract.size import chunk_order, extraction_sizes
+from neurondb.extract.tokens import TokensTableBuilder
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
 from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
@@ -122,6 +123,7 @@ class Extraction:
         self.twin_dtype = (check_dtype(req.dtype or default_storage_dtype(self.twin_positions))
                            if self.twin_positions else None)
         self.out = Path(req.out)
+        self._tokens: TokensTableBuilder | None = None  # made on the first batch written
         self.existing = _check_out_dir(self.out)
         if isinstance(req.model, (str, Path)):
             _check_model_name(str(req.model))  # fails fast, before any data is read
@@ -730,32 +732,12 @@ class Extraction:
                     st.update(stack, layer, sid, lab, acts[(stack, layer)].numpy())
 
     def _tokens_table(self, run: str, batch, ids: np.ndarray) -> pa.Table:
-        tok = self.lm.tokenizer
-        P = self.encoder.n_prompt
-        cols: dict[str, list] = {k: [] for k in ("run", "example_id", "stack", "position",
-                                                 "token_id", "token", "kind")}
-        in_stack = self.shape.stacks[0]
-        ids_arr = batch.enc["input_ids"].numpy()
-        for i, ex in enumerate(ids):
-            n = int(batch.lengths[i])
-            tid = ids_arr[i, :n].tolist()
-            toks = tok.convert_ids_to_tokens(tid)
-            kinds = self.encoder.token_kinds(tid)
-            cols["run"].extend([run] * (P + n))
-            cols["example_id"].extend([int(ex)] * (P + n))
-            cols["stack"].extend([in_stack] * (P + n))
-            cols["position"].extend(range(P + n))
-            cols["token_id"].extend([-1] * P + tid)
-            cols["token"].extend([f"<prompt:{j}>" for j in range(P)] + toks)
-            cols["kind"].extend(["prompt"] * P + kinds)
-            if self.lm.is_seq2seq:
-                start = decoder_start_id(self.lm.model.config)
-                for k, v in (("run", run), ("example_id", int(ex)), ("stack", "decoder"),
-                             ("position", 0), ("token_id", int(start)),
-                             ("token", tok.convert_ids_to_tokens(int(start))), ("kind", "special")):
-                    cols[k].append(v)
-        return pa.table(cols)
-
+        """The batch's rows of the tokens table (see :mod:`neurondb.extract.tokens`)."""
+        if self._tokens is None:
+            start = (decoder_start_id(self.lm.model.config) if self.lm.is_seq2seq else None)
+            self._tokens = TokensTableBuilder(self.lm.tokenizer, self.encoder,
+                                              self.shape.stacks[0], start)
+        return self._tokens.build(run, batch, ids)
 
 def extract(model, data, out: str | Path, **kwargs) -> Store:
     """Run ``model`` over ``data`` and record FFN neurons into the store ``out``.

@@ -181,9 +181,14 @@ class Encoder:
         return Selection(b=np.asarray(bs, dtype=np.int64), t=np.asarray(ts, dtype=np.int64),
                          slots=slots)
 
-    def token_kinds(self, ids: list[int]) -> list[str]:
-        return ["mask" if i == self.mask_id else ("special" if i in self.special_ids else "input")
-                for i in ids]
+    def token_kinds(self, ids) -> np.ndarray:
+        """``[n]`` token ids -> ``[n]`` object array of ``mask`` / ``special`` / ``input``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        kinds = np.full(len(ids), "input", dtype=object)
+        kinds[np.isin(ids, np.fromiter(self.special_ids, np.int64))] = "special"
+        if self.mask_id is not None:
+            kinds[ids == self.mask_id] = "mask"
+        return kinds
 
 
 def resolve_positions(positions: list[str], n_prompt: int, has_readout_pos: bool) -> list[str]:
