@@ -734,10 +734,11 @@ class Extraction:
     def _tokens_table(self, run: str, batch, ids: np.ndarray) -> pa.Table:
         """The batch's rows of the tokens table (see :mod:`neurondb.extract.tokens`)."""
         if self._tokens is None:
-            start = (decoder_start_id(self.lm.model.config) if self.lm.is_seq2seq else None)
+            start = decoder_start_id(self.lm.model.config) if self.lm.is_seq2seq else None
             self._tokens = TokensTableBuilder(self.lm.tokenizer, self.encoder,
                                               self.shape.stacks[0], start)
         return self._tokens.build(run, batch, ids)
+
 
 def extract(model, data, out: str | Path, **kwargs) -> Store:
     """Run ``model`` over ``data`` and record FFN neurons into the store ``out``.

@@ -58,17 +58,15 @@ class TokensTableBuilder:
         example = np.repeat(np.asarray(ids, dtype=np.int64), per)
         position = np.arange(total, dtype=np.int64) - np.repeat(start, per)
         is_prompt = position < P
-        T = input_ids.shape[1] if input_ids.ndim == 2 else 0
-        row_of = np.repeat(np.arange(B), per)
-        col = np.clip(position - P, 0, max(T - 1, 0))
-        token_id = np.where(is_prompt, -1, input_ids[row_of, col] if T else -1).astype(np.int64)
+        inputs = np.flatnonzero(~is_prompt)
+        token_id = np.full(total, -1, dtype=np.int64)
+        token_id[inputs] = input_ids[np.repeat(np.arange(B), per)[inputs], position[inputs] - P]
         token = np.empty(total, dtype=object)
         kind = np.empty(total, dtype=object)
-        inputs = np.flatnonzero(~is_prompt)
         token[inputs] = self.token_strings(token_id[inputs])
         kind[inputs] = self.encoder.token_kinds(token_id[inputs])
-        prompt_rows = np.flatnonzero(is_prompt)
         if P:
+            prompt_rows = np.flatnonzero(is_prompt)
             names = np.array([f"<prompt:{j}>" for j in range(P)], dtype=object)
             token[prompt_rows] = names[position[prompt_rows]]
             kind[prompt_rows] = "prompt"

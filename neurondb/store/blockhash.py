@@ -252,7 +252,8 @@ class WatchedFile:
 
     def settle(self) -> None:
         """Hash the stale blocks the file has grown past; every :data:`SYNC_BYTES`, write them
-        back and let the page cache drop them. Called between writes (the writer thread's idle moments)."""
+        back and let the page cache drop them. Called between writes (the writer thread's idle
+        moments)."""
         if self.discarded:
             return
         complete = self.size // self.block
