@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neurondb-installed
 
-.PHONY: setup demo walkthrough test lint bench clean
+.PHONY: setup demo walkthrough test lint bench device-wheels clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ lint: setup
 
 bench: setup
 	$(PY) bench/extract.py
+
+# the wheels bench/device_check.sh installs on the GPU machine (its Python 3.12 lacks duckdb)
+device-wheels: setup
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	    -d .whl "duckdb==$$($(PY) -c 'import duckdb; print(duckdb.__version__)')"
 
 clean:
 	rm -rf $(VENV) demo_out walkthrough_out
