@@ -30,7 +30,7 @@ def correlate_neurons_command(
     top: int = typer.Option(5, "--top", help="Best partners kept per neuron of A."),
     stack: str | None = options.stack("Stack (default: the first)."),
     png: Path | None = options.png("Figure of max correlation per layer (default: STORE/results/neuron_correlations/<name>.png)."),
-    name: str | None = options.name("Result name (default ncorr_A+1)."),
+    name: str | None = options.name("Result name (default ncorr_A+B)."),
     block_rows: int = typer.Option(4096, "--block-rows", help="Rows read per block (memory: block x neurons x 8 bytes per run)."),
     overwrite: bool = options.overwrite("Replace a result of the same name."),
     also: list[Path] | None = options.also(),

@@ -30,7 +30,7 @@ from neurondb.query.rankings import (
     ranking_vectors,
 )
 from neurondb.query.requests import CorrelateRequest, as_request, check_top
-from neurondb.query.results import as_store, check_absent, write_result
+from neurondb.query.results import as_store, check_absent, default_name, write_result
 from neurondb.store.reader import Store
 
 
@@ -151,7 +151,7 @@ def run_correlate(store: Store | str | Path, r: CorrelateRequest) -> Correlation
     """Carry out one :class:`~neurondb.query.requests.CorrelateRequest`."""
     store = as_store(store)
     names, fraction, k, count_rule = r.names, r.fraction, r.k, r.count_rule
-    name = r.name or ("corr_" + "+".join(names))[:128]
+    name = r.name or default_name("corr", names)
     if r.write:
         check_absent(store, "correlations", name, r.overwrite)
     frames = {n: load_ranking(store, n)[0] for n in names}

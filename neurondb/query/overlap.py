@@ -29,7 +29,7 @@ from neurondb.errors import arg, given
 from neurondb.query.errors import QueryError
 from neurondb.query.layout import RunLayout, load_layout, resolve_runs, run_stacks, split_names
 from neurondb.query.requests import OVERLAP_MODES, OverlapRequest, as_request
-from neurondb.query.results import as_store, check_absent, write_result
+from neurondb.query.results import as_store, check_absent, default_name, write_result
 from neurondb.store.reader import Store
 from neurondb.store.run import RunInfo
 
@@ -198,7 +198,7 @@ def run_overlap(store: Store | str | Path, r: OverlapRequest) -> Overlap:
     names = [i.run for i in infos]
     if len(names) < 2 or len(set(names)) != len(names):
         raise QueryError("give at least two different runs to compare (comma-separated)")
-    name = r.name or ("on_" + "+".join(names))[:128]
+    name = r.name or default_name("on", names)
     if r.write:
         check_absent(store, "overlaps", name, r.overwrite)
     if mode == "examples":

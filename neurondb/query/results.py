@@ -14,6 +14,7 @@ sha256), and :func:`read_result` refuses a file that no longer matches its recor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -55,9 +56,15 @@ def check_name(name: str, table: str = "rankings") -> str:
 
 
 def default_name(prefix: str, runs: list[str] | tuple[str, ...] = ()) -> str:
-    """``prefix`` plus the first run (and ``+N`` for more), cut to a valid result name."""
-    name = prefix if not runs else f"{prefix}_{runs[0]}" + (f"+{len(runs) - 1}" if len(runs) > 1 else "")
-    name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)[:128]
+    """``prefix_A+B+...``: the prefix and every run (or ranking) it was made from, so that two
+    results of different inputs never get the same default name. Characters a name cannot
+    hold become ``_``; a name that would be longer than 128 characters (or that lost
+    characters) is cut and ends in ``-`` and 8 hex digits of the full list's sha256."""
+    full = prefix if not runs else f"{prefix}_" + "+".join(runs)
+    name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", full)
+    if name != full or len(name) > 128:
+        digest = hashlib.sha256("\0".join((prefix, *runs)).encode()).hexdigest()[:8]
+        name = f"{name[:119]}-{digest}"
     return name
 
 

@@ -92,3 +92,18 @@ def test_refused_requests_write_nothing(two_models):
         assert res.exit_code == 2 and msg in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1
     assert not results.exists()
+
+
+def test_default_names_tell_run_pairs_apart(two_models, tmp_path, tiny_path, sentiment_dir):
+    """Without --name, A,B and then A,A (a second pair sharing run A) are two results: the
+    default name holds both runs (it was ``ncorr_A+1`` for both, so the second was refused)."""
+    neurondb.extract(str(tiny_path("bert", seed=0)), str(sentiment_dir), tmp_path / "A",
+                     run="A", **KW).close()
+    runner = CliRunner()
+    for pair in ("A,B", "A,A", "B,A"):
+        res = runner.invoke(app, ["correlate-neurons", str(tmp_path / "A"), "--with",
+                                  str(two_models / "B"), "--runs", pair, "--top", "1"])
+        assert res.exit_code == 0, res.output
+    names = sorted(p.stem for p in (tmp_path / "A" / "results" / "neuron_correlations")
+                   .glob("*.parquet"))
+    assert names == ["ncorr_A+A", "ncorr_A+B", "ncorr_B+A"]
