@@ -253,7 +253,7 @@ def top_command(
     layer: int = typer.Option(..., "--layer", help="Layer."),
     neuron: int = typer.Option(..., "--neuron", help="Neuron index in the layer."),
     stack: str | None = options.stack("Stack (default: the first)."),
-    k: int = options.top_k(10, "Examples shown."),
+    k: int | None = options.top_k(None, "Examples shown (default 10, or all a profile run keeps when it keeps fewer)."),
     slots: str | None = options.slots("Only these slots (glob patterns)."),
     also: list[Path] | None = options.also(),
 ) -> None:

@@ -337,15 +337,17 @@ class MaskRequest:
 class TopRequest:
     """The ``k`` examples on which neuron ``(stack, layer, neuron)`` fires most in ``run``
     (``neurondb top``; :func:`neurondb.query.top_examples`); ``slots``: only rows of these
-    slots (glob patterns; per-token runs only). The layer and neuron are checked against the
-    store's shape when the request is carried out."""
+    slots (glob patterns; per-token runs only); ``k`` None: 10, or every token a profile run
+    keeps when it keeps fewer. The layer and neuron are checked against the store's shape
+    when the request is carried out."""
 
     run: str
     layer: int
     neuron: int
     stack: str | None = None
-    k: int = 10
+    k: int | None = None
     slots: str | Sequence[str] | None = None
 
     def __post_init__(self) -> None:
-        check_at_least(self.k, 1, "k", "--top-k")
+        if self.k is not None:
+            check_at_least(self.k, 1, "k", "--top-k")

@@ -53,6 +53,10 @@ def run_top(store: Store | str | Path, r: TopRequest) -> pd.DataFrame:
 
         return profile_top_examples(store, run, layer, neuron, stack=stack, k=k)
     info = resolve_run(store, run, mode="tokens")
+    if k is None:
+        from neurondb.profile.top import DEFAULT_K
+
+        k = DEFAULT_K
     stack = store.default_stack(stack)
     n_layers = store.shape.n_layers(stack)
     if not 0 <= layer < n_layers:

@@ -219,3 +219,27 @@ def test_top_command_answers_from_neuron_top(one_pass):
                               "2", "-k", str(K + 1)])
     assert res.exit_code == 2 and f"keeps the top {K} tokens" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_top_without_k_shows_what_a_small_profile_keeps(one_pass):
+    """A profile keeping fewer than 10 tokens per neuron answers ``top`` without -k (it was
+    refused: the default 10 was more than the run keeps), and a bad layer or neuron is named
+    before any word about -k."""
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+    from neurondb.query import top_examples
+
+    assert K < 10
+    st = neurondb.open(one_pass)
+    assert top_examples(st, "p", 1, 2)["rank"].tolist() == list(range(1, K + 1))
+    st.close()
+    runner = CliRunner()
+    res = runner.invoke(app, ["top", str(one_pass), "--run", "p", "--layer", "1", "--neuron", "2"])
+    assert res.exit_code == 0, res.output
+    for args, msg in ((["--layer", "1", "--neuron", "999"], "neuron 999 is out of range"),
+                      (["--layer", "7", "--neuron", "0"], "layer 7 is out of range"),
+                      (["--layer", "1", "--neuron", "-1"], "neuron -1 is out of range")):
+        res = runner.invoke(app, ["top", str(one_pass), "--run", "p", *args])
+        assert res.exit_code == 2 and msg in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
