@@ -129,7 +129,7 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
 
     hf_logging.disable_progress_bar()
 
-    name = resolve_model_name(name)
+    asked, name = name, resolve_model_name(name)
     config = load_config(name)
     try:
         adapter = adapter_for(config)
@@ -157,7 +157,9 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
 
                 model = load_pruned(path, model_class=auto, **kw)
             else:
-                model = auto.from_pretrained(path, **kw)
+                model, info = auto.from_pretrained(path, output_loading_info=True, **kw)
+                if strategy.auto_class != "AutoModel":
+                    _check_head(model, info, asked, readout)
         tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
     except (OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -173,6 +175,22 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
     revision = getattr(config, "_commit_hash", None)
     return LoadedModel(model=model, tokenizer=tok, adapter=adapter, readout=readout, name=name,
                        revision=revision, device=dev)
+
+
+def _check_head(model: torch.nn.Module, info: dict, name: str, readout: str) -> None:
+    """Refuse a readout through a head the checkpoint does not have: weights missing from it
+    outside the base model (or, where the model is its own base, any) were initialised at
+    random, so every prediction, accuracy and suppression result would be noise."""
+    missing = sorted(info.get("missing_keys") or ())
+    base = getattr(model, "base_model", model)
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    head = missing if base is model else [k for k in missing if not k.startswith(prefix)]
+    if head:
+        shown = ", ".join(head[:3]) + (f", ... ({len(head)} in all)" if len(head) > 3 else "")
+        raise ExtractError(
+            f"model {name!r} has no trained {readout} head: {shown} not in the checkpoint, so "
+            f"they would be random and so would its predictions; use {given('readout', 'none')} "
+            f"for activations only, or a checkpoint saved with its head ({type(model).__name__})")
 
 
 def _padded_right(tok, copy: bool):

@@ -36,3 +36,37 @@ def test_the_same_command_again_is_complete_not_another_model(mlm_bert, sentimen
     neurondb.extract(mlm_bert, str(sentiment_dir), tmp_path / "s", **kw).close()
     with pytest.raises(ExtractError, match="already exists"):  # not "another model"
         neurondb.extract(mlm_bert, str(sentiment_dir), tmp_path / "s", **kw)
+
+
+@pytest.mark.parametrize("family,readout,kw", [
+    ("bert", "mlm", {}),  # an encoder saved without its MLM head
+    ("bert", "classifier", {}),  # no trained classifier
+    ("llama", "causal", {"tie_word_embeddings": False}),  # its own lm_head, not saved
+])
+def test_a_readout_through_a_head_the_checkpoint_lacks_is_refused(tmp_path, sentiment_dir,
+                                                                   family, readout, kw):
+    """Weights of the readout's head missing from the checkpoint would be random, and so every
+    prediction and accuracy: refused in one line naming the fix, nothing written."""
+    path = str(save_tiny(family, tmp_path / "m", head="base", **kw))
+    with pytest.raises(ExtractError, match=f"has no trained {readout} head: .* use "
+                                           "readout='none' for activations only"):
+        load_model(path, readout=readout)
+    load_model(path, readout="none")  # activations only: fine
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+
+    res = CliRunner().invoke(app, ["extract", path, "--data", str(sentiment_dir), "--split",
+                                   "train", "--readout", readout, "--template",
+                                   "{text} It was {mask}.", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "--readout none for activations only" in res.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_checkpoint_with_its_head_loads_for_its_readout(mlm_bert, tmp_path):
+    load_model(mlm_bert, readout="mlm")
+    load_model(str(save_tiny("gpt2", tmp_path / "g")), readout="causal")
+    # a base checkpoint whose LM head is tied to its input embeddings has the head's weights
+    load_model(str(save_tiny("llama", tmp_path / "l", head="base", tie_word_embeddings=True)),
+               readout="causal")
+    load_model(str(save_tiny("t5", tmp_path / "t")), readout="seq2seq")
