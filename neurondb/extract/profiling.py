@@ -36,6 +36,10 @@ def check_request(cfg) -> None:
     check_also_capture(cfg)
     if not getattr(cfg, "profile", False):
         return
+    if getattr(cfg, "dtype", None) and not getattr(cfg, "also_capture", None):
+        raise ExtractError(f"{arg('dtype')} is the storage dtype of per-token tensors, and a "
+                           f"{switch('profile')} run stores none (its sums are float64); drop "
+                           f"{arg('dtype')}, or give {arg('also_capture')} for tensors beside it")
     if cfg.grad:
         raise ExtractError(f"{switch('profile')} reduces activations only; {switch('grad')} "
                            f"needs a per-token run (drop {switch('profile')})")

@@ -119,7 +119,8 @@ class Extraction:
         self.dtype = check_dtype(req.dtype or default_storage_dtype(self.positions))
         #: --also-capture: the positions (and storage dtype) of the per-token run written in
         #: the profile run's forward pass
-        self.twin_positions = parse_positions(req.also_capture) if req.also_capture else None
+        self.twin_positions = (parse_positions(req.also_capture, "also_capture")
+                               if req.also_capture else None)
         self.twin_dtype = (check_dtype(req.dtype or default_storage_dtype(self.twin_positions))
                            if self.twin_positions else None)
         self.out = Path(req.out)

@@ -22,14 +22,16 @@ from neurondb.runtime.templates import Template
 POSITION_KINDS = ("prompt", "mask", "first", "last", "all")
 
 
-def parse_positions(spec: str | list[str] | None) -> list[str]:
+def parse_positions(spec: str | list[str] | None, name: str = "positions") -> list[str]:
+    """The position kinds of ``spec`` (a comma list or a list; None: prompt and mask), in
+    order, once each; anything else is a one-line error naming the argument ``name``."""
     if spec is None:
         return ["prompt", "mask"]
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out = [s.strip() for s in items if s.strip()]
     bad = [s for s in out if s not in POSITION_KINDS]
     if bad or not out:
-        raise ExtractError(f"{arg('positions')} takes a comma list of {', '.join(POSITION_KINDS)}; "
+        raise ExtractError(f"{arg(name)} takes a comma list of {', '.join(POSITION_KINDS)}; "
                            f"got {spec!r}")
     return list(dict.fromkeys(out))
 

@@ -123,6 +123,8 @@ def test_default_names_and_the_cli(tmp_path, relu_model, sentiment_dir):
 @pytest.mark.parametrize("kw, msg", [
     (dict(KW, also_capture="first"), "add profile=True"),
     (dict(PROFILE, positions="first", also_capture="last"), "not among the profile's"),
+    (dict(PROFILE, also_capture="middle"), "also_capture takes a comma list"),
+    (dict(PROFILE, dtype="float16"), "a profile=True run stores none"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path, relu_model, sentiment_dir, kw,
                                                      msg):
@@ -145,6 +147,14 @@ def test_bad_request_through_the_cli_names_the_flags(tmp_path, relu_model, senti
     assert res.exit_code == 2
     assert "--also-capture last is not among the profile's --positions first" in res.output
     assert not out.exists()
+    for args, msg in ((["--also-capture", "middle"], "--also-capture takes a comma list"),
+                      (["--dtype", "bfloat16"], "--dtype is the storage dtype of per-token "
+                                                "tensors, and a --profile run stores none")):
+        res = CliRunner().invoke(app, ["extract", relu_model, "--data", str(sentiment_dir),
+                                       "--out", str(out), "--readout", "none", "--profile",
+                                       *args])
+        assert res.exit_code == 2 and msg in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_two_processes_write_both_runs(tmp_path, relu_model, sentiment_dir, one_pass,
