@@ -180,7 +180,10 @@ WITH t AS (
     SELECT * FROM neuron_top
     WHERE run = {_profiled("run_name", "stack_name", "layer_idx", "neuron_idx")}
       AND stack = stack_name AND layer = layer_idx AND neuron = neuron_idx
-      AND kind = 'top' AND rank <= k),
+      AND kind = 'top' AND rank <= CASE WHEN k < 1 THEN
+          error('top_contexts: k must be at least 1, not ' || k) ELSE k END
+      AND CASE WHEN width < 0 THEN error('top_contexts: width must be 0 or more, not ' || width)
+               ELSE true END),
 ctx AS (
     SELECT t.rank,
            string_agg(CASE WHEN tok.position = t.position THEN '[[' || tok.token || ']]'

@@ -176,6 +176,15 @@ def test_top_contexts_macro(one_pass):
         st.connection.arrow("SELECT * FROM top_contexts('nope', 'encoder', 1, 3)")
     with pytest.raises(NeurondbError, match="no profile of neuron encoder layer 9"):
         st.connection.arrow("SELECT * FROM top_contexts('p', 'encoder', 9, 3)")
+    # an empty table or contexts without the firing token were answers to a mistyped call
+    with pytest.raises(NeurondbError, match="top_contexts: k must be at least 1, not 0"):
+        st.connection.arrow("SELECT * FROM top_contexts('p', 'encoder', 1, 3, k := 0)")
+    with pytest.raises(NeurondbError, match="top_contexts: width must be 0 or more, not -1"):
+        st.connection.arrow("SELECT * FROM top_contexts('p', 'encoder', 1, 3, width := -1)")
+    every = st.profile_top(run="p", layer=1, neuron=3, kind="top")
+    assert [c for (c,) in st.sql("SELECT context FROM top_contexts('p', 'encoder', 1, 3, "
+                                 "width := 0)").fetchall()] == [
+        f"[[{tok[(e, p)]}]]" for e, p in zip(every.example_id, every.position)]
     st.close()
 
 
