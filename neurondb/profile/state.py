@@ -98,13 +98,14 @@ class CorrSums:
         self.sumsq = self.sumsq + other.sumsq
         self.sxy = self.sxy + other.sxy
 
-    def corr(self) -> np.ndarray:
-        """Pearson r ``[D, D]`` (NaN for a constant neuron)."""
+    def corr(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Pearson r ``[D, D]`` (NaN for a constant neuron); ``rows``: only these rows
+        (``corr(np.array([i]))[0]``: neuron ``i`` against every neuron, ``[D]``)."""
         n = max(self.n, 1)
-        cov = self.sxy - np.outer(self.sum, self.sum) / n
+        cov = self.sxy[rows] - np.outer(self.sum[rows], self.sum) / n
         var = np.maximum(self.sumsq - self.sum * self.sum / n, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = cov / np.sqrt(np.outer(var, var))
+            r = cov / np.sqrt(np.outer(var[rows], var))
         r[~np.isfinite(r)] = np.nan
         return np.clip(r, -1.0, 1.0)
 

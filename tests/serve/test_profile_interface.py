@@ -72,7 +72,13 @@ class FakeProfile:
         return edges, counts
 
 
-def test_neuron_page_of_a_profile_run(full_store):
+def test_neuron_page_of_a_profile_run(full_store, monkeypatch):
+    import types
+
+    from neurondb.profile import read
+
+    # a profile without within-model correlation sums (this one is faked on a tokens store)
+    monkeypatch.setattr(read, "run_state", lambda store, run: types.SimpleNamespace(corr=None))
     st = open_store(full_store.root)
     try:
         fake = FakeProfile(st, "ev")
@@ -92,5 +98,5 @@ def test_neuron_page_of_a_profile_run(full_store):
     peaks = re.findall(r'class="t (p\d|n\d) peak[^"]*"[^>]*>([^<]*)<', r.text)
     assert peaks and peaks[0] == ("p9", "great")   # the top token, shaded darkest and marked
     assert "below and" in r.text and "above the histogram" in r.text   # overflow noted
-    assert "needs a per-token run" in r.text    # correlations need per-token tensors
+    assert "has no correlation sums of encoder layer 1" in r.text  # nor per-token tensors
     assert "pos" in r.text and "neg" in r.text  # label means from label_means

@@ -45,3 +45,35 @@ def test_neuron_page_reads_the_profile(profile_store):
         assert f" {int(prof['count'])} " in stats  # n from neuron_profile
         assert c.get("/").status_code == 200
     store.close()
+
+
+def test_partners_of_a_profile_run_come_from_its_correlation_sums(tmp_path, tiny_path,
+                                                                   sentiment_dir):
+    """A profile run extracted with --correlate-layers lists a neuron's partners from its exact
+    sums over every token (the same neurons and r as ``correlate-neurons --runs RUN``); a
+    layer outside the correlated ones says how to get them."""
+    from neurondb.query.correlate_neurons import within_model
+
+    out = tmp_path / "s"
+    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, split="train",
+                     readout="none", profile=True, top_k=4, run="p", correlate_layers=[1],
+                     progress=False).close()
+    store = open_store(out)
+    want = within_model(store, "p", top=8, write=False).table
+    want = want[(want.layer == 1) & (want.neuron == 7) & (want["corr"] > 0)]
+    with TestClient(create_app(store), base_url=BASE) as c:
+        r = c.get("/neurons/encoder/1/7?run=p")
+        assert r.status_code == 200, r.text[:500]
+        part = r.text[r.text.index('id="partners"'):]
+        part = part[:part.index("</table>")]
+        got = re.findall(r'/neurons/encoder/(\d+)/(\d+)', part)
+        assert got == [(str(a), str(b)) for a, b in
+                       zip(want.partner_layer, want.partner_neuron)] and got
+        rs = [float(x) for x in re.findall(r'<td class="n">([-0-9.]+)</td>', part)]
+        assert rs == pytest.approx(want["corr"].tolist(), abs=6e-4)
+        page = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", r.text)))
+        n = int(store.run("p").n_tokens)
+        assert f"Pearson over all {n:,} tokens of p, among layers 1 (exact" in page
+        other = c.get("/neurons/encoder/0/7?run=p")
+        assert "has no correlation sums of encoder layer 0" in html.unescape(other.text)
+    store.close()

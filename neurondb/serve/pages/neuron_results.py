@@ -115,8 +115,12 @@ class Partner:
 
 
 def partners(ctx: ServeContext, info: RunInfo | None, key: Key) -> tuple[list[Partner], str]:
-    """The neurons of the same stack most correlated with this one over ``info``'s captured
-    tokens (computed on the fly, within a size budget), and a note saying how."""
+    """The neurons of the same stack most correlated with this one over ``info``'s tokens, and
+    a note saying how: for a per-token run computed on the fly (within a size budget), for a
+    profile run extracted with ``--correlate-layers`` read from its exact sums over every
+    token (among the correlated layers)."""
+    if info is not None and info.mode == "profile":
+        return _profile_partners(ctx, info, key)
     if info is None or info.mode != "tokens":
         return [], "needs a per-token run"
     z = ctx.zscores(info, key[0])
@@ -126,15 +130,41 @@ def partners(ctx: ServeContext, info: RunInfo | None, key: Key) -> tuple[list[Pa
     offsets = np.r_[0, np.cumsum(widths)]
     i = int(offsets[key[1]] + key[2])
     r = z.T @ z[:, i] / z.shape[0]
-    r[i] = -np.inf
-    best = np.argsort(-r, kind="stable")[:PARTNERS]
-    out = []
-    for j in best:
-        if not np.isfinite(r[j]) or r[j] <= 0:
-            continue
-        layer = int(np.searchsorted(offsets, j, side="right") - 1)
-        out.append(Partner(layer, int(j - offsets[layer]), float(r[j])))
     rows = int(info.n_rows.get(key[0], 0))
     of = (f"the {rows:,} captured tokens" if z.shape[0] == rows
           else f"{z.shape[0]:,} evenly spaced of the {rows:,} captured tokens")
-    return out, f"Pearson over {of} of {info.run} (computed on the fly)"
+    return (_best(r, i, list(range(len(widths))), widths),
+            f"Pearson over {of} of {info.run} (computed on the fly)")
+
+
+def _profile_partners(ctx: ServeContext, info: RunInfo, key: Key) -> tuple[list[Partner], str]:
+    from neurondb.profile.read import run_state
+
+    c = run_state(ctx.store, info.run).corr
+    stack, layer, neuron = key
+    if c is None or c.stack != stack or layer not in c.layers:
+        return [], (f"profile run {info.run} has no correlation sums of {stack} layer {layer} "
+                    "(extract it with --profile --correlate-layers)")
+    widths = ctx.store.shape_of(info.run).widths[stack]
+    mine = [widths[la] for la in c.layers]
+    i = int(sum(mine[:c.layers.index(layer)]) + neuron)
+    r = c.corr(np.array([i]))[0]
+    shown = ", ".join(str(la) for la in c.layers)
+    return (_best(r, i, list(c.layers), mine),
+            f"Pearson over all {c.n:,} tokens of {info.run}, among layers {shown} (exact, "
+            "from the sums accumulated while extracting)")
+
+
+def _best(r: np.ndarray, i: int, layers: list[int], widths) -> list[Partner]:
+    """The :data:`PARTNERS` neurons of highest positive ``r`` (``[D]``, over the neurons of
+    ``layers`` concatenated, ``widths`` each), not neuron ``i`` itself; ties to the lower."""
+    r = np.where(np.isnan(r), -np.inf, r)
+    r[i] = -np.inf
+    offsets = np.r_[0, np.cumsum(widths)]
+    out = []
+    for j in np.argsort(-r, kind="stable")[:PARTNERS]:
+        if not np.isfinite(r[j]) or r[j] <= 0:
+            continue
+        at = int(np.searchsorted(offsets, j, side="right") - 1)
+        out.append(Partner(layers[at], int(j - offsets[at]), float(r[j])))
+    return out
