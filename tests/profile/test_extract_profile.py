@@ -252,3 +252,30 @@ def test_top_without_k_shows_what_a_small_profile_keeps(one_pass):
         res = runner.invoke(app, ["top", str(one_pass), "--run", "p", *args])
         assert res.exit_code == 2 and msg in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("can_link", [True, False])
+def test_a_one_shard_run_links_its_shard_state(tmp_path, relu_model, sentiment_dir,
+                                               monkeypatch, can_link):
+    """The run's profile.npz of a one-shard run is its shard's, byte for byte: a hard link
+    (nothing read back and re-written), or, where the file system cannot link, the merged
+    state written; either way the store verifies and reads the same."""
+    import os
+
+    from neurondb.store import run as run_mod
+    from neurondb.store.verify import verify_store
+
+    if not can_link:
+        def no_link(src, dst):
+            raise OSError(1, "Operation not permitted")
+        monkeypatch.setattr(run_mod.os, "link", no_link)
+    out = tmp_path / "s"
+    neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()
+    (shard,) = out.glob("runs/p/shards/*/profile.npz")
+    whole = out / "runs" / "p" / "profile.npz"
+    assert whole.read_bytes() == shard.read_bytes()
+    assert os.path.samefile(whole, shard) == can_link
+    assert verify_store(out).ok
+    st = neurondb.open(out)
+    assert st.profile(run="p").shape[0] == 96
+    st.close()
