@@ -378,10 +378,14 @@ class Extraction:
             rep.info(f"also storing {', '.join(self.twin_positions)} per token as "
                      f"{self.twin_dtype} in run {self.twin_run}, from the same forward pass")
         if need + DISK_MARGIN > free:
+            levers = (f"lower {arg('profile_bins')} or {arg('top_k')}, or raise "
+                      f"{arg('chunk_examples')} (every shard keeps a profile state)"
+                      if self.cfg.profile and not self.twin_run else
+                      f"lower {arg('max_examples')}, capture fewer {arg('positions')} or use "
+                      f"{given('dtype', 'float16')}")
             raise ExtractError(f"not enough disk for {self.out}: the extraction still writes about "
                                f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; free space, "
-                               f"lower {arg('max_examples')}, capture fewer {arg('positions')} or "
-                               f"use {given('dtype', 'float16')}")
+                               f"or {levers}")
         dist.barrier()  # every rank validated its inputs before anything is written
         created = not self.out.exists()
         self._made: list[Path] = []  # what this process created (removed again on an error)

@@ -139,6 +139,8 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
     stack = store.default_stack(stack, a.run)
     if top < 1:
         raise QueryError(f"{arg('top')} must be at least 1, not {top}")
+    if block_rows < 1:
+        raise QueryError(f"{arg('block_rows')} must be at least 1, not {block_rows}")
     layers_a, layers_b = _layers(store, a.run, stack, layers), _layers(store, b.run, stack, layers)
     name = name or default_name("ncorr", [a.run, b.run])
     if write:

@@ -80,8 +80,14 @@ def test_insufficient_disk(tmp_path, tiny_path, sentiment_dir, monkeypatch):
     import neurondb.extract.run as run_mod
 
     monkeypatch.setattr(run_mod, "free_bytes", lambda path: 1000)
-    _fails(tmp_path / "s", "not enough disk", str(tiny_path("bert")), str(sentiment_dir),
-           template=TEMPLATE, verbalizer=["bad", "good"])
+    msg = _fails(tmp_path / "s", "not enough disk", str(tiny_path("bert")), str(sentiment_dir),
+                 template=TEMPLATE, verbalizer=["bad", "good"])
+    assert "dtype='float16'" in msg
+    assert not (tmp_path / "s").exists()
+    # a profile run stores no tensors: its levers are the profile's size and the shard count
+    msg = _fails(tmp_path / "s", "not enough disk", str(tiny_path("bert")), str(sentiment_dir),
+                 readout="none", profile=True, top_k=2)
+    assert "lower profile_bins or top_k, or raise chunk_examples" in msg and "dtype" not in msg
     assert not (tmp_path / "s").exists()
 
 

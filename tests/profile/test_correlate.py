@@ -81,12 +81,16 @@ def test_refused_requests_write_nothing(two_models):
         correlate_neurons(st, "B,C", layers=[5])
     with pytest.raises(QueryError, match="takes two runs"):
         correlate_neurons(st, "B")
+    for rows in (0, -5):  # -5 wrote a table of NaN correlations (no block was ever read)
+        with pytest.raises(QueryError, match=f"block_rows must be at least 1, not {rows}"):
+            correlate_neurons(st, "B,B", block_rows=rows)
     assert not results.exists()
     st.close()
     runner = CliRunner()
     for args, msg in ((["--runs", "C,B"], "do not capture the same tokens"),
                       (["--runs", "C,B", "--layers", "7"], "layer 7 is out of range"),
-                      (["--runs", "C,nope"], "run 'nope' is not in the store")):
+                      (["--runs", "C,nope"], "run 'nope' is not in the store"),
+                      (["--runs", "B,B", "--block-rows", "0"], "--block-rows must be at least 1")):
         res = runner.invoke(app, ["correlate-neurons", str(two_models / "C"), "--with",
                                   str(two_models / "B"), *args])
         assert res.exit_code == 2 and msg in res.output, res.output
