@@ -180,7 +180,8 @@ class Extraction:
         reader = make_readout(lm, self.spec.template, self.spec.verbalizer,
                               sp.n_tokens if sp else 0, n_head_classes=n_head,
                               pool=sp.pool if sp is not None else "mask",
-                              max_length=req.max_length or (sp.max_length if sp else None),
+                              max_length=(req.max_length if req.max_length is not None
+                                          else sp.max_length if sp else None),
                               min_words=1, need_logits=False)
         self.template, self.encoder, self.max_length = (reader.template, reader.encoder,
                                                         reader.encoder.max_length)

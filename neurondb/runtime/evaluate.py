@@ -74,7 +74,8 @@ def readout_for(lm: LoadedModel, prompt: SoftPrompt | None, template: str | Temp
     return make_readout(lm, spec.template, spec.verbalizer,
                         prompt.n_tokens if prompt is not None else 0,
                         n_head_classes=n_head, pool=pool,
-                        max_length=max_length or (prompt.max_length if prompt else None))
+                        max_length=max_length if max_length is not None else (
+                            prompt.max_length if prompt else None))
 
 
 def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,

@@ -166,7 +166,8 @@ def _resolved(req: TuneConfig, start: SoftPrompt | None) -> TuneConfig:
         return req
     dmeta = start.meta.get("data") or {}
     return replace(req, prompt_tokens=start.n_tokens, pool=start.pool,
-                   max_length=req.max_length or start.max_length,
+                   max_length=(req.max_length if req.max_length is not None
+                               else start.max_length),
                    text_fields=req.text_fields or dmeta.get("text_fields"))
 
 

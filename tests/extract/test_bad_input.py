@@ -129,3 +129,13 @@ def test_stats_split_of_a_single_file(tmp_path, tiny_path, sentiment_dir):
     msg = _fails(tmp_path / "s", "is one file", str(tiny_path("bert")), f, split="validation",
                  stats_split="train", template=TEMPLATE, verbalizer=["bad", "good"])
     assert "stats_split 'train'" in msg and "one <split>" in msg
+
+
+@pytest.mark.parametrize("max_length", [0, -4, 7])
+def test_a_max_length_too_short_is_refused(tmp_path, tiny_path, sentiment_dir, max_length):
+    """0 meant "no limit" (it was read as a missing value) while -4 was refused."""
+    msg = _fails(tmp_path / "s", f"max_length={max_length} is too short", str(tiny_path("bert")),
+                 str(sentiment_dir), readout="none", max_length=max_length)
+    assert "give 8 or more" in msg
+    assert not (tmp_path / "s").exists()
+
