@@ -41,13 +41,14 @@ def info_command(
                   "grad", "dtype", "size"):
             t.add_column(c)
         for info in st.runs():
-            d = st.run_dir(info.run)
-            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            size = _disk_bytes(st.run_dir(info.run))
             acc = f"{info.accuracy:.4f}" if info.accuracy is not None else "-"
             t.add_row(info.run, info.split, info.mode, str(info.n_examples),
                       ", ".join(f"{k}:{v}" for k, v in info.n_rows.items()), acc,
                       ",".join(info.positions), f"{info.n_prompt} tok" if info.n_prompt else "-",
-                      "yes" if info.grad else "no", info.dtype, f"{size / 1e6:,.1f} MB")
+                      "yes" if info.grad else "no",
+                      info.dtype if info.mode == "tokens" else "-",  # only tensors have one
+                      f"{size / 1e6:,.1f} MB")
         con.print(t)
         views = describe_views(st.connection)
         con.print("[bold]SQL views[/bold]: " + "; ".join(f"{k}({', '.join(v)})" for k, v in views.items()))
@@ -200,3 +201,14 @@ def register(app: typer.Typer) -> None:
     app.command("info")(info_command)
     app.command("query")(query_command)
     app.command("verify")(verify_command)
+
+
+def _disk_bytes(d: Path) -> int:
+    """Bytes of the files under ``d``, a file with several names (a hard link: a one-shard
+    profile run's state) counted once."""
+    seen: dict[tuple[int, int], int] = {}
+    for f in d.rglob("*"):
+        st = f.lstat()
+        if f.is_file() and not f.is_symlink():
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())

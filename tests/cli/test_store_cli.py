@@ -121,3 +121,21 @@ def test_query_table_shows_brackets_as_data(tmp_path):
     res = CliRunner().invoke(app, ["query", str(root), "SELECT 'us [[as]] x' AS c, '[bold]y' AS d"])
     assert res.exit_code == 0, res.output
     assert "us [[as]] x" in res.output and "[bold]y" in res.output
+
+
+def test_info_of_a_profile_run(tmp_path, tiny_path, sentiment_dir):
+    """A profile run has no storage dtype (it stores no tensors), and its size counts the
+    shard state it shares with the run (a hard link) once: the size of its distinct files."""
+    import neurondb
+
+    out = tmp_path / "s"
+    neurondb.extract(str(tiny_path("bert")), str(sentiment_dir), out, split="train",
+                     readout="none", profile=True, top_k=2, run="p", progress=False).close()
+    res = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if line.startswith("│ p "))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[2] == "profile" and cells[9] == "-", cells
+    files = {(f.stat().st_ino): f.stat().st_size for f in (out / "runs" / "p").rglob("*")
+             if f.is_file()}
+    assert cells[10] == f"{sum(files.values()) / 1e6:,.1f} MB"
