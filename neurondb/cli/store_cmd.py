@@ -47,7 +47,7 @@ def info_command(
                       ", ".join(f"{k}:{v}" for k, v in info.n_rows.items()), acc,
                       ",".join(info.positions), f"{info.n_prompt} tok" if info.n_prompt else "-",
                       "yes" if info.grad else "no",
-                      info.dtype if info.mode == "tokens" else "-",  # only tensors have one
+                      info.stored_dtype or "-",
                       f"{size / 1e6:,.1f} MB")
         con.print(t)
         views = describe_views(st.connection)

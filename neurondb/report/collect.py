@@ -46,7 +46,7 @@ class RunSummary:
     n_examples: int
     n_rows: int                 # captured token rows, summed over stacks
     accuracy: float | None      # in [0, 1]; None without a readout
-    dtype: str
+    dtype: str | None  # None: the run stores no tensors (a profile or statistics run)
     grad: bool
     store: str                  # the directory name of the store that holds the run
 
@@ -152,7 +152,7 @@ def store_summary(store: Store) -> StoreSummary:
                        template=i.template, readout=i.readout, prompt=i.prompt,
                        n_prompt=int(i.n_prompt), positions=list(i.positions),
                        n_examples=int(i.n_examples), n_rows=int(sum(i.n_rows.values())),
-                       accuracy=i.accuracy, dtype=i.dtype, grad=bool(i.grad), store=i.store)
+                       accuracy=i.accuracy, dtype=i.stored_dtype, grad=bool(i.grad), store=i.store)
             for i in store.runs()]
     shape = store.shape
     return StoreSummary(paths=list(store.roots), model=m.model.name, revision=m.model.revision,

@@ -123,7 +123,7 @@ def header(s: StoreSummary, contents: StoreContents) -> str:
             "template": r.template or "", "prompt": (f"{r.n_prompt} tokens" if r.n_prompt else "")
             + (f" ({r.prompt})" if r.prompt else ""), "positions": ",".join(r.positions),
             "examples": r.n_examples, "token rows": r.n_rows, "accuracy": r.accuracy,
-            "dtype": r.dtype, "gradients": r.grad} for r in s.runs])
+            "dtype": r.dtype or "", "gradients": r.grad} for r in s.runs])
         out += H.heading("Runs") + H.table(runs, formats={"accuracy": acc},
                                            text_columns=["template"])
     else:

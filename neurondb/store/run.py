@@ -110,6 +110,12 @@ class RunInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def stored_dtype(self) -> str | None:
+        """The storage dtype of the run's tensors; None for a run that stores none (a profile
+        or statistics run: ``dtype`` then only records the command's default)."""
+        return self.dtype if self.mode == "tokens" else None
+
     @classmethod
     def from_dict(cls, d: dict) -> RunInfo:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}

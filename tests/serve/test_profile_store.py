@@ -77,3 +77,18 @@ def test_partners_of_a_profile_run_come_from_its_correlation_sums(tmp_path, tiny
         other = c.get("/neurons/encoder/0/7?run=p")
         assert "has no correlation sums of encoder layer 0" in html.unescape(other.text)
     store.close()
+
+
+def test_a_profile_run_shows_no_storage_dtype(profile_store):
+    """A profile stores no tensors: the overview, its run page and the report show no dtype
+    (its run.json records the command's default, float16)."""
+    from neurondb.report.collect import store_summary
+
+    store = open_store(profile_store)
+    assert store.run("p").dtype == "float16" and store.run("p").stored_dtype is None
+    with TestClient(create_app(store), base_url=BASE) as c:
+        for url in ("/", "/runs/p"):
+            r = c.get(url)
+            assert r.status_code == 200 and "float16" not in r.text, url
+    assert [r.dtype for r in store_summary(store).runs] == [None]
+    store.close()
