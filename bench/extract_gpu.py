@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from profiles import _sync, batches, time_plain  # noqa: E402  (the same plain forward)
 
 MODES = {  # mode -> ExtractConfig keywords
     "prompt-mask": dict(positions="prompt,mask", dtype="float16"),
@@ -98,33 +103,6 @@ def make_prompt(hidden: int, tmp: Path, name: str) -> str:
     return str(SoftPrompt(torch.randn(20, hidden) * 0.02).save(tmp / f"prompt-{name}"))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def plain_seconds(job) -> tuple[float, int]:
-    """Seconds of ``model(**inputs)`` over the job's length-sorted batches (inference mode,
-    after one warm-up batch) and the tokens they hold (prompt tokens included)."""
-    from neurondb.runtime.forward import model_inputs
-
-    lm, enc = job.lm, job.encoder
-    lengths = enc.lengths(job.data.texts)
-    order = np.argsort(-lengths, kind="stable")
-    bs = job.cfg.batch_size
-    batches = [enc.encode(order[i:i + bs], [job.data.texts[j] for j in order[i:i + bs]])
-               for i in range(0, len(order), bs)]
-    tokens = int(sum(int(b.lengths.sum()) for b in batches))
-    with torch.inference_mode():
-        lm.model(**model_inputs(lm, batches[0], job.prompt))  # warm-up
-        _sync(lm.device)
-        t0 = time.perf_counter()
-        for b in batches:
-            lm.model(**model_inputs(lm, b, job.prompt))
-        _sync(lm.device)
-    return time.perf_counter() - t0, tokens
-
-
 def measure(model, tok, name: str, data: Path, prompt: str, mode: str, bs: int,
             out: Path) -> tuple[float, float, float]:
     """``(plain tok/s, extract tok/s, store MB)`` of one mode and batch size."""
@@ -138,7 +116,8 @@ def measure(model, tok, name: str, data: Path, prompt: str, mode: str, bs: int,
                         template="{text} It was {mask}.", verbalizer=["bad", "good"],
                         readout=readout, prompt=prompt, batch_size=bs, progress=False, **kw)
     job = _Extraction(cfg)
-    plain, n_tok = plain_seconds(job)
+    bs_list = batches(job)
+    plain, n_tok = time_plain(job, bs_list), int(sum(int(b.lengths.sum()) for b in bs_list))
     _sync(job.lm.device)
     t0 = time.perf_counter()
     job.run().close()

@@ -206,9 +206,11 @@ def register(app: typer.Typer) -> None:
 def _disk_bytes(d: Path) -> int:
     """Bytes of the files under ``d``, a file with several names (a hard link: a one-shard
     profile run's state) counted once."""
+    import stat
+
     seen: dict[tuple[int, int], int] = {}
     for f in d.rglob("*"):
         st = f.lstat()
-        if f.is_file() and not f.is_symlink():
+        if stat.S_ISREG(st.st_mode):
             seen[(st.st_dev, st.st_ino)] = st.st_size
     return sum(seen.values())
