@@ -279,3 +279,42 @@ def test_a_one_shard_run_links_its_shard_state(tmp_path, relu_model, sentiment_d
     st = neurondb.open(out)
     assert st.profile(run="p").shape[0] == 96
     st.close()
+
+
+LINK_KILLER = """
+import os, signal, sys
+import neurondb
+from neurondb.store import failpoints
+def kill_at_the_run_state(path, **_):
+    if path.name == "profile.npz" and path.parent.name == "p":  # linked, not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+failpoints.arm("atomic.replace", kill_at_the_run_state, repeat=True)
+neurondb.extract(sys.argv[1], sys.argv[2], sys.argv[3], **eval(sys.argv[4]))
+"""
+
+
+def test_killed_between_link_and_rename_then_resumed(tmp_path, relu_model, sentiment_dir,
+                                                     one_pass):
+    """SIGKILL after the run's state was linked under its temporary name but before it was
+    renamed into place: the same command completes the run, the leftover name is gone, and
+    the tables equal one uninterrupted pass."""
+    import subprocess
+    import sys
+
+    from neurondb.store.verify import verify_store
+
+    out = tmp_path / "s"
+    res = subprocess.run([sys.executable, "-c", LINK_KILLER, relu_model, str(sentiment_dir),
+                          str(out), repr(PROFILE)], capture_output=True, text=True)
+    assert res.returncode == -9, res.stderr[-2000:]
+    run_dir = out / "runs" / "p"
+    assert not (run_dir / "profile.npz").exists()
+    assert any("profile.npz" in f.name for f in run_dir.iterdir()), "the link's temporary name"
+    neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE).close()
+    assert sorted(f.name for f in run_dir.iterdir() if "profile.npz" in f.name) == ["profile.npz"]
+    assert verify_store(out).ok
+    a, b = neurondb.open(out), neurondb.open(one_pass)
+    assert a.profile(run="p").equals(b.profile(run="p"))
+    assert a.profile_top(run="p").equals(b.profile_top(run="p"))
+    a.close()
+    b.close()
