@@ -273,8 +273,10 @@ def extraction_sizes(ext, lengths: Sequence[np.ndarray], done: Sequence[Iterable
     out = {d: [0, 0] for d in dtypes}
     for j, ((data, mode, _name), lens) in enumerate(zip(ext.jobs, lengths)):
         shapes = _job_shapes(ext, data, lens, mode)
-        whole = 0  # a profile run also writes its shards' states merged, at completion
-        if mode == "profile":
+        # a profile run of several shards also writes their states merged, at completion; a
+        # one-shard run's merged state is its shard's file, hard-linked (store.run._linked)
+        whole = 0
+        if mode == "profile" and len(shapes) > 1:
             from neurondb.profile.state import profile_file_bytes
 
             k, bins, d = _profile_shape(ext)

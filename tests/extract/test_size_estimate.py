@@ -26,7 +26,13 @@ BASE = dict(template="{text} It was {mask}.", verbalizer=["bad", "good"], progre
 
 
 def _written(store: Path) -> int:
-    return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    """Bytes on disk under ``store``, a file with several names (hard links) counted once."""
+    sizes = {}
+    for p in store.rglob("*"):
+        st = p.lstat()
+        if p.is_file() and not p.is_symlink():
+            sizes[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(sizes.values())
 
 
 def _estimate(model: Path, data: Path, kw: dict) -> tuple[int, _Extraction, list]:
@@ -60,6 +66,23 @@ def test_estimate_within_5_percent(tmp_path, tiny_path, sentiment_dir, prompt_fi
     est, _, _ = _estimate(model, sentiment_dir, kw)
     out = tmp_path / "s"
     neurondb.extract(str(model), str(sentiment_dir), out, **kw).close()
+    real = _written(out)
+    assert abs(est / real - 1) < 0.05, (est, real)
+
+
+@pytest.mark.parametrize("chunk_examples", [None, 3], ids=["one-shard", "four-shards"])
+def test_profile_estimate_within_5_percent(tmp_path, tiny_path, sentiment_dir, chunk_examples):
+    """A profile run's estimate: a one-shard run's merged state is its shard's file (a hard
+    link, on disk once); several shards' states are also written merged."""
+    kw = dict(BASE, readout="none", template=None, verbalizer=None, profile=True, top_k=3)
+    if chunk_examples:
+        kw["chunk_examples"] = chunk_examples
+    model = tiny_path("bert")
+    est, ext, _ = _estimate(model, sentiment_dir, kw)
+    out = tmp_path / "s"
+    neurondb.extract(str(model), str(sentiment_dir), out, **kw).close()
+    shards = list(out.rglob("shard.json"))
+    assert (len(shards) == 1) == (chunk_examples is None), shards
     real = _written(out)
     assert abs(est / real - 1) < 0.05, (est, real)
 
