@@ -192,6 +192,11 @@ class QueryConnection:
                     f"run table {f} cannot be read ({_first_line(e)}); run `neurondb verify "
                     f"{self.store.root_of(info.run)}` and re-extract the run"))
                 continue
+            if info.stored_dtype is None and "dtype" in t.column_names:
+                # a profile or statistics run stores no tensors: its dtype is NULL, as in
+                # `neurondb info` (the file keeps the command's default)
+                t = t.set_column(t.column_names.index("dtype"), "dtype",
+                                 pa.nulls(t.num_rows, pa.string()))
             store_col = constant_array(self.store.root_of(info.run).name, pa.string(), t.num_rows)
             if "store" in t.column_names:
                 t = t.set_column(t.column_names.index("store"), "store", store_col)

@@ -181,5 +181,8 @@ def test_with_a_statistics_split(tmp_path, relu_model, sentiment_dir):
                      stats_split="validation", **PROFILE).close()
     st = neurondb.open(out)
     modes = {r.run: r.mode for r in st.runs()}
+    # only the per-token run stores tensors: the others' dtype is NULL in SQL (as in `info`)
+    dtypes = dict(st.sql("SELECT mode, dtype FROM runs").fetchall())
     st.close()
     assert sorted(modes.values()) == ["profile", "stats", "tokens"], modes
+    assert dtypes == {"profile": None, "stats": None, "tokens": "float32"}, dtypes
