@@ -36,7 +36,7 @@ from neurondb.runtime.hooks import FFNCapture
 from neurondb.runtime.model import LoadedModel, frozen, load_config, model_for
 from neurondb.runtime.progress import Reporter
 from neurondb.runtime.prompt import SoftPrompt, load_prompt
-from neurondb.runtime.reader import make_readout
+from neurondb.runtime.reader import prompt_readout
 from neurondb.runtime.readouts import may_give_logits
 from neurondb.runtime.templates import resolve_labels
 from neurondb.store import catalog, locks
@@ -169,20 +169,15 @@ class Extraction:
         return data, stats
 
     def _read_labels(self) -> None:
-        """How the label is read (:func:`neurondb.runtime.reader.make_readout`), the encoder,
+        """How the label is read (:func:`neurondb.runtime.reader.prompt_readout`), the encoder,
         the positions that exist, and the checks that need the loaded model."""
         req, lm, sp = self.cfg, self.lm, self.prompt
         self.shape = lm.adapter.shape(lm.model)
         if sp and sp.d_model != self.shape.d_model:
             raise ExtractError(f"the prompt has width {sp.d_model} but the model's "
                                f"d_model is {self.shape.d_model}: it was made for another model")
-        n_head = int(sp.head_weight.shape[0]) if sp is not None and sp.has_head else None
-        reader = make_readout(lm, self.spec.template, self.spec.verbalizer,
-                              sp.n_tokens if sp else 0, n_head_classes=n_head,
-                              pool=sp.pool if sp is not None else "mask",
-                              max_length=(req.max_length if req.max_length is not None
-                                          else sp.max_length if sp else None),
-                              min_words=1, need_logits=False)
+        reader = prompt_readout(lm, self.spec.template, self.spec.verbalizer, sp,
+                                max_length=req.max_length, min_words=1, need_logits=False)
         self.template, self.encoder, self.max_length = (reader.template, reader.encoder,
                                                         reader.encoder.max_length)
         self.verb_words, self.verb_ids = reader.verbalizer, reader.verb_ids

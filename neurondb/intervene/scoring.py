@@ -23,7 +23,7 @@ from neurondb.runtime.data import LoadedData, load_data
 from neurondb.runtime.evaluate import Evaluation, check_prompt, evaluate
 from neurondb.runtime.model import LoadedModel, frozen, model_for
 from neurondb.runtime.prompt import SoftPrompt, load_prompt
-from neurondb.runtime.reader import LabelReader, make_readout
+from neurondb.runtime.reader import LabelReader, prompt_readout
 from neurondb.runtime.templates import resolve_labels
 
 
@@ -144,8 +144,5 @@ def prepare_scorer(model, data: str | LoadedData, *,
         check_prompt(lm, sp)
     loaded = data if isinstance(data, LoadedData) else load_data(
         data, split, None, text_fields, label_field, max_examples, spec.task)
-    n_head = int(sp.head_weight.shape[0]) if has_head else None
-    ro = make_readout(lm, spec.template, spec.verbalizer, sp.n_tokens if sp is not None else 0,
-                      n_head_classes=n_head, pool=sp.pool if sp is not None else "mask",
-                      max_length=sp.max_length if sp is not None else None)
+    ro = prompt_readout(lm, spec.template, spec.verbalizer, sp)
     return Scorer(lm=lm, prompt=sp, data=loaded, readout=ro, batch_size=batch_size)

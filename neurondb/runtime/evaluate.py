@@ -18,7 +18,7 @@ from neurondb.runtime.batches import iter_batches
 from neurondb.runtime.data import LoadedData
 from neurondb.runtime.model import LoadedModel
 from neurondb.runtime.prompt import SoftPrompt
-from neurondb.runtime.reader import LabelReader, batch_logits, check_labels, make_readout
+from neurondb.runtime.reader import LabelReader, batch_logits, check_labels, prompt_readout
 from neurondb.runtime.templates import Template, resolve_labels
 from neurondb.store.manifest import model_fingerprint
 
@@ -69,13 +69,7 @@ def readout_for(lm: LoadedModel, prompt: SoftPrompt | None, template: str | Temp
     src = template.source if isinstance(template, Template) else template
     spec = resolve_labels(None, template=src, verbalizer=verbalizer,
                           prompt_meta=prompt.meta if prompt is not None else None)
-    n_head = int(prompt.head_weight.shape[0]) if prompt is not None and prompt.has_head else None
-    pool = prompt.pool if prompt is not None else "mask"
-    return make_readout(lm, spec.template, spec.verbalizer,
-                        prompt.n_tokens if prompt is not None else 0,
-                        n_head_classes=n_head, pool=pool,
-                        max_length=max_length if max_length is not None else (
-                            prompt.max_length if prompt else None))
+    return prompt_readout(lm, spec.template, spec.verbalizer, prompt, max_length=max_length)
 
 
 def evaluate(lm: LoadedModel, prompt: SoftPrompt | None, data: LoadedData, *,

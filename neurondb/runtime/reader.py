@@ -94,6 +94,23 @@ def make_readout(lm: LoadedModel, template: str | Template, verbalizer: list[str
                        n_classes=s.n_classes(lm.model, verb_ids, n_head_classes))
 
 
+def prompt_readout(lm: LoadedModel, template: str | Template, verbalizer: list[str] | None,
+                   prompt: SoftPrompt | None, *, max_length: int | None = None,
+                   **kw) -> LabelReader:
+    """:func:`make_readout` for inputs that carry ``prompt`` (or none): its length, its head's
+    class count and pool, and, unless ``max_length`` is given, the text token limit it was
+    tuned with (:attr:`SoftPrompt.max_length`): the one rule extraction, evaluation and
+    scoring share. ``kw``: ``min_words``, ``need_logits``."""
+    n_head = int(prompt.head_weight.shape[0]) if prompt is not None and prompt.has_head \
+        else None
+    if max_length is None and prompt is not None:
+        max_length = prompt.max_length
+    return make_readout(lm, template, verbalizer, prompt.n_tokens if prompt is not None else 0,
+                        n_head_classes=n_head,
+                        pool=prompt.pool if prompt is not None else "mask",
+                        max_length=max_length, **kw)
+
+
 def check_labels(data: LoadedData, n_classes: int, what: str, min_classes: int = 1) -> None:
     """One-line errors for data the readout cannot score: no examples, unlabelled rows,
     labels beyond the ``n_classes`` the verbalizer/head covers, fewer than ``min_classes``
