@@ -15,6 +15,16 @@ class NeurondbError(Exception):
     """Base class: its message is shown to CLI users as a single line."""
 
 
+class NeurondbWarning(UserWarning):
+    """Base class of neurondb's own warnings: the CLI shows each as ``warning: <message>``,
+    one line on stderr."""
+
+
+class RandomWeightsWarning(NeurondbWarning):
+    """A model loaded with weights its checkpoint does not have (initialised at random) in a
+    part of the model whose activations neurondb reads."""
+
+
 class UsageError(NeurondbError, ValueError):
     """A bad argument value (a flag out of range, an unknown choice).
 

@@ -100,11 +100,29 @@ for _name in COMMAND_MODULES:
     _mod.register(app)
 
 
+def _one_line_warnings() -> None:
+    """Show neurondb's own warnings as ``warning: <message>`` (one line, no source line);
+    any other warning the usual way."""
+    import warnings
+
+    from neurondb.errors import NeurondbWarning
+
+    plain = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):  # noqa: ANN001, ANN202
+        if isinstance(category, type) and issubclass(category, NeurondbWarning):
+            return f"warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main() -> None:
     """Console entry point: a NeurondbError is one line on stderr and exit code 2."""
     from neurondb.cli.errors import print_error
     from neurondb.errors import NeurondbError, cli_surface
 
+    _one_line_warnings()
     try:
         with cli_surface():
             app()

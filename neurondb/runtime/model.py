@@ -157,9 +157,11 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
 
                 model = load_pruned(path, model_class=auto, **kw)
             else:
-                model, info = auto.from_pretrained(path, output_loading_info=True, **kw)
+                with _quiet_load_report():
+                    model, info = auto.from_pretrained(path, output_loading_info=True, **kw)
                 if strategy.auto_class != "AutoModel":
                     _check_head(model, info, asked, readout)
+                _warn_random_weights(model, info, asked, readout)
         tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
     except (OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -175,6 +177,54 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
     revision = getattr(config, "_commit_hash", None)
     return LoadedModel(model=model, tokenizer=tok, adapter=adapter, readout=readout, name=name,
                        revision=revision, device=dev)
+
+
+class _LoadReportFilter:
+    """Drops transformers' LOAD REPORT of missing and unexpected weights (neurondb reads the
+    same lists from ``output_loading_info`` and says what matters, in one line); a report of
+    mismatched shapes or a failed conversion, which transformers raises after, still shows."""
+
+    def filter(self, record) -> bool:  # noqa: ANN001 - logging.LogRecord
+        msg = record.getMessage()
+        return "LOAD REPORT" not in msg or "MISMATCH" in msg or "CONVERSION" in msg
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    f = _LoadReportFilter()
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
+# modules whose weights no readout but the classifier uses (a BERT pooler under AutoModel or
+# an MLM head): missing, they are initialised at random and never read
+_UNREAD = ("pooler",)
+
+
+def _warn_random_weights(model: torch.nn.Module, info: dict, name: str, readout: str) -> None:
+    """Warn (:class:`RandomWeightsWarning`) when weights the checkpoint lacks were initialised
+    at random in a part of the model neurondb runs: activations after them are not the
+    trained model's. Unexpected weights (a head the readout does not use) and a missing BERT
+    pooler (read by no readout but ``classifier``) are expected and pass in silence."""
+    import warnings
+
+    from neurondb.errors import RandomWeightsWarning
+
+    missing = sorted(info.get("missing_keys") or ())
+    if readout != "classifier":
+        missing = [k for k in missing if not any(p in k.split(".") for p in _UNREAD)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)"
+                                          if len(missing) > 3 else "")
+        warnings.warn(f"model {name!r}: {shown} not in the checkpoint, initialised at random; "
+                      "activations that depend on them are not the trained model's (check "
+                      "the checkpoint)", RandomWeightsWarning, stacklevel=3)
 
 
 def _check_head(model: torch.nn.Module, info: dict, name: str, readout: str) -> None:

@@ -70,3 +70,59 @@ def test_a_checkpoint_with_its_head_loads_for_its_readout(mlm_bert, tmp_path):
     load_model(str(save_tiny("llama", tmp_path / "l", head="base", tie_word_embeddings=True)),
                readout="causal")
     load_model(str(save_tiny("t5", tmp_path / "t")), readout="seq2seq")
+
+
+def test_a_head_checkpoint_read_for_activations_loads_quietly(mlm_bert):
+    """Read for activations only, an MLM checkpoint has unexpected head weights and no pooler:
+    both expected, so no transformers LOAD REPORT and no warning."""
+    import logging
+    import warnings
+
+    from neurondb.errors import RandomWeightsWarning
+
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RandomWeightsWarning)
+            load_model(mlm_bert, readout="none")
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in logged if "LOAD REPORT" in r.getMessage()]
+
+
+def _without(path, key: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    f = f"{path}/model.safetensors"
+    weights = load_file(f)
+    del weights[key]
+    save_file(weights, f, metadata={"format": "pt"})
+
+
+def test_weights_missing_inside_the_model_are_one_warning_line(tmp_path, sentiment_dir):
+    """A checkpoint without an FFN weight loads with it random: the activations after it are
+    noise, so it is said, in one line on the CLI (transformers' report table is not shown)."""
+    import subprocess
+    import sys
+
+    from neurondb.errors import RandomWeightsWarning
+
+    path = save_tiny("bert", tmp_path / "m", head="base")
+    key = "encoder.layer.0.intermediate.dense.weight"
+    _without(path, key)
+    with pytest.warns(RandomWeightsWarning, match=f"{key} not in the checkpoint, initialised "
+                                                  "at random"):
+        load_model(str(path), readout="none")
+    res = subprocess.run(
+        [sys.executable, "-c", "from neurondb.cli.app import main; main()", "extract",
+         str(path), "--data", str(sentiment_dir), "--split", "train", "--readout", "none",
+         "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    warned = [ln for ln in lines if ln.startswith("warning: ")]
+    assert len(warned) == 1 and key in warned[0], res.stderr
+    assert "LOAD REPORT" not in res.stderr and "warnings.warn" not in res.stderr
