@@ -249,7 +249,7 @@ def mask_command(
 
 def top_command(
     store: Path = options.store_dir(),
-    run: str = typer.Option(..., "--run", help="Run (or split) with per-token activations, or a profile run (answered from neuron_top)."),
+    run: str | None = typer.Option(None, "--run", help="Run (or split) with per-token activations, or a profile run (answered from neuron_top); default: the store's only such run."),
     layer: int = typer.Option(..., "--layer", help="Layer."),
     neuron: int = typer.Option(..., "--neuron", help="Neuron index in the layer."),
     stack: str | None = options.stack("Stack (default: the first)."),

@@ -338,10 +338,10 @@ class TopRequest:
     """The ``k`` examples on which neuron ``(stack, layer, neuron)`` fires most in ``run``
     (``neurondb top``; :func:`neurondb.query.top_examples`); ``slots``: only rows of these
     slots (glob patterns; per-token runs only); ``k`` None: 10, or every token a profile run
-    keeps when it keeps fewer. The layer and neuron are checked against the store's shape
-    when the request is carried out."""
+    keeps when it keeps fewer; ``run`` None: the store's only per-token or profile run. The
+    layer and neuron are checked against the store's shape when the request is carried out."""
 
-    run: str
+    run: str | None
     layer: int
     neuron: int
     stack: str | None = None

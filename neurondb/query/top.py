@@ -41,10 +41,24 @@ def top_examples(store: Store | str | Path, run: str | TopRequest | None = None,
     return run_top(store, as_request(TopRequest, kw, run=run, layer=layer, neuron=neuron))
 
 
+def _only_readable_run(store: Store) -> str:
+    """The store's one run that ``top`` can answer from (per-token or profile)."""
+    runs = [i.run for i in store.runs() if i.mode in ("tokens", "profile")]
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise QueryError("the store has no per-token or profile run to read top examples from; "
+                         "extract one (--positions ... or --profile)")
+    raise QueryError(f"the store has several runs ({', '.join(runs)}); name one with "
+                     f"{arg('run')}")
+
+
 def run_top(store: Store | str | Path, r: TopRequest) -> pd.DataFrame:
     """Carry out one :class:`~neurondb.query.requests.TopRequest`."""
     run, layer, neuron, stack, k, slots = r.run, r.layer, r.neuron, r.stack, r.k, r.slots
     store = as_store(store)
+    if run is None:
+        run = _only_readable_run(store)
     if run in {i.run for i in store.runs() if i.mode == "profile"}:  # from neuron_top
         if slots is not None:
             raise QueryError(f"run {run!r} is a profile (top tokens of every neuron); "

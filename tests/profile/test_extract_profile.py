@@ -254,6 +254,26 @@ def test_top_without_k_shows_what_a_small_profile_keeps(one_pass):
         assert len(res.output.strip().splitlines()) == 1
 
 
+def test_top_without_run_reads_the_only_run(one_pass, tmp_path, relu_model, sentiment_dir):
+    """``top`` without --run answers from the store's only per-token or profile run, and
+    names the runs when there are several."""
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+
+    runner = CliRunner()
+    args = ["--layer", "1", "--neuron", "2", "-k", "3"]
+    alone = runner.invoke(app, ["top", str(one_pass), *args])
+    named = runner.invoke(app, ["top", str(one_pass), "--run", "p", *args])
+    assert alone.exit_code == 0 and alone.output == named.output, alone.output
+    two = tmp_path / "two"
+    for run in ("a", "b"):
+        neurondb.extract(relu_model, str(sentiment_dir), two, **dict(PROFILE, run=run)).close()
+    res = runner.invoke(app, ["top", str(two), *args])
+    assert res.exit_code == 2 and "several runs (a, b); name one with --run" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("can_link", [True, False])
 def test_a_one_shard_run_links_its_shard_state(tmp_path, relu_model, sentiment_dir,
                                                monkeypatch, can_link):
