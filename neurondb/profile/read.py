@@ -65,9 +65,21 @@ def run_state(store, run: str) -> ProfileState:
     return cache[key]
 
 
+def _neuron_index(neuron: int | Iterable[int]) -> np.ndarray:
+    """int64 ``[n]`` indices of one neuron or a list of them (in the order given)."""
+    idx = np.atleast_1d(np.asarray(neuron))
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype == bool or \
+            not np.issubdtype(idx.dtype, np.integer):
+        raise QueryError(f"neuron must be a neuron index or a list of them, not {neuron!r}")
+    return idx.astype(np.int64)
+
+
 def _select(store, run: str | None, stack: str | None, layer: int | None,
-            neuron: int | None) -> list[tuple[str, str, int, LayerState, np.ndarray]]:
-    """``(run, stack, layer, state, neuron indices)`` of the request; bad names raise."""
+            neuron: int | Iterable[int] | None
+            ) -> list[tuple[str, str, int, LayerState, np.ndarray]]:
+    """``(run, stack, layer, state, neuron indices)`` of the request (``neuron``: one index
+    or a list); bad names raise."""
+    want = None if neuron is None else _neuron_index(neuron)
     runs = [store.run(run).run] if run is not None else profile_runs(store)
     out = []
     for r in runs:
@@ -79,11 +91,12 @@ def _select(store, run: str | None, stack: str | None, layer: int | None,
             if (stack is not None and s != stack) or (layer is not None and la != layer):
                 continue
             idx = np.arange(ls.width)
-            if neuron is not None:
-                if not 0 <= neuron < ls.width:
-                    raise QueryError(f"neuron {neuron} is out of range: {s} layer {la} has "
+            if want is not None:
+                bad = want[(want < 0) | (want >= ls.width)]
+                if bad.size:
+                    raise QueryError(f"neuron {int(bad[0])} is out of range: {s} layer {la} has "
                                      f"neurons 0..{ls.width - 1}")
-                idx = np.array([neuron])
+                idx = want
             out.append((r, s, la, ls, idx))
         if layer is not None:
             for s in ([stack] if stack else shape.stacks):

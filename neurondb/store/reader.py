@@ -290,17 +290,19 @@ class Store:
 
     # -- profiles (runs extracted with --profile) ---------------------------------------
     def profile(self, run: str | None = None, stack: str | None = None,
-                layer: int | None = None, neuron: int | None = None):
+                layer: int | None = None, neuron: int | Sequence[int] | None = None):
         """``neuron_profile`` rows (pandas DataFrame; every profile run by default; empty
-        with the columns when the store has none). See :mod:`neurondb.profile.read`."""
+        with the columns when the store has none); ``neuron``: one index or a list. See
+        :mod:`neurondb.profile.read`."""
         from neurondb.profile.read import profile_frame
 
         return profile_frame(self, run, stack, layer, neuron)
 
     def profile_top(self, run: str | None = None, stack: str | None = None,
-                    layer: int | None = None, neuron: int | None = None,
+                    layer: int | None = None, neuron: int | Sequence[int] | None = None,
                     kind: str | None = None):
-        """``neuron_top`` rows (top-K and bottom-K tokens per neuron) as a DataFrame."""
+        """``neuron_top`` rows (top-K and bottom-K tokens per neuron) as a DataFrame;
+        ``neuron``: one index or a list."""
         from neurondb.profile.read import top_frame
 
         return top_frame(self, run, stack, layer, neuron, kind)

@@ -254,6 +254,30 @@ def test_top_without_k_shows_what_a_small_profile_keeps(one_pass):
         assert len(res.output.strip().splitlines()) == 1
 
 
+def test_profile_of_a_list_of_neurons(one_pass):
+    """``profile``/``profile_top`` take one neuron or a list (rows in the order given); a bad
+    one is a one-line QueryError."""
+    from neurondb.errors import QueryError
+
+    st = neurondb.open(one_pass)
+    many = st.profile(run="p", layer=1, neuron=[5, 2])
+    one = [st.profile(run="p", layer=1, neuron=n) for n in (5, 2)]
+    assert many.neuron.tolist() == [5, 2]
+    assert many.reset_index(drop=True).equals(
+        pd.concat(one, ignore_index=True)), (many, one)
+    top = st.profile_top(run="p", layer=1, neuron=[2, 5], kind="top")
+    assert sorted(set(top.neuron)) == [2, 5]
+    assert top[top.neuron == 5].reset_index(drop=True).equals(
+        st.profile_top(run="p", layer=1, neuron=5, kind="top").reset_index(drop=True))
+    width = st.shape.d_ff(st.shape.stacks[0], 1)
+    for bad, msg in (([1, width], f"neuron {width} is out of range"), ([], "a list of them"),
+                     ("a", "a list of them"), (True, "a list of them"),
+                     ([-1], "neuron -1 is out of range")):
+        with pytest.raises(QueryError, match=msg):
+            st.profile(run="p", layer=1, neuron=bad)
+    st.close()
+
+
 def test_top_without_run_reads_the_only_run(one_pass, tmp_path, relu_model, sentiment_dir):
     """``top`` without --run answers from the store's only per-token or profile run, and
     names the runs when there are several."""
