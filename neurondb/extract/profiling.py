@@ -149,10 +149,66 @@ def reducing(acc: ProfileAccumulator | None, cap, rows: dict, where: dict | None
         acc.update_batch(cap.acts, rows)
 
 
-def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> list[str]:
+#: copies of a profile state the host holds at once: the accumulator's, the state handed to
+#: the shard, and its file image (or, merging shards at the end, two states and an image)
+HOST_COPIES = 3
+
+
+def available_memory(device) -> int | None:
+    """Bytes of memory free for new allocations on ``device`` (a ``torch.device``; the CPU:
+    ``MemAvailable`` of ``/proc/meminfo``), or None where that cannot be read."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(ext, n_labels: int) -> str:
+    """Refuse a profile whose state (``K`` x neurons for the top/bottom tokens, bins x
+    neurons for the histograms, ``D x D`` correlation sums) cannot be held in memory: on the
+    model's device once, on the host :data:`HOST_COPIES` times. Returns the line that says
+    how much it takes."""
+    from neurondb.profile.state import profile_file_bytes
+
+    cl = corr_layers(ext)
+    d_corr = sum(ext.shape.d_ff(cl[0], la) for la in cl[1]) if cl else 0
+    top_k, bins = int(ext.cfg.top_k), int(ext.cfg.profile_bins)
+    state = profile_file_bytes(ext.shape.widths, top_k, bins, max(2, n_labels), d_corr)
+    device = ext.lm.device
+    needs = [("the host", HOST_COPIES * state, available_memory("cpu"))]
+    if getattr(device, "type", "cpu") != "cpu":
+        needs.insert(0, (str(device), state, available_memory(device)))
+    for where, need, free in needs:
+        if free is not None and need > free:
+            levers = f"lower {given('profile_bins', bins)} or {given('top_k', top_k)}"
+            if d_corr:
+                levers += f", or give fewer {arg('correlate_layers')}"
+            raise ExtractError(
+                f"the profile's state takes {state / 1e9:,.2f} GB and {where} needs "
+                f"{need / 1e9:,.2f} GB of it at once, more than its {free / 1e9:,.2f} GB of "
+                f"free memory; {levers}")
+    return (f"profile state: {state / 1e6:,.1f} MB ({top_k} top and bottom tokens and "
+            f"{bins} bins per neuron) on {device}")
+
+
+def check_tokens(ext, n_examples: int, rows: dict[str, int], n_labels: int = 0) -> list[str]:
     """Refuse a top-K larger than the tokens a stack captures (``rows``: per stack, over the
-    whole run), or more ``(example, position)`` slots than the keys tell apart; returns lines
-    to tell the user (the memory that within-model correlation sums take)."""
+    whole run), more ``(example, position)`` slots than the keys tell apart, or a state larger
+    than memory (:func:`check_memory`; ``n_labels``: the data's label count); returns lines
+    to tell the user (the memory the state and within-model correlation sums take)."""
     top_k = int(ext.cfg.top_k)
     for stack, n in rows.items():
         if top_k > n:
@@ -163,11 +219,12 @@ def check_tokens(ext, n_examples: int, rows: dict[str, int]) -> list[str]:
         raise ExtractError(f"{switch('profile')} tells tokens apart by example and position: "
                            f"{n_examples} examples x {n_positions(ext)} positions exceed "
                            f"2**32; lower {arg('max_examples')} or {arg('max_length')}")
+    lines = [check_memory(ext, n_labels)]
     cl = corr_layers(ext)
     if cl is None:
-        return []
+        return lines
     D = sum(ext.shape.d_ff(cl[0], la) for la in cl[1])
-    return [f"within-model correlation of {D} neurons ({cl[0]} layers "
+    return lines + [f"within-model correlation of {D} neurons ({cl[0]} layers "
             f"{', '.join(map(str, cl[1]))}): {8 * D * D / 1e6:,.1f} MB of float64 sums on the "
             f"device and in every shard's profile"]
 

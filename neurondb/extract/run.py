@@ -349,8 +349,7 @@ class Extraction:
         rep = Reporter(self.cfg.progress and self.dist.is_main)
         dist = self.dist
         lens = [self.encoder.lengths(d.texts) for d, _, _ in self.jobs]
-        for line in self._profile_notes(lens):  # --profile: checks, and what it saves
-            rep.info(line)
+        notes = self._profile_notes(lens)  # --profile: checks first, then what it saves
         done = [set() if self.cfg.overwrite else completed_chunks(self.out, name)
                 for _, _, name in self.jobs]
         # the dtype of the tensors written (a profile run writes none; its twin has its own)
@@ -373,6 +372,8 @@ class Extraction:
         if self.twin_run:
             rep.info(f"also storing {', '.join(self.twin_positions)} per token as "
                      f"{self.twin_dtype} in run {self.twin_run}, from the same forward pass")
+        for line in notes:
+            rep.info(line)
         if need + DISK_MARGIN > free:
             levers = (f"lower {arg('profile_bins')} or {arg('top_k')}, or raise "
                       f"{arg('chunk_examples')} (every shard keeps a profile state)"
@@ -440,7 +441,7 @@ class Extraction:
             if mode != "profile":
                 continue
             rows = self.expected_rows(ln)
-            out.extend(profile_seam.check_tokens(self, len(d), rows))
+            out.extend(profile_seam.check_tokens(self, len(d), rows, len(d.label_names)))
             per_token = sum(n * sum(self.shape.widths[s]) * 2 for s, n in rows.items())
             out.append(f"run {name}: a profile of {sum(rows.values()):,} tokens; storing them "
                        f"per token ({given('positions', ','.join(self.positions))}, float16) would "

@@ -198,6 +198,37 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, relu_model, sentimen
         assert "\n" not in str(e.value) and not out.exists()
 
 
+def test_a_state_larger_than_memory_is_refused_up_front(tmp_path, relu_model, sentiment_dir,
+                                                        monkeypatch):
+    """A billion histogram bins per neuron (terabytes of state) is refused before anything is
+    allocated or written (it used to grow until the kernel killed it); so is a state the
+    free memory cannot hold three times, and the line says what it takes."""
+    from neurondb.extract import profiling
+
+    out = tmp_path / "s"
+    with pytest.raises(ExtractError, match=r"the profile's state takes [\d,.]+ GB and the host "
+                                           r"needs .* lower profile_bins=1000000000 or top_k="):
+        neurondb.extract(relu_model, str(sentiment_dir), out,
+                         **dict(PROFILE, profile_bins=10**9))
+    assert not out.exists()
+    from neurondb.extract.run import ExtractConfig, _Extraction
+    from neurondb.profile.state import profile_file_bytes
+
+    ext = _Extraction(ExtractConfig(model=relu_model, data=str(sentiment_dir), out=out,
+                                    **PROFILE))
+    n_labels = len(ext.jobs[0][0].label_names)
+    need = profile_file_bytes(ext.shape.widths, K, BINS, max(2, n_labels))
+    monkeypatch.setattr(profiling, "available_memory",
+                        lambda device: profiling.HOST_COPIES * need - 1)
+    with pytest.raises(ExtractError, match="more than its"):
+        neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE)
+    assert not out.exists()
+    monkeypatch.setattr(profiling, "available_memory",
+                        lambda device: profiling.HOST_COPIES * need)
+    assert profiling.check_memory(ext, n_labels).startswith(
+        f"profile state: {need / 1e6:,.1f} MB")
+
+
 def test_size_estimate_is_close(relu_model, sentiment_dir, chunked):
     from tests.extract.test_size_estimate import _estimate, _written
 
