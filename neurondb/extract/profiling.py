@@ -21,6 +21,7 @@ from neurondb.errors import ExtractError, StoreError, arg, given, switch
 from neurondb.profile.edges import choose_edges
 from neurondb.profile.keys import max_tokens
 from neurondb.profile.reduce import ProfileAccumulator
+from neurondb.runtime import memory
 from neurondb.store.io import atomic_write_json
 
 #: where a run records its histogram edges (written once, from chunk 0)
@@ -154,28 +155,6 @@ def reducing(acc: ProfileAccumulator | None, cap, rows: dict, where: dict | None
 HOST_COPIES = 3
 
 
-def available_memory(device) -> int | None:
-    """Bytes of memory free for new allocations on ``device`` (a ``torch.device``; the CPU:
-    ``MemAvailable`` of ``/proc/meminfo``), or None where that cannot be read."""
-    if getattr(device, "type", str(device)) == "cuda":
-        import torch
-
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import os
-
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_memory(ext, n_labels: int) -> str:
     """Refuse a profile whose state (``K`` x neurons for the top/bottom tokens, bins x
     neurons for the histograms, ``D x D`` correlation sums) cannot be held in memory: on the
@@ -188,9 +167,9 @@ def check_memory(ext, n_labels: int) -> str:
     top_k, bins = int(ext.cfg.top_k), int(ext.cfg.profile_bins)
     state = profile_file_bytes(ext.shape.widths, top_k, bins, max(2, n_labels), d_corr)
     device = ext.lm.device
-    needs = [("the host", HOST_COPIES * state, available_memory("cpu"))]
+    needs = [("the host", HOST_COPIES * state, memory.available_memory("cpu"))]
     if getattr(device, "type", "cpu") != "cpu":
-        needs.insert(0, (str(device), state, available_memory(device)))
+        needs.insert(0, (str(device), state, memory.available_memory(device)))
     for where, need, free in needs:
         if free is not None and need > free:
             levers = f"lower {given('profile_bins', bins)} or {given('top_k', top_k)}"

@@ -52,6 +52,25 @@ def _pair(store, runs) -> tuple:
     return infos
 
 
+#: p x q float64 arrays alive at once at the peak (4.2 measured with tracemalloc: the sums,
+#: then the correlations and their temporaries in PearsonAccumulator.corr and best_partners)
+PEAK_MATRICES = 5
+
+
+def check_memory(p: int, q: int, block: int, what: str) -> None:
+    """Refuse a correlation of ``p`` neurons with ``q`` whose ``[p, q]`` float64 arrays
+    (:data:`PEAK_MATRICES` at the peak) and blocks of ``block`` rows exceed free memory."""
+    from neurondb.runtime.memory import available_memory
+
+    need = PEAK_MATRICES * 8 * p * q + 2 * 8 * (p + q) * block
+    free = available_memory("cpu")
+    if free is not None and need > free:
+        raise QueryError(f"correlating {p:,} neurons of {what} needs about {need / 1e9:,.2f} GB "
+                         f"of memory at its peak ({PEAK_MATRICES} float64 [{p:,} x {q:,}] "
+                         f"arrays), more than the {free / 1e9:,.2f} GB free; give fewer "
+                         f"{arg('layers')}")
+
+
 def check_same_tokens(store, a, b, stack: str) -> int:
     """Refuse runs ``a``, ``b`` (RunInfo) that do not hold the same tokens; returns the rows."""
     ra, rb = store.rows(run=a.run, stack=stack), store.rows(run=b.run, stack=stack)
@@ -146,9 +165,10 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
     if write:
         check_absent(store, TABLE, name, overwrite)
     n_rows = check_same_tokens(store, a, b, stack)
+    p, q = (sum(store.shape_of(r).d_ff(stack, la) for la in ls)
+            for r, ls in ((a.run, layers_a), (b.run, layers_b)))
+    check_memory(p, q, min(block_rows, n_rows), f"{a.run} with {q:,} of {b.run}")
     if say is not None:
-        p, q = (sum(store.shape_of(r).d_ff(stack, la) for la in ls)
-                for r, ls in ((a.run, layers_a), (b.run, layers_b)))
         say(f"correlating {p} neurons of {a.run} with {q} of {b.run} over {n_rows} tokens: "
             f"{PearsonAccumulator.state_bytes(p, q) / 1e6:,.1f} MB of float64 sums, plus "
             f"{8 * (p + q) * min(block_rows, n_rows) / 1e6:,.1f} MB per block")

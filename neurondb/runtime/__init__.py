@@ -12,4 +12,5 @@ it, and none of them imports another's internals (``docs/ARCHITECTURE.md``):
 - :mod:`~neurondb.runtime.hooks`     the one FFN hook primitive (capture, replace, gradient)
 - :mod:`~neurondb.runtime.batches`   the one batch iterator (length-sorted, bounded memory)
 - :mod:`~neurondb.runtime.evaluate`  accuracy of a split through the same path
+- :mod:`~neurondb.runtime.memory`    free memory on a device (checks before a run)
 """

@@ -98,6 +98,27 @@ def test_refused_requests_write_nothing(two_models):
     assert not results.exists()
 
 
+def test_correlations_larger_than_memory_are_refused(two_models, monkeypatch):
+    """The [p, q] float64 arrays of a correlation (five at the peak) must fit in free memory:
+    otherwise refused before a row is read, naming --layers."""
+    from neurondb.query import correlate_neurons as cn
+    from neurondb.runtime import memory
+
+    st = neurondb.open(two_models / "B")
+    p = sum(st.shape.d_ff("encoder", la) for la in range(st.shape.n_layers("encoder")))
+    need = cn.PEAK_MATRICES * 8 * p * p
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: need - 1)
+    reads = []
+    monkeypatch.setattr(cn, "_read", lambda *a: reads.append(a))
+    with pytest.raises(QueryError, match=rf"correlating {p:,} neurons of B with {p:,} of B "
+                                         r"needs about .* give fewer layers"):
+        correlate_neurons(st, "B,B", write=False)
+    assert not reads and not (two_models / "B" / "results").exists()
+    monkeypatch.undo()
+    assert len(correlate_neurons(st, "B,B", write=False).table) > 0
+    st.close()
+
+
 def test_default_names_tell_run_pairs_apart(two_models, tmp_path, tiny_path, sentiment_dir):
     """Without --name, A,B and then A,A (a second pair sharing run A) are two results: the
     default name holds both runs (it was ``ncorr_A+1`` for both, so the second was refused)."""

@@ -218,12 +218,12 @@ def test_a_state_larger_than_memory_is_refused_up_front(tmp_path, relu_model, se
                                     **PROFILE))
     n_labels = len(ext.jobs[0][0].label_names)
     need = profile_file_bytes(ext.shape.widths, K, BINS, max(2, n_labels))
-    monkeypatch.setattr(profiling, "available_memory",
+    monkeypatch.setattr(profiling.memory, "available_memory",
                         lambda device: profiling.HOST_COPIES * need - 1)
     with pytest.raises(ExtractError, match="more than its"):
         neurondb.extract(relu_model, str(sentiment_dir), out, **PROFILE)
     assert not out.exists()
-    monkeypatch.setattr(profiling, "available_memory",
+    monkeypatch.setattr(profiling.memory, "available_memory",
                         lambda device: profiling.HOST_COPIES * need)
     assert profiling.check_memory(ext, n_labels).startswith(
         f"profile state: {need / 1e6:,.1f} MB")
