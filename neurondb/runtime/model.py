@@ -161,7 +161,7 @@ def load_model(name: str, readout: str = "auto", device: str = "auto",
                     model, info = auto.from_pretrained(path, output_loading_info=True, **kw)
                 if strategy.auto_class != "AutoModel":
                     _check_head(model, info, asked, readout)
-                _warn_random_weights(model, info, asked, readout)
+                _warn_random_weights(info, asked, strategy)
         tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items() if k == "gguf_file"})
     except (OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -202,23 +202,18 @@ def _quiet_load_report() -> Iterator[None]:
         logger.removeFilter(f)
 
 
-# modules whose weights no readout but the classifier uses (a BERT pooler under AutoModel or
-# an MLM head): missing, they are initialised at random and never read
-_UNREAD = ("pooler",)
-
-
-def _warn_random_weights(model: torch.nn.Module, info: dict, name: str, readout: str) -> None:
+def _warn_random_weights(info: dict, name: str, strategy) -> None:
     """Warn (:class:`RandomWeightsWarning`) when weights the checkpoint lacks were initialised
     at random in a part of the model neurondb runs: activations after them are not the
     trained model's. Unexpected weights (a head the readout does not use) and a missing BERT
-    pooler (read by no readout but ``classifier``) are expected and pass in silence."""
+    pooler (read only by a readout that ``reads_pooler``) are expected and pass in silence."""
     import warnings
 
     from neurondb.errors import RandomWeightsWarning
 
     missing = sorted(info.get("missing_keys") or ())
-    if readout != "classifier":
-        missing = [k for k in missing if not any(p in k.split(".") for p in _UNREAD)]
+    if not strategy.reads_pooler:
+        missing = [k for k in missing if "pooler" not in k.split(".")]
     if missing:
         shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)"
                                           if len(missing) > 3 else "")

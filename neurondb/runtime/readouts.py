@@ -67,6 +67,9 @@ class Readout(abc.ABC):
     needs_encoder_decoder: ClassVar[bool] = False
     #: the Transformers Auto class that loads a model for this readout
     auto_class: ClassVar[str] = "AutoModel"
+    #: reads the label through the model's pooler (a BERT classifier): a pooler missing from
+    #: the checkpoint matters; to every other readout it is never read
+    reads_pooler: ClassVar[bool] = False
     #: ``auto`` tries the strategies in this order (lower first)
     priority: ClassVar[int] = 100
 
@@ -165,6 +168,7 @@ class Seq2Seq(Readout):
 class Classifier(Readout):
     name = "classifier"
     auto_class = "AutoModelForSequenceClassification"
+    reads_pooler = True
     priority = 40
 
     def detect(self, config, architecture: str) -> bool:
