@@ -12,12 +12,18 @@ soft prompt; data: ../shared/data/sst2/validation.parquet. Falls back to a tiny 
 BERT and the built-in movie reviews when those are absent.
 
     python bench/extract.py [--max-examples 256] [--prompt-tokens 20] [--repeats 3]
+                            [--threads N]
+
+``--threads N`` sets torch's intra-op threads for the plain forward and every capture alike
+(default: torch's own choice, one per core). With fewer threads than cores the writer thread
+has a core to itself, as it has beside a GPU or on a machine with cores to spare.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -118,7 +124,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-examples", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads for every timed pass (default: torch's)")
     args = ap.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     from neurondb.extract.run import ExtractConfig, _Extraction
 
     tmp = Path(tempfile.mkdtemp(prefix="nd-bench-"))
@@ -151,7 +163,8 @@ def main() -> None:
         print(f"model {model} ({ref.shape.family}, {ref.shape.n_layers('encoder')} layers x "
               f"{ref.shape.d_ff('encoder')}), data {data} [{split}], {len(ref.data)} examples, "
               f"{args.prompt_tokens} prompt tokens, batch {args.batch_size}, {n_tok} tokens, "
-              f"torch threads {torch.get_num_threads()}, medians of {args.repeats}")
+              f"torch threads {torch.get_num_threads()} on {os.cpu_count()} cores, "
+              f"medians of {args.repeats}")
         print("default storage dtype: float32 for prompt,mask; float16 for all")
         print(f"{'mode':<22}{'seconds':>10}{'tok/s':>10}{'x plain':>10}{'store MB':>10}{'MB/s':>10}")
         for k, v in med.items():
