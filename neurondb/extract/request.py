@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from neurondb.errors import ExtractError, arg
+from neurondb.runtime.data import check_max_examples
 from neurondb.runtime.forward import GRAD_TARGETS
 
 
@@ -72,8 +73,7 @@ class ExtractRequest:
             raise ExtractError(f"{arg('batch_size')} must be at least 1")
         if self.chunk_examples < 1:
             raise ExtractError(f"{arg('chunk_examples')} must be at least 1")
-        if self.max_examples is not None and self.max_examples < 0:
-            raise ExtractError(f"{arg('max_examples')} must be 0 or more")
+        check_max_examples(self.max_examples)
 
     @property
     def model_label(self) -> str:

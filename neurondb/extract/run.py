@@ -29,7 +29,7 @@ from neurondb.extract.size import chunk_order, extraction_sizes
 from neurondb.extract.tokens import TokensTableBuilder
 from neurondb.extract.writer import BackgroundWriter, HostCopy, write_fault
 from neurondb.runtime.batches import iter_batches
-from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
+from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data, require_examples
 from neurondb.runtime.encode import parse_positions, resolve_positions
 from neurondb.runtime.forward import decoder_start_id, label_logits, model_inputs, target_value
 from neurondb.runtime.hooks import FFNCapture
@@ -95,9 +95,7 @@ def _check_out_dir(out: Path) -> bool:
 
 
 def _label_check(data: LoadedData, n_classes: int, what: str) -> None:
-    if len(data) == 0:
-        raise ExtractError(f"the {data.split!r} split of {data.name} is empty (after "
-                           f"{arg('max_examples')}); give data with examples")
+    require_examples(data)
     lab = data.labels[data.labels >= 0]
     if lab.size and n_classes and lab.max() >= n_classes:
         raise ExtractError(f"labels go up to {int(lab.max())} but the {what} covers "

@@ -48,6 +48,21 @@ class LoadedData:
         return len(self.texts)
 
 
+def check_max_examples(max_examples: int | None, name: str = "max_examples") -> None:
+    """``max_examples`` (or the option ``name``): None (every example) or at least 1;
+    anything else is one line."""
+    if max_examples is not None and max_examples < 1:
+        raise ExtractError(f"{arg(name)} must be at least 1, not {max_examples} "
+                           "(leave it out for every example)")
+
+
+def require_examples(data: LoadedData, error: type[ExtractError] = ExtractError) -> None:
+    """Refuse a split without examples (an empty file, every row dropped), as ``error``."""
+    if len(data) == 0:
+        raise error(f"the {data.split!r} split of {data.name} has no examples; give data "
+                    "with examples")
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -296,6 +311,7 @@ def load_data(data, split: str = "validation", config: str | None = None,
     count printed to stderr (before ``max_examples`` is applied; ``idx`` keeps the row
     number in the file). Both options change the dataset fingerprint when not the default.
     """
+    check_max_examples(max_examples)
     p = PRESETS.get(preset) if preset else None
     table, fp, name, config, label_names = _source(data, split, config, encoding, p)
     cols = table.column_names
@@ -323,9 +339,11 @@ def load_data(data, split: str = "validation", config: str | None = None,
     labels, label_names = _labels(table, label_field, label_names)
     idx = (np.asarray(table.column("idx").to_pylist(), dtype=np.int64)
            if "idx" in cols else row_ids)
-    return LoadedData(name=name, config=config, split=split, fingerprint=fp, text_fields=fields,
-                      label_field=label_field, label_names=label_names, texts=texts,
-                      labels=labels, idx=idx)
+    loaded = LoadedData(name=name, config=config, split=split, fingerprint=fp,
+                        text_fields=fields, label_field=label_field, label_names=label_names,
+                        texts=texts, labels=labels, idx=idx)
+    require_examples(loaded)
+    return loaded
 
 
 def _source(data, split: str, config: str | None, encoding: str, p

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from neurondb.errors import ExtractError, TuneError, arg, on_cli
-from neurondb.runtime.data import LoadedData
+from neurondb.runtime.data import LoadedData, require_examples
 from neurondb.runtime.encode import Batch, Encoder
 from neurondb.runtime.forward import label_logits, model_inputs
 from neurondb.runtime.model import LoadedModel, text_max_length, verbalizer_ids
@@ -116,9 +116,7 @@ def check_labels(data: LoadedData, n_classes: int, what: str, min_classes: int =
     labels beyond the ``n_classes`` the verbalizer/head covers, fewer than ``min_classes``
     distinct labels (a one-class training set cannot be tuned on)."""
     where = f"the {data.split!r} split of {data.name}"
-    if len(data) == 0:
-        raise TuneError(f"{where} is empty (after {arg('max_examples')}); give data with "
-                        "examples")
+    require_examples(data, TuneError)
     if (data.labels < 0).any():
         raise TuneError(f"{where} has unlabelled examples; prompt tuning and evaluation need "
                         "a label for every example")

@@ -35,7 +35,7 @@ import torch
 
 from neurondb.errors import arg, given, on_cli, switch
 from neurondb.runtime.batches import iter_batches
-from neurondb.runtime.data import LoadedData, check_distinct_splits, load_data
+from neurondb.runtime.data import LoadedData, check_distinct_splits, check_max_examples, load_data
 from neurondb.runtime.evaluate import Evaluation, evaluate
 from neurondb.runtime.model import LoadedModel, auto_strategy_for, frozen, model_for
 from neurondb.runtime.naming import data_key
@@ -279,11 +279,12 @@ class PromptTuner:
         if not get_readout(readout).gives_logits:
             raise TuneError(f"{given('readout', readout)} gives no labels to tune on; use auto "
                             "or head")
+        check_max_examples(cfg.max_eval_examples, "max_eval_examples")
         self.train_data = self._load(cfg.split, cfg.max_examples)
         if cfg.eval_split:
             check_distinct_splits(cfg.data, cfg.split, cfg.eval_split, arg("eval_split"))
-        self.eval_data = (self._load(cfg.eval_split, cfg.max_eval_examples or cfg.max_examples)
-                          if cfg.eval_split else None)
+        n_eval = cfg.max_examples if cfg.max_eval_examples is None else cfg.max_eval_examples
+        self.eval_data = self._load(cfg.eval_split, n_eval) if cfg.eval_split else None
         self.lm: LoadedModel = model_for(cfg.model, cfg.tokenizer, readout=readout,
                                          device=cfg.device)
         self.readout: LabelReader = self._label_reader(spec)

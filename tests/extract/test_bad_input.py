@@ -56,8 +56,36 @@ def test_labels_not_covered_by_verbalizer(tmp_path, tiny_path):
 def test_empty_dataset(tmp_path, tiny_path):
     pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())}),
                    tmp_path / "d.parquet")
-    _fails(tmp_path / "s", "is empty", str(tiny_path("bert")), str(tmp_path / "d.parquet"),
-           template=TEMPLATE, verbalizer=["bad", "good"])
+    _fails(tmp_path / "s", "split of .*d.parquet has no examples; give data with examples",
+           str(tiny_path("bert")), str(tmp_path / "d.parquet"), template=TEMPLATE,
+           verbalizer=["bad", "good"])
+
+
+@pytest.mark.parametrize("n", [0, -2])
+def test_max_examples_below_one_is_refused_everywhere(tmp_path, tiny_path, sentiment_dir, n):
+    """--max-examples 0 gave an 'empty split' error naming --max-examples as the cause, and a
+    negative one a ValueError traceback in tune; both are one rule now, in every command."""
+    from typer.testing import CliRunner
+
+    from neurondb.cli.app import app
+
+    m = str(tiny_path("bert"))
+    _fails(tmp_path / "s", f"max_examples must be at least 1, not {n}", m, str(sentiment_dir),
+           template=TEMPLATE, verbalizer=["bad", "good"], max_examples=n)
+    runner = CliRunner()
+    for args in (["extract", m, "--data", str(sentiment_dir), "--out", str(tmp_path / "s")],
+                 ["tune", m, str(sentiment_dir), "--out", str(tmp_path / "p"), "--template",
+                  TEMPLATE, "--verbalizer", "bad,good", "--epochs", "1"],
+                 ["tune", m, str(sentiment_dir), "--out", str(tmp_path / "p"), "--template",
+                  TEMPLATE, "--verbalizer", "bad,good", "--epochs", "1", "--eval-split",
+                  "validation", "--max-eval-examples", str(n)]):
+        flag = "--max-eval-examples" if "--max-eval-examples" in args else "--max-examples"
+        extra = [] if flag == "--max-eval-examples" else ["--max-examples", str(n)]
+        res = runner.invoke(app, args + extra)
+        assert res.exit_code == 2, (args, res.output)
+        assert f"{flag} must be at least 1, not {n}" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "s").exists() and not (tmp_path / "p").exists()
 
 
 def test_template_without_mask_for_masked_lm(tmp_path, tiny_path, sentiment_dir):
