@@ -18,6 +18,7 @@ from rich.text import Text
 
 from neurondb.cli import options
 from neurondb.cli.errors import one_line_errors
+from neurondb.errors import UsageError
 from neurondb.query.requests import (
     ATTRIBUTION_METHODS,
     CorrelateRequest,
@@ -135,6 +136,8 @@ def rank_command(
 
     with one_line_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExactnessWarning)
+        if show < 0:
+            raise UsageError(f"--show must be 0 or more, not {show}")
         flags = dict(train=train, train_store=train_store, over_prompts=over_prompts,
                      over_classes=over_classes, slots=slots, threads=threads,
                      multiclass=multiclass, combine_order=combine_order,

@@ -203,6 +203,8 @@ class RankRequest:
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
         _unchanged(self, _COMMON | _RANK_FIELDS[self.family])
+        if self.threads is not None:  # -3 ran as if it were the default, 0 too
+            check_at_least(self.threads, 1, "threads", "--threads")
         if self.scope is not None:
             check_scope(self.scope)
         if self.family == "predictivity":

@@ -54,6 +54,10 @@ def test_rank_correlate_mask_top(skill_store, tmp_path):
 def test_errors_are_one_line(skill_store):
     root = skill_store.path
     fails(["rank", root, "--eval", "nope", "--train", "tr"], "no run or split named 'nope'")
+    fails(["rank", root, "--train", "tr", "--eval", "ev", "--show", "-1"],
+          "--show must be 0 or more, not -1")
+    fails(["rank", root, "--train", "tr", "--eval", "ev", "--threads", "-3"],
+          "--threads must be at least 1, not -3")
     ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P"])
     fails(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P"], "already exists", "--overwrite")
     ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P", "--overwrite"])

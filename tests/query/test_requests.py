@@ -52,6 +52,8 @@ REFUSED = [
     (RankRequest, dict(method="attribution", runs="ev", abs_when="both"), "abs_when", "--abs"),
     (RankRequest, dict(method="activation", runs="ev", max_examples=0), "max_examples",
      "--examples"),
+    (RankRequest, dict(eval="ev", threads=0), "threads", "--threads"),
+    (RankRequest, dict(eval="ev", threads=-3), "threads", "--threads"),
     (RankRequest, dict(method="random", token_agg="max"), "token_agg", None),
     (RankRequest, dict(method="attribution", runs="ev", seed=3), "seed", None),
     (RankRequest, dict(eval="ev", runs="ev"), "runs", None),
