@@ -173,10 +173,15 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
             f"{PearsonAccumulator.state_bytes(p, q) / 1e6:,.1f} MB of float64 sums, plus "
             f"{8 * (p + q) * min(block_rows, n_rows) / 1e6:,.1f} MB per block")
     corr = pearson_runs(store, a.run, b.run, stack, layers_a, layers_b, n_rows, block_rows)
+    same = a.run == b.run  # within one model: a neuron is not its own partner (r = 1)
+    if same:
+        np.fill_diagonal(corr, np.nan)
     table = _partner_table(a.run, b.run, stack, store, layers_a, layers_b, corr, top)
-    return _finish(store, table, name, png, f"max r per neuron of {a.run} vs {b.run}",
-                   {"runs": [a.run, b.run], "stack": stack, "layers": layers_a, "top": top,
-                    "rows": n_rows} if write else None, overwrite)
+    title = (f"max r per neuron of {a.run} with another neuron" if same
+             else f"max r per neuron of {a.run} vs {b.run}")
+    meta = {"runs": [a.run, b.run], "stack": stack, "layers": layers_a, "top": top,
+            "rows": n_rows} | ({"within_model": True} if same else {})
+    return _finish(store, table, name, png, title, meta if write else None, overwrite)
 
 
 def _finish(store, table: pd.DataFrame, name: str, png, title: str, meta: dict | None,

@@ -72,6 +72,24 @@ def test_runs_of_two_models_against_corrcoef(two_models):
     assert sql[0][0] == 96 and abs(sql[0][1] - np.nanmax(want)) < 1e-9
 
 
+def test_one_run_with_itself_is_within_model(two_models):
+    """``--runs A,A`` of a per-token run: every neuron's best partners among the others (its
+    own r = 1 used to rank first), against numpy.corrcoef without the diagonal."""
+    st = neurondb.open(two_models / "A")
+    x = np.concatenate([st.activations(la, run="A") for la in range(2)], axis=1)
+    want = np.corrcoef(x.astype(np.float64).T)
+    np.fill_diagonal(want, np.nan)
+    t = correlate_neurons(st, "A,A", top=2, write=False).table
+    mine = t.layer * 48 + t.neuron
+    partner = t.partner_layer * 48 + t.partner_neuron
+    assert (mine != partner).all()
+    best = t[t.partner_rank == 1].sort_values(["layer", "neuron"])
+    np.testing.assert_allclose(best["corr"], np.nanmax(want, axis=1), rtol=1e-9)
+    assert ((best.partner_layer * 48 + best.partner_neuron).to_numpy()
+            == np.nanargmax(want, axis=1)).all()
+    st.close()
+
+
 def test_refused_requests_write_nothing(two_models):
     st = neurondb.open(two_models / "C", two_models / "B")
     results = two_models / "C" / "results"
