@@ -11,6 +11,7 @@ from rich.text import Text
 
 from neurondb.cli.errors import one_line_errors
 from neurondb.errors import UsageError
+from neurondb.store.io import atomic_write_bytes, atomic_write_text, output_file_problem
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -76,6 +77,10 @@ def query_command(
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
         if fmt == "parquet" and output is None:
             raise UsageError("--format parquet needs --output FILE")
+        if output is not None:
+            problem = output_file_problem(output, f"answer.{'txt' if fmt == 'table' else fmt}")
+            if problem:
+                raise UsageError(f"--output: {problem}")
         st = neurondb.open(store, *(also or []), partial=partial, verify=not no_verify)
         arrow = st.connection.arrow(sql)
         _emit(arrow, fmt, output, limit)
@@ -91,7 +96,9 @@ def _emit(arrow, fmt: str, output: Path | None, limit: int) -> None:
     import pyarrow.parquet as pq
 
     if fmt == "parquet":
-        pq.write_table(arrow, output)
+        buf = io.BytesIO()
+        pq.write_table(arrow, buf)
+        atomic_write_bytes(output, buf.getvalue())  # a failed write leaves no partial file
         typer.echo(f"wrote {arrow.num_rows} rows to {output}", err=True)
         return
     if fmt == "csv":
@@ -119,7 +126,7 @@ def _emit(arrow, fmt: str, output: Path | None, limit: int) -> None:
     if output is None:
         sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     else:
-        Path(output).write_text(text)
+        atomic_write_text(output, text)
         typer.echo(f"wrote {arrow.num_rows} rows to {output}", err=True)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurondb.report.errors import ReportError
+from neurondb.store.io import output_file_problem
 from neurondb.store.reader import Store
 
 __all__ = ["ReportError", "ReportSummary", "SectionSummary", "write_report"]
@@ -105,10 +106,9 @@ def write_report(store: Store | str | Path, out_html: str | Path, *,
 
     t0 = time.perf_counter()
     out = Path(out_html)
-    if out.is_dir():
-        raise ReportError(f"{out} is a directory; give the report's file name (e.g. {out}/report.html)")
-    if not out.parent.exists():
-        raise ReportError(f"cannot write {out}: directory {out.parent} does not exist")
+    problem = output_file_problem(out, "report.html")
+    if problem:
+        raise ReportError(problem)
     st = as_store(store)
     try:
         contents = collect(st, _prompt_list(prompts), _prompt_list(condensed), latency_context)

@@ -129,6 +129,17 @@ def read_json(path: str | Path,
     return obj
 
 
+def output_file_problem(path: str | Path, example: str) -> str | None:
+    """Why ``path`` cannot be a new or replaced output file (a directory, a missing parent),
+    as one line suggesting ``example`` (a file name), or None when it can."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{p} is a directory; give a file name (e.g. {p / example})"
+    if not p.absolute().parent.is_dir():
+        return f"cannot write {p}: directory {p.absolute().parent} does not exist"
+    return None
+
+
 def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
     """One line: the path, the errno name and what to do."""
     where = e.filename or path or "?"

@@ -62,6 +62,29 @@ def test_query_is_read_only_and_errors_are_one_line(store):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+def test_query_output_that_cannot_be_written_is_one_line(store, tmp_path):
+    """--output a directory was an IsADirectoryError traceback; a missing directory or a
+    failing write is one line too, and a failed write leaves no partial file."""
+    from neurondb.store import failpoints
+
+    sql = "SELECT 1 AS a"
+    for out, msg in ((tmp_path, f"--output: {tmp_path} is a directory; give a file name"),
+                     (tmp_path / "no" / "a.csv", "directory " + str(tmp_path / "no") +
+                      " does not exist")):
+        res = runner.invoke(app, ["query", str(store), sql, "--format", "csv", "--output",
+                                  str(out)])
+        assert res.exit_code == 2 and msg in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"a.{fmt}"
+        with failpoints.armed("atomic.replace", "enospc"):
+            res = runner.invoke(app, ["query", str(store), sql, "--format", fmt, "--output",
+                                      str(out)])
+        assert res.exit_code == 2 and "ENOSPC" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_extract_error_is_one_line(tmp_path, tiny_path, sentiment_dir):
     res = runner.invoke(app, ["extract", str(tiny_path("bert")), "--data", str(sentiment_dir),
                               "--text-field", "review", "--out", str(tmp_path / "s")])
