@@ -11,7 +11,7 @@ from rich.text import Text
 
 from neurondb.cli.errors import one_line_errors
 from neurondb.errors import UsageError
-from neurondb.store.io import atomic_write_bytes, atomic_write_text, output_file_problem
+from neurondb.store.io import atomic_write_bytes, atomic_write_text, check_output_file
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -77,10 +77,8 @@ def query_command(
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
         if fmt == "parquet" and output is None:
             raise UsageError("--format parquet needs --output FILE")
-        if output is not None:
-            problem = output_file_problem(output, f"answer.{'txt' if fmt == 'table' else fmt}")
-            if problem:
-                raise UsageError(f"--output: {problem}")
+        check_output_file(output, "output", "--output",
+                          f"answer.{'txt' if fmt == 'table' else fmt}")
         st = neurondb.open(store, *(also or []), partial=partial, verify=not no_verify)
         arrow = st.connection.arrow(sql)
         _emit(arrow, fmt, output, limit)

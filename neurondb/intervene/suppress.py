@@ -30,6 +30,7 @@ from neurondb.intervene.mask import LayerKey, NeuronMask
 from neurondb.intervene.replace import MODES, replace_neurons
 from neurondb.intervene.scoring import Scorer, check_full_model, prepare_scorer
 from neurondb.intervene.selection import check_ratio, read_ranking, top_from_ranking
+from neurondb.store.io import check_output_file
 
 if TYPE_CHECKING:
     from neurondb.arch.shape import ModelShape
@@ -328,6 +329,7 @@ class SuppressRequest:
 
     def __post_init__(self) -> None:
         _check_arguments(self.mask, self.ranking, self.store, self.mode, self.sigma)
+        check_output_file(self.png, "png", "--png", "suppression.png", makes_parents=True)
 
 
 def suppress(model, data, **kwargs) -> SuppressResult:

@@ -23,6 +23,7 @@ from neurondb.profile.pearson import PearsonAccumulator, best_partners
 from neurondb.query.layout import split_names
 from neurondb.query.plots import save_figure
 from neurondb.query.results import as_store, check_absent, default_name, write_result
+from neurondb.store.io import check_output_file
 
 TABLE = "neuron_correlations"
 
@@ -149,6 +150,7 @@ def correlate_neurons(store, runs: str | Sequence[str], *, layers: Sequence[int]
     (the same layers); write ``results/neuron_correlations/<name>.parquet`` and, with
     ``png``, the max-correlation figure. Everything is checked before anything is written;
     ``say`` then hears the memory the accumulation takes."""
+    check_output_file(png, "png", "--png", "max_corr.png", makes_parents=True)
     store = as_store(store)
     names = split_names(runs)
     if len(names) == 1 and store.run(names[0]).mode == "profile":

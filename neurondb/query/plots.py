@@ -15,12 +15,15 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     close it, and return the path: the one way neurondb's figures reach the disk."""
     import matplotlib.pyplot as plt
 
+    from neurondb.store.io import os_errors
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        with os_errors(path):  # a full disk, a directory in the way: one line naming it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+            os.replace(tmp, path)
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from neurondb.errors import QueryError, UsageError, arg
+from neurondb.store.io import check_output_file
 
 # -- the choices ------------------------------------------------------------------------------
 METHODS = ("predictivity", "attribution", "activation", "gradient", "random")
@@ -265,6 +266,7 @@ class CorrelateRequest:
         if len(set(names)) != len(names):
             raise QueryError(f"ranking names repeat in {names}; give each once")
         check_top(self.fraction, self.k, self.count_rule)
+        check_output_file(self.png, "png", "--png", "correlations.png", makes_parents=True)
 
     @property
     def names(self) -> list[str]:
@@ -297,6 +299,7 @@ class OverlapRequest:
 
     def __post_init__(self) -> None:
         check_choice(self.mode, OVERLAP_MODES, "mode", pair=True)
+        check_output_file(self.png, "png", "--png", "overlap.png", makes_parents=True)
         if self.groups != "all" and self.groups is not None:
             try:
                 size = int(self.groups)
@@ -332,6 +335,7 @@ class MaskRequest:
         check_fraction(self.fraction, "fraction", what="in (0, 1]")
         check_scope(self.scope)
         check_count_rule(self.count_rule, arg("count_rule"))
+        check_output_file(self.out, "out", "--out", "mask.parquet", makes_parents=True)
 
 
 # -- top --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from neurondb.errors import StoreError, StoreIOError, arg
+from neurondb.errors import StoreError, StoreIOError, UsageError, arg
 from neurondb.store import failpoints
 
 _TMP = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -129,15 +129,32 @@ def read_json(path: str | Path,
     return obj
 
 
-def output_file_problem(path: str | Path, example: str) -> str | None:
-    """Why ``path`` cannot be a new or replaced output file (a directory, a missing parent),
-    as one line suggesting ``example`` (a file name), or None when it can."""
+def output_file_problem(path: str | Path, example: str, makes_parents: bool = False
+                        ) -> str | None:
+    """Why ``path`` cannot be a new or replaced output file (a directory; a missing parent,
+    unless the writer ``makes_parents``: figures), as one line suggesting ``example`` (a
+    file name), or None when it can."""
     p = Path(path)
     if p.is_dir():
         return f"{p} is a directory; give a file name (e.g. {p / example})"
-    if not p.absolute().parent.is_dir():
-        return f"cannot write {p}: directory {p.absolute().parent} does not exist"
+    parent = p.absolute().parent
+    while makes_parents and not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        return f"cannot write {p}: {parent} {what}"
     return None
+
+
+def check_output_file(path: str | Path | None, name: str, flag: str, example: str,
+                      makes_parents: bool = False) -> None:
+    """Refuse, before anything is computed or written, an output file (argument ``name``,
+    CLI ``flag``) that cannot be written (:func:`output_file_problem`); None passes."""
+    if path is None:
+        return
+    problem = output_file_problem(path, example, makes_parents)
+    if problem:
+        raise UsageError(f"{arg(name, flag)}: {problem}")
 
 
 def describe_os_error(e: OSError, path: str | Path | None = None) -> str:

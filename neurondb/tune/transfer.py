@@ -26,6 +26,7 @@ from neurondb.runtime.naming import data_key, parse_data_spec
 from neurondb.runtime.progress import CountProgress
 from neurondb.runtime.prompt import PROMPT_JSON, SoftPrompt, load_prompt
 from neurondb.runtime.templates import resolve_labels
+from neurondb.store.io import check_output_file
 from neurondb.tune.errors import TuneError
 
 COLUMNS = ["prompt", "source", "seed", "target", "split", "n", "accuracy", "own_accuracy",
@@ -114,6 +115,8 @@ def transfer(prompts: list[str | Path], datasets: list[tuple[str, str] | str],
     defaults to the one the prompts name. ``png``: a heatmap of the mean relative performance
     over seeds (accuracy where no prompt was tuned on the target); ``csv``: the table.
     """
+    check_output_file(png, "png", "--png", "transfer.png", makes_parents=True)
+    check_output_file(csv, "csv", "--csv", "transfer.csv")
     dirs = expand_prompt_dirs(list(prompts))
     sps = [load_prompt(d) for d in dirs]
     specs = [parse_data_spec(d) if isinstance(d, str) else (str(d[0]), str(d[1]))

@@ -69,8 +69,7 @@ def test_query_output_that_cannot_be_written_is_one_line(store, tmp_path):
 
     sql = "SELECT 1 AS a"
     for out, msg in ((tmp_path, f"--output: {tmp_path} is a directory; give a file name"),
-                     (tmp_path / "no" / "a.csv", "directory " + str(tmp_path / "no") +
-                      " does not exist")):
+                     (tmp_path / "no" / "a.csv", f"{tmp_path / 'no'} does not exist")):
         res = runner.invoke(app, ["query", str(store), sql, "--format", "csv", "--output",
                                   str(out)])
         assert res.exit_code == 2 and msg in res.output, res.output

@@ -137,6 +137,29 @@ def test_correlations_larger_than_memory_are_refused(two_models, monkeypatch):
     st.close()
 
 
+def test_figure_paths_are_checked_first(two_models, tmp_path):
+    """--png a directory: refused before the correlation is computed or its table written
+    (correlate-neurons, suppress and transfer share the check)."""
+    from neurondb.errors import UsageError
+    from neurondb.intervene.suppress import SuppressRequest
+    from neurondb.tune.transfer import transfer
+
+    def files():
+        return sorted(str(p) for p in two_models.rglob("*"))
+
+    before = files()
+    st = neurondb.open(two_models / "A", two_models / "B")
+    with pytest.raises(UsageError, match=f"png: {tmp_path} is a directory; give a file name"):
+        correlate_neurons(st, "A,B", png=tmp_path, name="never")
+    st.close()
+    assert files() == before
+    with pytest.raises(UsageError, match="png: .* is a directory"):
+        SuppressRequest(model="m", data="d", ranking="r", store=two_models / "A", png=tmp_path)
+    for kw in (dict(png=tmp_path), dict(csv=tmp_path), dict(csv=tmp_path / "no" / "t.csv")):
+        with pytest.raises(UsageError, match="(png|csv): "):
+            transfer([tmp_path], ["movie_reviews:validation"], **kw)
+
+
 def test_default_names_tell_run_pairs_apart(two_models, tmp_path, tiny_path, sentiment_dir):
     """Without --name, A,B and then A,A (a second pair sharing run A) are two results: the
     default name holds both runs (it was ``ncorr_A+1`` for both, so the second was refused)."""

@@ -97,3 +97,27 @@ def test_on_an_extracted_store(extracted, tmp_path):
     ok(["mask", extracted, "--ranking", "attr", "--fraction", "0.1", "--global",
         "--out", tmp_path / "m.parquet"])
     ok(["top", extracted, "--run", runs["validation"].run, "--layer", "0", "--neuron", "1"])
+
+
+def test_output_paths_are_checked_before_anything_is_written(skill_store, tmp_path):
+    """A figure or mask path that is a directory (a traceback after the result was written,
+    or a misleading 'EISDIR at /.tmp.tmp-PID') is refused in one line naming the flag, before
+    any result is computed or written; a missing parent of a figure is made."""
+    from pathlib import Path
+
+    root = skill_store.path
+    ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "Q"])
+    ok(["rank", root, "--method", "random", "--seed", "3", "--name", "Q2"])
+    results = Path(root) / "results"
+    before = sorted(p.name for p in results.rglob("*"))
+    for args, flag in ((["mask", root, "--ranking", "Q", "--out", tmp_path], "--out"),
+                       (["correlate", root, "--rankings", "Q,Q2", "--png", tmp_path], "--png"),
+                       (["overlap", root, "--runs", "ev,ev", "--png", tmp_path], "--png"),
+                       (["mask", root, "--ranking", "Q", "--out",
+                         Path(__file__) / "m.parquet"], "--out")):
+        fails(args, f"{flag}: ", "is a directory" if args[-1] == tmp_path else
+              "is not a directory")
+    assert sorted(p.name for p in results.rglob("*")) == before
+    png = tmp_path / "new" / "deeper" / "c.png"
+    ok(["correlate", root, "--rankings", "Q,Q2", "--png", png, "--name", "qq"])
+    assert png.stat().st_size > 1000
