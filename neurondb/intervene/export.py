@@ -130,15 +130,19 @@ def _auto_map(model: nn.Module) -> dict[str, str]:
 
 
 # -- directory handling -------------------------------------------------------------------
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def check_export_dir(out: str | Path, overwrite: bool, name: str = "out_dir") -> None:
+    """Refuse an ``out`` (argument ``name``) that exists, unless ``overwrite`` and it is an
+    export; what is not an export (a file, a directory of other things) is refused first,
+    with or without ``overwrite`` (suggesting it would only lead to that refusal)."""
+    out = Path(out)
     if not out.exists():
         return
+    if not out.is_dir() or (any(out.iterdir()) and not (out / RECORD_FILE).exists()):
+        raise ExportError(f"refusing to write the export to {out}: it exists and is not a "
+                          f"neurondb export directory; choose another {arg(name, '--out')}")
     if not overwrite:
         raise ExportError(f"export directory {out} exists; pass {switch('overwrite')} "
-                          f"or choose another {arg('out_dir', '--out')}")
-    if not out.is_dir() or (any(out.iterdir()) and not (out / RECORD_FILE).exists()):
-        raise ExportError(f"refusing to overwrite {out}: it is not a neurondb export "
-                          f"directory; choose another {arg('out_dir', '--out')}")
+                          f"or choose another {arg(name, '--out')}")
 
 
 def _partial_dir(out: Path) -> Path:
@@ -278,7 +282,7 @@ def export_pruned(model: nn.Module, tokenizer, mask: NeuronMask, out_dir: str | 
     The directory is written atomically; an existing one is refused unless ``overwrite``.
     """
     out = Path(out_dir).absolute()
-    _check_out_dir(out, overwrite)
+    check_export_dir(out, overwrite)
     work = model if inplace else copy.deepcopy(model)
     bytes_before = tensor_bytes(work)
     report = prune_model(work, mask, means=means, priority=priority, fmt=format)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from neurondb.errors import arg, given, on_cli, switch, together
 from neurondb.intervene.errors import PruneError
-from neurondb.intervene.export import ExportReport, export_pruned
+from neurondb.intervene.export import ExportReport, check_export_dir, export_pruned
 from neurondb.intervene.mask import NeuronMask
 from neurondb.intervene.prune import FORMATS, means_from_stats
 from neurondb.intervene.search import (
@@ -106,9 +106,7 @@ class PruneRequest:
         if any(b < 1 for b in self.latency_batch) or not self.latency_batch:
             raise PruneError(f"{arg('latency_batch')} takes batch sizes of at least 1, e.g. "
                              + ("1,32" if on_cli() else "(1, 32)"))
-        if Path(self.out).exists() and not self.overwrite:
-            raise PruneError(f"export directory {self.out} exists; pass {switch('overwrite')} "
-                             f"or choose another {arg('out')}")
+        check_export_dir(self.out, self.overwrite, "out")
 
 
 @dataclass

@@ -31,9 +31,13 @@ def test_existing_directory_is_refused_unless_overwrite(tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "thesis.tex").write_text("x")
-    with pytest.raises(ExportError, match="not a neurondb export"):
-        export_pruned(model, tok, mask, other, overwrite=True)
-    assert (other / "thesis.tex").exists()
+    for ow in (True, False):  # without overwrite it is not told to pass overwrite
+        with pytest.raises(ExportError, match="exists and is not a neurondb export directory; "
+                                              "choose another out_dir"):
+            export_pruned(model, tok, mask, other, overwrite=ow)
+        with pytest.raises(ExportError, match="is not a neurondb export"):
+            export_pruned(model, tok, mask, other / "thesis.tex", overwrite=ow)
+    assert (other / "thesis.tex").read_text() == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial dirs
 
 
