@@ -156,7 +156,7 @@ def test_store_dependent_analysis_errors(extracted):
     run = neurondb.open(extracted).runs()[0].run
     _python(lambda: attribution(extracted, run, write=False),
             "has no gradients; re-extract it with grad=True, or rank by method='activation'")
-    _cli(["rank", extracted, "--method", "attribution", "--train", run],
+    _cli(["rank", extracted, "--method", "attribution", "--eval", run],
          "re-extract it with --grad, or rank by --method activation")
     _python(lambda: predictivity(extracted, run, train=run, slots="nope", write=False),
             "matches slots='nope'")

@@ -60,16 +60,14 @@ def _fmt(v) -> str:
 
 def _rank_request(method: str, eval_: str, flags: dict, common: dict) -> RankRequest:
     """The request of ``neurondb rank``: ``--eval`` is the evaluation runs of predictivity and
-    the runs with gradients of attribution; each method gets the flags it reads."""
+    the runs with gradients of attribution. Every flag goes to the request, which refuses one
+    that another method reads when it is given (the CLI's defaults are the request's), so a
+    flag is never dropped in silence."""
     if method == "predictivity":
-        keys = ("train", "train_store", "over_prompts", "over_classes", "slots", "threads",
-                "multiclass", "combine_order", "balance_seed", "check_exactness",
-                "allow_foreign")
-        return RankRequest(eval=eval_, **{k: flags[k] for k in keys}, **common)
+        return RankRequest(eval=eval_, **flags, **common)
     if method in ATTRIBUTION_METHODS:
-        keys = ("token_agg", "abs_when", "target", "slots", "max_examples")
-        return RankRequest(runs=eval_, **{k: flags[k] for k in keys}, **common)
-    return RankRequest(seed=flags["seed"], **common)
+        return RankRequest(runs=eval_, **flags, **common)
+    return RankRequest(**flags, **common)
 
 
 def _print_ranking(df: pd.DataFrame, method: str, show: int) -> None:

@@ -103,6 +103,11 @@ def split_names(spec: str | Sequence[str] | None) -> list[str]:
     return [s.strip() for s in items if s and s.strip()]
 
 
+#: CLI flags of ``neurondb rank`` whose names are not the field's
+_RANK_FLAGS = {"max_examples": "--examples", "abs_when": "--abs",
+               "check_exactness": "--no-exactness-check", "runs": "--eval"}
+
+
 def _unchanged(request: Any, names: set[str]) -> None:
     """Refuse a field outside ``names`` (those the request's method reads) given a value other
     than its default: it would be ignored."""
@@ -112,8 +117,9 @@ def _unchanged(request: Any, names: set[str]) -> None:
         v = getattr(request, f.name)
         if (v is not None) if f.default is None else bool(v != f.default):
             owners = [m for m in METHODS if f.name in _RANK_FIELDS[_FAMILY[m]]]
-            raise UsageError(f"{arg(f.name)} applies to method{'s' if len(owners) > 1 else ''} "
-                             f"{', '.join(owners)}, not {request.method!r}")
+            raise UsageError(f"{arg(f.name, _RANK_FLAGS.get(f.name))} applies to "
+                             f"method{'s' if len(owners) > 1 else ''} {', '.join(owners)}, not "
+                             f"{request.method!r}")
 
 
 def as_request(cls: type, kw: dict, fixed: dict | None = None, **positional: Any) -> Any:

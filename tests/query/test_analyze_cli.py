@@ -58,6 +58,14 @@ def test_errors_are_one_line(skill_store):
           "--show must be 0 or more, not -1")
     fails(["rank", root, "--train", "tr", "--eval", "ev", "--threads", "-3"],
           "--threads must be at least 1, not -3")
+    # a flag another method reads is refused, not dropped in silence
+    fails(["rank", root, "--train", "tr", "--eval", "ev", "--examples", "3"],
+          "--examples applies to methods attribution, activation, gradient, not 'predictivity'")
+    fails(["rank", root, "--train", "tr", "--eval", "ev", "--token-agg", "max"],
+          "--token-agg applies to methods attribution")
+    fails(["rank", root, "--method", "random", "--abs", "after"], "--abs applies to methods")
+    fails(["rank", root, "--method", "random", "--threads", "2"],
+          "--threads applies to method predictivity, not 'random'")
     ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P"])
     fails(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P"], "already exists", "--overwrite")
     ok(["rank", root, "--train", "tr", "--eval", "ev", "--name", "P", "--overwrite"])
