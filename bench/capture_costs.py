@@ -9,7 +9,11 @@ in one run (medians of ``--repeats``, taken in turn):
   so its pages also stay in the page cache;
 * ``keep cache``: written back while the file grows, but its pages left in the page cache
   (no ``POSIX_FADV_DONTNEED``: every write then needs fresh pages);
-* ``no tensors``: nothing appended to the tensor file (tables, hooks, copies, commit only).
+* ``no tensors``: nothing appended to the tensor file (tables, hooks, copies, commit only);
+* ``writer idle`` / ``writer nice``: the same capture with the writer thread under
+  ``SCHED_IDLE`` / at nice 19 (does its competition with torch's threads cost more than its
+  work?). ``OMP_WAIT_POLICY=PASSIVE python bench/capture_costs.py ...`` asks the same of
+  torch's spinning OpenMP threads (it must be set before torch starts).
 
 The switches patch the store's internals, so this is a diagnosis, not a mode of the tool; the
 store each variant writes is thrown away.
@@ -20,19 +24,23 @@ store each variant writes is thrown away.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import extract as bench  # noqa: E402  (bench/extract.py: the same model, data and timings)
 
+from neurondb.extract import writer  # noqa: E402
 from neurondb.store import blockhash, tensors  # noqa: E402
 
-VARIANTS = ("capture", "no hash", "no writeback", "keep cache", "no tensors")
+VARIANTS = ("capture", "no hash", "no writeback", "keep cache", "no tensors", "writer idle",
+            "writer nice")
 
 
 def _switch(variant: str, real: dict) -> None:
@@ -48,6 +56,16 @@ def _switch(variant: str, real: dict) -> None:
     blockhash._drop_cached = (lambda fd: None) if variant == "keep cache" else real["drop"]
     tensors.TensorWriter.append = ((lambda self, *a: None) if variant == "no tensors"
                                    else real["append"])
+    policy = {"writer idle": "idle", "writer nice": "nice"}.get(variant)
+
+    def loop(self) -> None:  # the writer thread's policy, set from inside the thread
+        if policy == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif policy == "nice":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        real["loop"](self)
+
+    writer.BackgroundWriter._loop = loop if policy else real["loop"]
 
 
 def main() -> None:
@@ -61,7 +79,7 @@ def main() -> None:
 
     real = {"hash": blockhash.WatchedFile._hash, "feed": blockhash.WatchedFile._feed,
             "sync": blockhash.SYNC_BYTES, "drop": blockhash._drop_cached,
-            "append": tensors.TensorWriter.append}
+            "append": tensors.TensorWriter.append, "loop": writer.BackgroundWriter._loop}
     tmp = Path(tempfile.mkdtemp(prefix="nd-costs-"))
     try:
         model = bench.pick_model(tmp)
