@@ -115,9 +115,28 @@ def _auto_class(strategy: Readout, config):
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` (a GPU when torch sees one, else the CPU) or a torch device name; a name torch
+    does not know, or a GPU this torch cannot use, is one line naming what there is."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ExtractError(f"{given('device', device)} is not a device; use auto, cpu, cuda or "
+                           "cuda:N") from e
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ExtractError(f"{given('device', device)} asks for a GPU, but torch "
+                               f"{torch.__version__} sees none (a CPU build, or no driver); use "
+                               f"{given('device', 'cpu')} or auto")
+        if dev.index is not None and dev.index >= n:
+            raise ExtractError(f"{given('device', device)}: this machine has {n} GPU"
+                               f"{'s' if n > 1 else ''} (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ExtractError(f"{given('device', device)}: this torch has no MPS backend here; use "
+                           f"{given('device', 'cpu')} or auto")
+    return dev
 
 
 def load_model(name: str, readout: str = "auto", device: str = "auto",

@@ -30,6 +30,10 @@ class Template:
                                "{text1}, {text2} and {mask}")
         if self.source.count("{mask}") > 1:
             raise ExtractError("a template may have one {mask} slot")
+        if self.n_texts == 0:
+            raise ExtractError(f"template {self.source!r} has no text slot, so every example "
+                               "would be the same input; add {text} (or {text1} and {text2} "
+                               "for sentence pairs)")
 
     @property
     def has_mask(self) -> bool:

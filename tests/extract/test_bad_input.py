@@ -61,6 +61,31 @@ def test_empty_dataset(tmp_path, tiny_path):
            verbalizer=["bad", "good"])
 
 
+def test_a_template_without_text_is_refused(tmp_path, tiny_path, sentiment_dir):
+    """'It was {mask}.' made every example the same input, and was accepted."""
+    _fails(tmp_path / "s", "has no text slot, so every example would be the same input",
+           str(tiny_path("bert")), str(sentiment_dir), template="It was {mask}.",
+           verbalizer=["bad", "good"])
+
+
+@pytest.mark.parametrize("device,msg", [
+    ("tpu", "device='tpu' is not a device; use auto, cpu, cuda or cuda:N"),
+    ("cuda", "asks for a GPU, but torch"),
+    ("cuda:7", "cuda:7"),
+])
+def test_a_device_this_torch_cannot_use_is_one_line(tmp_path, tiny_path, sentiment_dir, device,
+                                                    msg):
+    """A torch RuntimeError ('Expected one of cpu, cuda, ...') or AssertionError ('Torch not
+    compiled with CUDA enabled') before; the GPU cases only where this torch sees none or fewer
+    than eight."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the GPUs asked for")
+    _fails(tmp_path / "s", msg, str(tiny_path("bert")), str(sentiment_dir),
+           template=TEMPLATE, verbalizer=["bad", "good"], device=device)
+
+
 @pytest.mark.parametrize("n", [0, -2])
 def test_max_examples_below_one_is_refused_everywhere(tmp_path, tiny_path, sentiment_dir, n):
     """--max-examples 0 gave an 'empty split' error naming --max-examples as the cause, and a
