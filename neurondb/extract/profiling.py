@@ -155,15 +155,13 @@ def reducing(acc: ProfileAccumulator | None, cap, rows: dict, where: dict | None
 HOST_COPIES = 3
 
 
-def check_memory(ext, n_labels: int) -> str:
+def check_memory(ext, n_labels: int, d_corr: int = 0) -> str:
     """Refuse a profile whose state (``K`` x neurons for the top/bottom tokens, bins x
-    neurons for the histograms, ``D x D`` correlation sums) cannot be held in memory: on the
-    model's device once, on the host :data:`HOST_COPIES` times. Returns the line that says
-    how much it takes."""
+    neurons for the histograms, ``d_corr x d_corr`` correlation sums) cannot be held in
+    memory: on the model's device once, on the host :data:`HOST_COPIES` times. Returns the
+    line that says how much it takes."""
     from neurondb.profile.state import profile_file_bytes
 
-    cl = corr_layers(ext)
-    d_corr = sum(ext.shape.d_ff(cl[0], la) for la in cl[1]) if cl else 0
     top_k, bins = int(ext.cfg.top_k), int(ext.cfg.profile_bins)
     state = profile_file_bytes(ext.shape.widths, top_k, bins, max(2, n_labels), d_corr)
     device = ext.lm.device
@@ -198,11 +196,11 @@ def check_tokens(ext, n_examples: int, rows: dict[str, int], n_labels: int = 0) 
         raise ExtractError(f"{switch('profile')} tells tokens apart by example and position: "
                            f"{n_examples} examples x {n_positions(ext)} positions exceed "
                            f"2**32; lower {arg('max_examples')} or {arg('max_length')}")
-    lines = [check_memory(ext, n_labels)]
     cl = corr_layers(ext)
+    D = sum(ext.shape.d_ff(cl[0], la) for la in cl[1]) if cl else 0
+    lines = [check_memory(ext, n_labels, D)]
     if cl is None:
         return lines
-    D = sum(ext.shape.d_ff(cl[0], la) for la in cl[1])
     return lines + [f"within-model correlation of {D} neurons ({cl[0]} layers "
             f"{', '.join(map(str, cl[1]))}): {8 * D * D / 1e6:,.1f} MB of float64 sums on the "
             f"device and in every shard's profile"]
